@@ -1,0 +1,47 @@
+"""ASGI entry point of every role (served by Daphne through ``manage.py runserver``).
+
+HTTP paths under ``settings.HOT_PATH_PREFIXES`` go to the role's lean hot-path app
+(``settings.HOT_PATH_APP``); everything else (admin, docs) to Django's handler.
+WebSockets go to the role's Channels routes (``settings.WEBSOCKET_ROUTES``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "distdb.settings.master")
+django_app = get_asgi_application()  # sets Django up before anything imports models
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.utils.module_loading import import_string  # noqa: E402
+
+
+class PathDispatcher:
+    """Send hot-path prefixes to one ASGI app and the rest to another."""
+
+    def __init__(self, prefixes: tuple[str, ...], hot, default) -> None:
+        self.prefixes, self.hot, self.default = prefixes, hot, default
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
+            return await self.hot(scope, receive, send)
+        return await self.default(scope, receive, send)
+
+
+def build_application():
+    hot_path = getattr(settings, "HOT_PATH_APP", None)
+    http = django_app
+    if hot_path and settings.HOT_PATH_PREFIXES:
+        hot = import_string(hot_path)
+        http = PathDispatcher(settings.HOT_PATH_PREFIXES, hot() if isinstance(hot, type) else hot, django_app)
+    routes = getattr(settings, "WEBSOCKET_ROUTES", None)
+    protocols = {"http": http}
+    if routes:
+        protocols["websocket"] = URLRouter(import_string(routes))
+    return ProtocolTypeRouter(protocols)
+
+
+application = build_application()

@@ -1,0 +1,63 @@
+"""System checks that name the setting at fault (CONVENTIONS §7).
+
+Checks tagged ``distdb_runtime`` need files that exist only once the node is set up
+(keys, tokens); they run when a server starts (``runserver``), not for ``migrate``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.core.checks import Error, register
+
+RUNTIME = "distdb_runtime"
+
+
+@register()
+def check_role(app_configs, **kwargs):
+    if settings.DISTDB_ROLE not in ("master", "tablet", "client", "test"):
+        return [
+            Error(
+                f"DISTDB_ROLE is {settings.DISTDB_ROLE!r}",
+                hint="Use --settings=distdb.settings.master|tablet|client.",
+                id="distdb.E001",
+            )
+        ]
+    return []
+
+
+@register(RUNTIME, deploy=True)
+def check_keys_and_token(app_configs, **kwargs):
+    errors = []
+    if settings.DISTDB_ROLE == "master" and not Path(settings.DISTDB_PRIVATE_KEY_FILE).exists():
+        errors.append(
+            Error(
+                f"DISTDB_KEYS_DIR: no private key at {settings.DISTDB_PRIVATE_KEY_FILE}",
+                hint="Run: manage.py generate_keys",
+                id="distdb.E002",
+            )
+        )
+    if not Path(settings.DISTDB_PUBLIC_KEY_FILE).exists():
+        errors.append(
+            Error(
+                f"DISTDB_PUBLIC_KEY_FILE: no public key at {settings.DISTDB_PUBLIC_KEY_FILE}",
+                hint="Copy the master's public key there, or run manage.py generate_keys.",
+                id="distdb.E003",
+            )
+        )
+    token_file = getattr(settings, "DISTDB_TOKEN_FILE", None)
+    import os
+
+    if token_file and not os.environ.get("DISTDB_TOKEN") and not Path(token_file).exists():
+        errors.append(
+            Error(
+                f"DISTDB_TOKEN: no token in the environment and none at {token_file}",
+                hint=(
+                    "On the master: manage.py sign_jwt "
+                    f"{settings.DISTDB_NODE_ID} {settings.DISTDB_ROLE} --out {token_file}"
+                ),
+                id="distdb.E004",
+            )
+        )
+    return errors

@@ -1,0 +1,218 @@
+"""The one error hierarchy of distdb, shared by every role (CONVENTIONS §6).
+
+Every error has a stable machine-readable ``code`` that clients branch on, an
+HTTP status, and a ``retryable`` flag. It renders to the same JSON shape over
+HTTP and WebSocket::
+
+    {"error": {"code": "...", "message": "...", "detail": {...}, "retryable": false}}
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class DistdbError(Exception):
+    """Base of every error a distdb server reports to a caller."""
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+    default_message: ClassVar[str] = "internal error"
+
+    def __init__(self, message: str | None = None, **detail: Any) -> None:
+        self.message = message or self.default_message
+        self.detail = detail
+        super().__init__(self.message)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "detail": self.detail,
+                "retryable": self.retryable,
+            }
+        }
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class BadRequest(DistdbError):
+    code = "bad_request"
+    status = 400
+    default_message = "the request is not valid"
+
+
+class InvalidJson(BadRequest):
+    code = "invalid_json"
+    default_message = "the body is not valid JSON"
+
+
+class ValidationFailed(BadRequest):
+    code = "validation_failed"
+    default_message = "the request does not match the schema"
+
+
+class InvalidKey(BadRequest):
+    code = "invalid_key"
+    default_message = "the row key is not valid for this table"
+
+
+class ColumnNotAllowed(BadRequest):
+    code = "column_not_allowed"
+    default_message = "the table does not allow this column"
+
+
+class Unauthenticated(DistdbError):
+    code = "unauthenticated"
+    status = 401
+    default_message = "a valid token is required"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="distdb"'}
+
+
+class TokenInvalid(Unauthenticated):
+    code = "token_invalid"
+    default_message = "the token is not valid"
+
+
+class TokenExpired(Unauthenticated):
+    code = "token_expired"
+    default_message = "the token has expired"
+
+
+class TokenRevoked(Unauthenticated):
+    code = "token_revoked"
+    default_message = "the token has been revoked"
+
+
+class Forbidden(DistdbError):
+    code = "forbidden"
+    status = 403
+    default_message = "this token may not do that"
+
+
+class TokenWrongRole(Forbidden):
+    code = "token_wrong_role"
+    default_message = "the token's role may not do that"
+
+
+class TokenWrongAudience(Forbidden):
+    code = "token_wrong_audience"
+    default_message = "the token is for another audience"
+
+
+class NotFound(DistdbError):
+    code = "not_found"
+    status = 404
+    default_message = "not found"
+
+
+class TableNotFound(NotFound):
+    code = "table_not_found"
+    default_message = "no such table"
+
+
+class RowNotFound(NotFound):
+    code = "row_not_found"
+    default_message = "no such row"
+
+
+class MethodNotAllowed(DistdbError):
+    code = "method_not_allowed"
+    status = 405
+    default_message = "method not allowed"
+
+
+class Conflict(DistdbError):
+    code = "conflict"
+    status = 409
+    default_message = "conflict"
+
+
+class RowExists(Conflict):
+    code = "row_exists"
+    default_message = "a row with this key already exists"
+
+
+class TableExists(Conflict):
+    code = "table_exists"
+    default_message = "a table with this name already exists"
+
+
+class Outdated(Conflict):
+    """The caller routed with old metadata; ``detail['metadata']`` carries the current one."""
+
+    code = "outdated"
+    retryable = True
+    default_message = "the routing metadata is outdated"
+
+
+class PayloadTooLarge(DistdbError):
+    code = "payload_too_large"
+    status = 413
+    default_message = "the request body is too large"
+
+
+class UnsupportedMediaType(DistdbError):
+    code = "unsupported_media_type"
+    status = 415
+    default_message = "send application/json"
+
+
+class Unavailable(DistdbError):
+    code = "unavailable"
+    status = 503
+    retryable = True
+    retry_after_s: int = 1
+    default_message = "temporarily unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class TabletUnavailable(Unavailable):
+    code = "tablet_unavailable"
+    default_message = "the tablet server holding these keys is unavailable"
+
+
+class RangeFrozen(Unavailable):
+    """A write hit a key range frozen for a move; the client server retries it."""
+
+    code = "range_frozen"
+    default_message = "the key range is being moved; retry shortly"
+
+
+class MasterUnavailable(Unavailable):
+    code = "master_unavailable"
+    default_message = "the master is unavailable"
+
+
+class RebalanceRunning(Conflict):
+    code = "rebalance_running"
+    default_message = "a rebalance is already running"
+
+
+ERRORS_BY_CODE: dict[str, type[DistdbError]] = {}
+
+
+def _register(cls: type[DistdbError]) -> None:
+    ERRORS_BY_CODE[cls.code] = cls
+    for sub in cls.__subclasses__():
+        _register(sub)
+
+
+_register(DistdbError)
+
+
+def error_from_dict(body: dict[str, Any]) -> DistdbError:
+    """Rebuild an error received from another server (unknown codes become the base class)."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return DistdbError("malformed error from a peer")
+    cls = ERRORS_BY_CODE.get(str(err.get("code")), DistdbError)
+    detail = err.get("detail") if isinstance(err.get("detail"), dict) else {}
+    return cls(str(err.get("message") or cls.default_message), **detail)

@@ -1,0 +1,32 @@
+"""Daphne's ``runserver`` with this node's address and port as defaults.
+
+``DISTDB_PORT``/``DISTDB_HOST`` give the default bind, so ``manage.py runserver``
+under a role's settings starts that node where the cluster expects it. The node's
+keys and token are checked first, so a misconfigured node fails at start-up.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core import checks
+from django.core.management.base import CommandError
+from daphne.management.commands.runserver import Command as DaphneRunserver
+
+from distdb.checks import RUNTIME
+
+
+class Command(DaphneRunserver):
+    @property
+    def default_port(self) -> str:  # type: ignore[override]
+        return str(getattr(settings, "DISTDB_PORT", 8000))
+
+    @property
+    def default_addr(self) -> str:  # type: ignore[override]
+        return settings.DISTDB_HOST
+
+    def handle(self, *args, **options):
+        problems = checks.run_checks(tags=[RUNTIME], include_deployment_checks=True)
+        errors = [p for p in problems if p.is_serious()]
+        if errors:
+            raise CommandError("\n".join(f"{e.id}: {e.msg} ({e.hint})" for e in errors))
+        return super().handle(*args, **options)

@@ -1,0 +1,183 @@
+"""Wire message schemas shared by every role (CONVENTIONS §5).
+
+One place for every message that crosses a process boundary: client server ->
+tablet server (internal HTTP API), client/tablet -> master (metadata, key
+allocation) and master <-> tablet (the Channels WebSocket link). Every message
+is a pydantic model that forbids unknown fields, carries a ``type``
+discriminator and the protocol version ``v``.
+
+Keys on the wire between servers are always *stored* keys (see ``distdb.keys``):
+only client servers convert between user keys and stored keys.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+PROTOCOL_VERSION = 1
+
+TableName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+StoredKey = Annotated[str, Field(max_length=300)]
+Cells = dict[str, Any]
+
+
+class Message(BaseModel):
+    """Base of every wire message: unknown fields are an error, ``v`` is checked."""
+
+    model_config = ConfigDict(extra="forbid")
+    v: Literal[1] = PROTOCOL_VERSION
+
+
+class Strict(BaseModel):
+    """Nested wire objects: unknown fields are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- metadata ---------------------------------------------------------------------------------
+
+
+class TableInfo(Strict):
+    key_type: Literal["int", "str"]
+    columns: list[str] | None = None  # None: any column is allowed
+
+
+class TabletAssignment(Strict):
+    """One tablet: the half-open stored-key range [start, end) of a table and its server."""
+
+    table: TableName
+    start: StoredKey = ""  # "" = start of the key space
+    end: StoredKey | None = None  # None = end of the key space
+    server: str
+    url: str
+
+
+class Metadata(Message):
+    type: Literal["metadata"] = "metadata"
+    version: int = Field(ge=0)
+    tables: dict[str, TableInfo] = {}
+    tablets: list[TabletAssignment] = []
+
+
+# --- client server -> tablet server -----------------------------------------------------------
+
+
+class ReadRequest(Message):
+    type: Literal["read"] = "read"
+    table: TableName
+    meta_version: int = Field(ge=0)
+    keys: list[StoredKey] = Field(max_length=100_000)
+
+
+class ScanRequest(Message):
+    type: Literal["scan"] = "scan"
+    table: TableName
+    meta_version: int = Field(ge=0)
+    start: StoredKey = ""
+    end: StoredKey | None = None
+    limit: int = Field(ge=1, le=100_000)
+
+
+MutationOp = Literal["insert", "upsert", "set", "delete_cells", "delete_row"]
+
+
+class Mutation(Strict):
+    """One row mutation; atomic on its row.
+
+    insert: create the row, fail with ``row_exists`` if it is there; upsert: replace
+    the row's cells whole; set: merge ``cells`` into the row (``row_not_found`` if
+    absent); delete_cells: remove ``columns``; delete_row: remove the row.
+    """
+
+    op: MutationOp
+    key: StoredKey
+    cells: Cells | None = None
+    columns: list[str] | None = None
+
+
+class MutateRequest(Message):
+    type: Literal["mutate"] = "mutate"
+    table: TableName
+    meta_version: int = Field(ge=0)
+    mutations: list[Mutation] = Field(max_length=100_000)
+
+
+TabletRequest = Annotated[
+    Union[ReadRequest, ScanRequest, MutateRequest], Field(discriminator="type")
+]
+tablet_request_adapter: TypeAdapter[ReadRequest | ScanRequest | MutateRequest] = TypeAdapter(
+    TabletRequest
+)
+
+
+# --- tablet server -> client server -----------------------------------------------------------
+
+
+class Row(Strict):
+    key: StoredKey
+    cells: Cells
+
+
+class ErrorInfo(Strict):
+    code: str
+    message: str
+    retryable: bool = False
+
+
+class ReadResponse(Message):
+    """Rows found, in request order (missing keys are absent), plus keys not owned here."""
+
+    type: Literal["read_result"] = "read_result"
+    rows: list[Row]
+    outdated: list[StoredKey] = []
+    metadata: Metadata | None = None  # present when ``outdated`` is not empty
+
+
+class ScanResponse(Message):
+    """Rows of [start, end) in key order; ``outdated`` when this tablet does not own the range."""
+
+    type: Literal["scan_result"] = "scan_result"
+    rows: list[Row]
+    outdated: bool = False
+    metadata: Metadata | None = None
+
+
+class MutationResult(Strict):
+    key: StoredKey
+    status: Literal["created", "updated", "deleted", "unchanged", "error", "outdated"]
+    error: ErrorInfo | None = None
+
+
+class MutateResponse(Message):
+    """One result per mutation, in request order."""
+
+    type: Literal["mutate_result"] = "mutate_result"
+    results: list[MutationResult]
+    metadata: Metadata | None = None  # present when a result is ``outdated``
+
+
+# --- client/tablet -> master ------------------------------------------------------------------
+
+
+class KeyBlock(Message):
+    """A block of fresh integer keys [first, first + count) reserved for one client server."""
+
+    type: Literal["key_block"] = "key_block"
+    table: TableName
+    first: int
+    count: int = Field(ge=1)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def dumps(message: BaseModel) -> bytes:
+    """Encode a message once, as compact JSON bytes."""
+    return orjson.dumps(message.model_dump(mode="json", exclude_none=False))
+
+
+def error_info(exc: Any) -> ErrorInfo:
+    return ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable)

@@ -1,0 +1,1 @@
+"""Settings modules: ``base`` plus one small module per role and ``test``."""

@@ -1,0 +1,163 @@
+"""Settings shared by every role. Role modules add their app, URL conf and role name.
+
+Everything that differs between nodes or environments comes from ``DISTDB_*``
+environment variables read through ``distdb.env`` (bad values fail at start-up
+naming the variable).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+from distdb.env import env_bool, env_float, env_int, env_path, env_str, env_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+# --- node identity ---------------------------------------------------------------------------
+DISTDB_ROLE = "base"  # overridden by each role module
+DISTDB_DATA_DIR = env_path("DISTDB_DATA_DIR", BASE_DIR / "var")
+DISTDB_HOST = env_str("DISTDB_HOST", "127.0.0.1")
+DISTDB_CLUSTER = env_str("DISTDB_CLUSTER", "distdb")  # the JWT audience of this cluster
+DISTDB_MASTER_URL = env_url("DISTDB_MASTER_URL", "http://127.0.0.1:3000", schemes=("http", "https"))
+DISTDB_REDIS_URL = env_url("DISTDB_REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
+DISTDB_KEYS_DIR = env_path("DISTDB_KEYS_DIR", DISTDB_DATA_DIR / "keys")
+DISTDB_PRIVATE_KEY_FILE = DISTDB_KEYS_DIR / "master.pem"
+DISTDB_PUBLIC_KEY_FILE = env_path("DISTDB_PUBLIC_KEY_FILE", DISTDB_KEYS_DIR / "master.pub.pem")
+DISTDB_TOKENS_DIR = env_path("DISTDB_TOKENS_DIR", DISTDB_DATA_DIR / "tokens")
+
+# Limits of the data model, documented in docs/api.md.
+DISTDB_MAX_KEY_BYTES = 256
+DISTDB_MAX_BODY_BYTES = env_int("DISTDB_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)
+DISTDB_MAX_ROWS_PER_REQUEST = env_int("DISTDB_MAX_ROWS_PER_REQUEST", 10_000, minimum=1)
+DISTDB_MAX_SCAN_LIMIT = 10_000
+
+# Client -> tablet request policy (DESIGN §3): bounded retries with jittered backoff.
+DISTDB_ROUTING_MAX_TRIES = env_int("DISTDB_ROUTING_MAX_TRIES", 10, minimum=1, maximum=100)
+DISTDB_ROUTING_DEADLINE_S = env_float("DISTDB_ROUTING_DEADLINE_S", 10.0, minimum=0.1)
+DISTDB_TABLET_TIMEOUT_S = env_float("DISTDB_TABLET_TIMEOUT_S", 5.0, minimum=0.1)
+
+
+def _secret_key() -> str:
+    """DISTDB_SECRET_KEY, else a per-data-dir key generated once and kept (never committed)."""
+    configured = env_str("DISTDB_SECRET_KEY", "-")
+    if configured != "-":
+        return configured
+    path = DISTDB_DATA_DIR / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DISTDB_DEBUG", False)
+ALLOWED_HOSTS = env_str("DISTDB_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+
+INSTALLED_APPS = [
+    # distdb first: its runserver (Daphne's, with the port from DISTDB_PORT) wins.
+    "distdb",
+    "daphne",  # its runserver serves the ASGI application (DESIGN §5)
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+]
+
+# Middleware of the Django handler (admin, docs). The hot path (public API, tablet
+# internal API) is served by distdb.lean with HOT_PATH_MIDDLEWARE instead, so that it
+# does not pay a sync<->async thread hop per middleware hook (DESIGN §9).
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+HOT_PATH_MIDDLEWARE: list[str] = []
+HOT_PATH_PREFIXES: tuple[str, ...] = ()
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "distdb.asgi.application"
+
+
+def database_config(node_id: str) -> dict:
+    """DISTDB_DATABASE_URL (PostgreSQL in production), else a SQLite file under the data dir."""
+    url = env_str("DISTDB_DATABASE_URL", f"sqlite:///{DISTDB_DATA_DIR / (node_id + '.sqlite3')}")
+    try:
+        config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True)
+    except ValueError as exc:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"DISTDB_DATABASE_URL={url!r} is not valid: {exc}") from exc
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+        config["CONN_MAX_AGE"] = None  # one connection per thread for the life of the process
+        config["CONN_HEALTH_CHECKS"] = False
+        config["OPTIONS"] = {
+            # WAL lets the server, its link process and the admin read while one writes;
+            # IMMEDIATE takes the write lock at BEGIN so concurrent writers queue on
+            # busy_timeout instead of failing with "database is locked" mid-transaction.
+            "init_command": (
+                "PRAGMA journal_mode=WAL;"
+                f"PRAGMA synchronous={env_str('DISTDB_SQLITE_SYNCHRONOUS', 'FULL')};"
+                "PRAGMA busy_timeout=20000;"
+            ),
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        }
+    return config
+
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DISTDB_DATA_DIR / "static"
+WHITENOISE_USE_FINDERS = True  # serve the admin's files straight from the apps, no collectstatic
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [DISTDB_REDIS_URL], "capacity": 1000, "expiry": 30},
+    }
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("DISTDB_LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

@@ -1,0 +1,34 @@
+"""Client server role: the public REST API, routing every request to the tablet servers."""
+
+from distdb.env import env_int, env_node_id, env_url
+
+from .base import *  # noqa: F403
+from .base import DISTDB_HOST, DISTDB_TOKENS_DIR, INSTALLED_APPS, database_config
+
+DISTDB_ROLE = "client"
+DISTDB_NODE_ID = env_node_id("DISTDB_NODE_ID", "client-1")
+DISTDB_PORT = env_int("DISTDB_PORT", 5000, minimum=1, maximum=65535)
+DISTDB_PUBLIC_URL = env_url(
+    "DISTDB_PUBLIC_URL", f"http://{DISTDB_HOST}:{DISTDB_PORT}", schemes=("http", "https")
+)
+DISTDB_TOKEN_FILE = DISTDB_TOKENS_DIR / f"{DISTDB_NODE_ID}.jwt"
+INSTALLED_APPS = [*INSTALLED_APPS, "rest_framework", "drf_spectacular", "client_app"]
+ROOT_URLCONF = "distdb.urls.client"
+HOT_PATH_APP = "distdb.lean.LeanASGIHandler"
+HOT_PATH_PREFIXES = ("/api/",)
+DATABASES = {"default": database_config(DISTDB_NODE_ID)}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["client_app.authentication.ApiTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "client_app.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "distdb API",
+    "DESCRIPTION": "Public REST API of a distdb client server.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}

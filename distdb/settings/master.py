@@ -1,0 +1,33 @@
+"""Master role: metadata, the consolidated copy, rebalancing, the admin of the cluster."""
+
+from distdb.env import env_int, env_node_id, env_url
+
+from .base import *  # noqa: F403
+from .base import DISTDB_HOST, DISTDB_REDIS_URL, INSTALLED_APPS, database_config
+
+DISTDB_ROLE = "master"
+DISTDB_NODE_ID = env_node_id("DISTDB_NODE_ID", "master")
+DISTDB_PORT = env_int("DISTDB_PORT", 3000, minimum=1, maximum=65535)
+DISTDB_PUBLIC_URL = env_url(
+    "DISTDB_PUBLIC_URL", f"http://{DISTDB_HOST}:{DISTDB_PORT}", schemes=("http", "https")
+)
+INSTALLED_APPS = [*INSTALLED_APPS, "django_celery_beat", "master_app"]
+ROOT_URLCONF = "distdb.urls.master"
+WEBSOCKET_ROUTES = "master_app.routing.websocket_urlpatterns"
+HOT_PATH_APP = "master_app.internal_api.app"
+HOT_PATH_PREFIXES = ("/internal/",)
+DATABASES = {"default": database_config(DISTDB_NODE_ID)}
+
+# Rebalancing and change collection (DESIGN §4). The beat schedule is seeded from these
+# into django-celery-beat's tables, where the admin can edit it.
+DISTDB_REBALANCE_INTERVAL_S = env_int("DISTDB_REBALANCE_INTERVAL_S", 3600, minimum=10)
+DISTDB_COLLECT_INTERVAL_S = env_int("DISTDB_COLLECT_INTERVAL_S", 60, minimum=1)
+DISTDB_HEARTBEAT_S = env_int("DISTDB_HEARTBEAT_S", 5, minimum=1)
+DISTDB_KEY_BLOCK = env_int("DISTDB_KEY_BLOCK", 1000, minimum=1)
+
+CELERY_BROKER_URL = DISTDB_REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -1,0 +1,56 @@
+"""Test settings: every role's app in one process, SQLite (or DISTDB_DATABASE_URL), no Redis.
+
+Role apps never import each other, so installing all three is only a convenience for
+running every app's tests in one pytest session; each app's tests select their role's
+URL conf. Tests that need the real processes live in tests/integration.
+"""
+
+import tempfile
+from pathlib import Path
+
+from distdb.env import env_str
+
+from .base import *  # noqa: F403
+from .base import INSTALLED_APPS, database_config
+
+DISTDB_ROLE = "test"
+DISTDB_NODE_ID = "test"
+DISTDB_PORT = 0
+DISTDB_PUBLIC_URL = "http://testserver"
+_tmp = Path(tempfile.mkdtemp(prefix="distdb-test-"))
+DISTDB_DATA_DIR = _tmp
+DISTDB_KEYS_DIR = _tmp / "keys"
+DISTDB_PRIVATE_KEY_FILE = DISTDB_KEYS_DIR / "master.pem"
+DISTDB_PUBLIC_KEY_FILE = DISTDB_KEYS_DIR / "master.pub.pem"
+DISTDB_TOKENS_DIR = _tmp / "tokens"
+DISTDB_TOKEN_FILE = DISTDB_TOKENS_DIR / "test.jwt"
+INSTALLED_APPS = [
+    *INSTALLED_APPS,
+    "django_celery_beat",
+    "rest_framework",
+    "drf_spectacular",
+    "master_app",
+    "tablet_app",
+    "client_app",
+]
+ROOT_URLCONF = "distdb.urls.master"
+HOT_PATH_PREFIXES = ()
+DATABASES = {"default": database_config("test")}
+if env_str("DISTDB_DATABASE_URL", "-") == "-":
+    DATABASES["default"]["TEST"] = {"NAME": str(_tmp / "test.sqlite3")}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast user creation
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+CELERY_BROKER_URL = "memory://"
+CELERY_TASK_ALWAYS_EAGER = True
+DISTDB_REBALANCE_INTERVAL_S = 3600
+DISTDB_COLLECT_INTERVAL_S = 60
+DISTDB_HEARTBEAT_S = 1
+DISTDB_KEY_BLOCK = 100
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["client_app.authentication.ApiTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "client_app.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {"TITLE": "distdb API", "VERSION": "1", "SERVE_INCLUDE_SCHEMA": False}

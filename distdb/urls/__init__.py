@@ -1,0 +1,1 @@
+"""One URL conf per role (CONVENTIONS §3)."""

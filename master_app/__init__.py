@@ -1,0 +1,1 @@
+"""The master role: metadata, the consolidated copy of all data, rebalancing, the admin."""

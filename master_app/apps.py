@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class MasterAppConfig(AppConfig):
+    name = "master_app"
+    verbose_name = "distdb master"

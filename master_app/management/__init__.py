@@ -1,0 +1,1 @@
+"""Management package of master_app (holds its manage.py commands)."""

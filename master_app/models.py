@@ -1,0 +1,160 @@
+"""Master models: the cluster's metadata, its consolidated copy of the data, and run reports."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from distdb.fields import KeyField
+from distdb.keys import decode_key
+
+
+class Table(models.Model):
+    """A table: its key type, its allowed columns and the allocator for generated int keys."""
+
+    KEY_TYPES = [("int", "integer"), ("str", "string")]
+
+    name = models.SlugField(max_length=64, unique=True)
+    key_type = models.CharField(max_length=3, choices=KEY_TYPES, default="int")
+    columns = models.JSONField(
+        null=True, blank=True, help_text="Allowed column names; empty means any column."
+    )
+    next_key = models.BigIntegerField(
+        default=1, help_text="Next integer key the allocator hands out (server-maintained)."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TabletServer(models.Model):
+    """A tablet server known to the master; ``state`` is maintained from its heartbeats."""
+
+    class State(models.TextChoices):
+        UP = "up", "up"
+        DOWN = "down", "down"
+
+    node_id = models.CharField(max_length=64, unique=True)
+    url = models.URLField(help_text="Base URL of its internal API.")
+    state = models.CharField(max_length=8, choices=State.choices, default=State.DOWN)
+    draining = models.BooleanField(
+        default=False, help_text="A draining server is given no data at the next rebalance."
+    )
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    acked_seq = models.BigIntegerField(
+        default=0, help_text="Last change-log sequence number applied to the master's copy."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["node_id"]
+
+    def __str__(self) -> str:
+        return self.node_id
+
+
+class MetadataVersion(models.Model):
+    """One committed version of the routing metadata; the highest is current."""
+
+    version = models.BigIntegerField(primary_key=True)
+    reason = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-version"]
+
+    def __str__(self) -> str:
+        return f"v{self.version}"
+
+
+class Tablet(models.Model):
+    """A half-open stored-key range [start_key, end_key) of a table and the server that owns it."""
+
+    table = models.ForeignKey(Table, on_delete=models.CASCADE, related_name="tablets")
+    start_key = KeyField(blank=True, default="", help_text="Stored key; empty = -inf.")
+    end_key = KeyField(null=True, blank=True, help_text="Stored key; empty = +inf.")
+    server = models.ForeignKey(TabletServer, on_delete=models.PROTECT, related_name="tablets")
+    version = models.BigIntegerField(help_text="Metadata version that last changed this tablet.")
+
+    class Meta:
+        ordering = ["table__name", "start_key"]
+        constraints = [
+            models.UniqueConstraint(fields=["table", "start_key"], name="tablet_unique_start")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.table.name}[{self.start_display()}, {self.end_display()})"
+
+    def start_display(self) -> str:
+        return str(decode_key(self.table.key_type, self.start_key)) if self.start_key else "-inf"
+
+    def end_display(self) -> str:
+        return str(decode_key(self.table.key_type, self.end_key)) if self.end_key else "+inf"
+
+
+class ConsolidatedRow(models.Model):
+    """The master's copy of a row, refreshed from the tablet servers' change logs."""
+
+    table = models.ForeignKey(Table, on_delete=models.CASCADE, related_name="rows")
+    key = KeyField()
+    cells = models.JSONField()
+    source_server = models.CharField(max_length=64, blank=True)
+    source_seq = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["table", "key"]
+        constraints = [models.UniqueConstraint(fields=["table", "key"], name="row_unique_key")]
+
+    def __str__(self) -> str:
+        return f"{self.table.name}/{self.display_key()}"
+
+    def display_key(self) -> str:
+        return str(decode_key(self.table.key_type, self.key))
+
+
+class RebalanceRun(models.Model):
+    """The report of one rebalance run: its trigger, plan, moves, freezes, outcome."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        NOTHING_TO_DO = "nothing_to_do", "nothing to do"
+        FAILED = "failed", "failed"
+
+    trigger = models.CharField(max_length=32)
+    dry_run = models.BooleanField(default=False)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    plan = models.JSONField(default=list, blank=True)
+    moves = models.JSONField(default=list, blank=True, help_text="Rows moved and freeze per range.")
+    rows_moved = models.BigIntegerField(default=0)
+    longest_freeze_ms = models.FloatField(default=0)
+    duration_s = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.trigger}, {self.outcome})"
+
+
+class ApiToken(models.Model):
+    """A public API token. The token itself is an RS256 JWT shown once; only its id is kept."""
+
+    name = models.CharField(max_length=100)
+    jti = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,85 @@
+"""Tablet server models: rows, the ordered change log, and this server's view of the metadata."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from distdb.fields import KeyField
+
+
+class Row(models.Model):
+    """A stored row. ``cells`` is kept as the JSON text it was written as (encoded once)."""
+
+    table = models.CharField(max_length=64)
+    key = KeyField()
+    cells = models.TextField(help_text="JSON object: column -> value.")
+
+    class Meta:
+        ordering = ["table", "key"]
+        constraints = [models.UniqueConstraint(fields=["table", "key"], name="tablet_row_key")]
+
+    def __str__(self) -> str:
+        return f"{self.table}/{self.key}"
+
+
+class ChangeLogEntry(models.Model):
+    """One committed change to a row, in commit order; written in the row's own transaction.
+
+    ``cells`` is the row's full image after the change (None for a delete), so applying
+    entries in ``seq`` order is idempotent: replaying a batch changes nothing.
+    """
+
+    class Op(models.TextChoices):
+        PUT = "put", "put"
+        DELETE = "delete", "delete"
+
+    seq = models.BigAutoField(primary_key=True)
+    table = models.CharField(max_length=64)
+    key = KeyField()
+    op = models.CharField(max_length=6, choices=Op.choices)
+    cells = models.TextField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["seq"]
+        indexes = [models.Index(fields=["table", "key", "seq"], name="changelog_table_key")]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.op} {self.table}/{self.key}"
+
+
+class OwnedRange(models.Model):
+    """A key range this server serves, as of a metadata version.
+
+    ``frozen_until`` is the write-freeze lease of a range being moved away: writes are
+    refused (retryably) until it passes, and it passes by itself if the master dies.
+    """
+
+    table = models.CharField(max_length=64)
+    start_key = KeyField(blank=True, default="")
+    end_key = KeyField(null=True, blank=True)
+    version = models.BigIntegerField()
+    frozen_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["table", "start_key"]
+        constraints = [
+            models.UniqueConstraint(fields=["table", "start_key"], name="owned_range_start")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.table}[{self.start_key!r}, {self.end_key!r}) v{self.version}"
+
+
+class MetadataSnapshot(models.Model):
+    """The latest metadata this server has been told about (sent back with ``outdated``)."""
+
+    version = models.BigIntegerField(primary_key=True)
+    data = models.JSONField()
+    received_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-version"]
+
+    def __str__(self) -> str:
+        return f"v{self.version}"
