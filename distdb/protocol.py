@@ -181,3 +181,96 @@ def dumps(message: BaseModel) -> bytes:
 
 def error_info(exc: Any) -> ErrorInfo:
     return ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable)
+
+
+# --- master <-> tablet link (Channels WebSocket) ----------------------------------------------
+#
+# The tablet's link agent dials the master, says hello, then heartbeats. The master pushes
+# metadata and sends commands; every command carries an ``id`` and gets exactly one
+# ``reply`` with the same id. Commands are idempotent so a retried one changes nothing.
+
+
+class Hello(Message):
+    type: Literal["hello"] = "hello"
+    url: str = Field(min_length=1, max_length=200)
+    last_seq: int = Field(ge=0)
+    metadata_version: int = Field(ge=0)
+
+
+class Heartbeat(Message):
+    type: Literal["heartbeat"] = "heartbeat"
+    last_seq: int = Field(ge=0)
+
+
+class Welcome(Message):
+    type: Literal["welcome"] = "welcome"
+    heartbeat_s: int = Field(ge=1)
+
+
+class Command(Message):
+    id: str = Field(min_length=1, max_length=64)
+
+
+class IngestCommand(Command):
+    """Upsert rows without logging them (seeding, or copying a range in)."""
+
+    type: Literal["ingest"] = "ingest"
+    table: TableName
+    rows: list[Row]
+
+
+class ChangesCommand(Command):
+    """Ship change-log entries with seq > after_seq (at most ``limit``)."""
+
+    type: Literal["changes"] = "changes"
+    after_seq: int = Field(ge=0)
+    limit: int = Field(ge=1, le=100_000)
+
+
+class TrimCommand(Command):
+    """The master applied every entry up to ``upto_seq``: the tablet may delete them."""
+
+    type: Literal["trim"] = "trim"
+    upto_seq: int = Field(ge=0)
+
+
+class RangeCommand(Command):
+    """freeze (until ``lease_s`` from now) / unfreeze / drop / count a range of a table."""
+
+    type: Literal["freeze", "unfreeze", "drop", "count"]
+    table: TableName
+    start: StoredKey = ""
+    end: StoredKey | None = None
+    lease_s: float = Field(default=0, ge=0, le=600)
+
+
+class CopyCommand(Command):
+    """Pull a range's rows (and later its changes since ``after_seq``) from another tablet."""
+
+    type: Literal["copy"] = "copy"
+    table: TableName
+    start: StoredKey = ""
+    end: StoredKey | None = None
+    source_url: str
+    after_seq: int = Field(default=0, ge=0)
+    rows_only: bool = True
+
+
+LinkCommand = Annotated[
+    Union[IngestCommand, ChangesCommand, TrimCommand, RangeCommand, CopyCommand],
+    Field(discriminator="type"),
+]
+
+
+class Reply(Message):
+    type: Literal["reply"] = "reply"
+    id: str
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+
+
+TabletToMaster = Annotated[Union[Hello, Heartbeat, Reply], Field(discriminator="type")]
+MasterToTablet = Annotated[Union[Welcome, Metadata, LinkCommand], Field(discriminator="type")]
+tablet_to_master_adapter: TypeAdapter[Hello | Heartbeat | Reply] = TypeAdapter(TabletToMaster)
+master_to_tablet_adapter: TypeAdapter[Any] = TypeAdapter(MasterToTablet)

@@ -1,0 +1,115 @@
+"""The master's end of the tablet link: a Channels WebSocket consumer per tablet server.
+
+The tablet's link agent dials in with its tablet-role JWT in the ``Authorization``
+header; a missing or wrong token is refused before the server is registered. The
+consumer joins the group ``tablet.<node_id>`` so that master code running anywhere
+(a Celery task, a management command) can send it commands through the channel layer
+(``master_app.services.link.link_call``); replies travel back to the caller's reply
+channel. It also joins ``tablets`` to push every new metadata version.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from pydantic import ValidationError
+
+from distdb.auth import bearer_token, token_verify
+from distdb.errors import DistdbError, ValidationFailed
+from distdb.protocol import (
+    Heartbeat,
+    Hello,
+    Reply,
+    Welcome,
+    dumps,
+    tablet_to_master_adapter,
+)
+from master_app.services.metadata import metadata_current
+from master_app.services.servers import (
+    tablet_server_connect,
+    tablet_server_disconnect,
+    tablet_server_heartbeat,
+)
+
+log = logging.getLogger(__name__)
+ALL_TABLETS = "tablets"
+
+
+def tablet_group(node_id: str) -> str:
+    return f"tablet.{node_id}"
+
+
+class TabletLinkConsumer(AsyncWebsocketConsumer):
+    """One tablet server's link: registration, heartbeats, metadata pushes, command relay."""
+
+    node_id: str | None = None
+    pending: dict[str, str]
+
+    async def connect(self) -> None:
+        self.pending = {}
+        headers = dict(self.scope.get("headers") or [])
+        try:
+            claims = token_verify(bearer_token(headers.get(b"authorization")), roles=("tablet",))
+        except DistdbError as exc:
+            log.warning("refused a tablet link: %s", exc.code)
+            await self.accept()
+            await self.send(bytes_data=orjson.dumps(exc.as_dict()))
+            await self.close(code=4401 if exc.status == 401 else 4403)
+            return
+        self.node_id = claims.sub
+        await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        if self.node_id is None:
+            return
+        try:
+            message = tablet_to_master_adapter.validate_json(bytes_data or text_data or b"")
+        except ValidationError as exc:
+            error = ValidationFailed(f"bad link message: {exc.error_count()} error(s)")
+            await self.send(bytes_data=orjson.dumps(error.as_dict()))
+            return
+        if isinstance(message, Hello):
+            await self._hello(message)
+        elif isinstance(message, Heartbeat):
+            await database_sync_to_async(tablet_server_heartbeat)(self.node_id)
+        elif isinstance(message, Reply):
+            reply_to = self.pending.pop(message.id, None)
+            if reply_to:
+                await self.channel_layer.send(
+                    reply_to, {"type": "link.reply", "body": message.model_dump(mode="json")}
+                )
+
+    async def _hello(self, hello: Hello) -> None:
+        assert self.node_id is not None
+        await database_sync_to_async(tablet_server_connect)(self.node_id, hello.url)
+        await self.channel_layer.group_add(tablet_group(self.node_id), self.channel_name)
+        await self.channel_layer.group_add(ALL_TABLETS, self.channel_name)
+        await self.send(bytes_data=dumps(Welcome(heartbeat_s=settings.DISTDB_HEARTBEAT_S)))
+        await self.link_metadata({})
+        log.info("tablet server %s linked from %s (last_seq=%s)", self.node_id, hello.url, hello.last_seq)
+
+    async def disconnect(self, code) -> None:
+        if self.node_id is None:
+            return
+        await self.channel_layer.group_discard(tablet_group(self.node_id), self.channel_name)
+        await self.channel_layer.group_discard(ALL_TABLETS, self.channel_name)
+        await database_sync_to_async(tablet_server_disconnect)(self.node_id)
+        for reply_to in self.pending.values():
+            await self.channel_layer.send(reply_to, {"type": "link.reply", "body": None})
+        log.info("tablet server %s unlinked (code %s)", self.node_id, code)
+
+    # --- channel-layer events ----------------------------------------------------------------
+
+    async def link_metadata(self, event) -> None:
+        """Push the current metadata (sent on hello and after every commit)."""
+        metadata = await database_sync_to_async(metadata_current)()
+        await self.send(bytes_data=dumps(metadata))
+
+    async def link_command(self, event) -> None:
+        """Relay a command from master code to the tablet; remember where the reply goes."""
+        self.pending[event["body"]["id"]] = event["reply_to"]
+        await self.send(bytes_data=orjson.dumps(event["body"]))

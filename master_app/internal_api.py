@@ -1,0 +1,61 @@
+"""The master's internal HTTP API for client and tablet servers (lean ASGI, see distdb.internal_http).
+
+GET  /internal/v1/metadata                the current routing metadata
+POST /internal/v1/tables                  create a table (client servers relay the public API)
+POST /internal/v1/tables/{table}/keys     reserve a block of generated integer keys
+GET  /internal/v1/api-tokens/revoked      ids of revoked public API tokens
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from distdb.internal_http import InternalApp, InternalRequest, run_sync
+from distdb.protocol import Message, TableName
+from master_app.services.metadata import metadata_current
+from master_app.services.tables import MAX_KEY_BLOCK, keys_allocate, table_create
+from master_app.services.tokens import api_tokens_revoked
+
+app = InternalApp()
+SERVERS = ("client", "tablet", "master")
+
+
+class TableCreateRequest(Message):
+    type: Literal["table_create"] = "table_create"
+    name: TableName
+    key_type: Literal["int", "str"] = "int"
+    columns: list[str] | None = None
+
+
+class KeyBlockRequest(Message):
+    type: Literal["key_block_request"] = "key_block_request"
+    count: int = Field(ge=1, le=MAX_KEY_BLOCK)
+
+
+@app.route("GET", "/internal/v1/metadata", roles=SERVERS)
+async def get_metadata(request: InternalRequest):
+    return await run_sync(metadata_current)
+
+
+@app.route("POST", "/internal/v1/tables", roles=("client", "master"))
+async def create_table(request: InternalRequest):
+    body = request.parse(TableCreateRequest)
+
+    def create():
+        table_create(body.name, body.key_type, body.columns)
+        return metadata_current()
+
+    return await run_sync(create)
+
+
+@app.route("POST", r"/internal/v1/tables/(?P<table>[A-Za-z0-9_-]{1,64})/keys", roles=("client",))
+async def allocate_keys(request: InternalRequest):
+    body = request.parse(KeyBlockRequest)
+    return await run_sync(keys_allocate, request.params["table"], body.count)
+
+
+@app.route("GET", "/internal/v1/api-tokens/revoked", roles=("client",))
+async def revoked_tokens(request: InternalRequest):
+    return {"revoked": await run_sync(api_tokens_revoked)}

@@ -42,9 +42,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--start", type=int, default=1, metavar="KEY", help="first key (default: 1, >= 1)"
         )
-        parser.add_argument(
-            "--no-progress", action="store_true", help="do not show a progress bar"
-        )
+        parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
 
     def handle(self, *args: Any, **options: Any) -> None:
         rows: int = options["rows"]
@@ -74,6 +72,7 @@ class Command(BaseCommand):
             file=sys.stderr,
             disable=options["no_progress"] or not self.stdout.isatty(),
         )
+
         def progress(done: int) -> None:
             # write_jsonl reports cumulative counts; tqdm wants increments.
             bar.update(done - bar.n)

@@ -1,0 +1,208 @@
+"""The master's admin: inspect and operate the cluster (tables, servers, tablets, runs, tokens)."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import Count
+from django.utils.html import format_html
+
+from master_app.models import (
+    ApiToken,
+    ConsolidatedRow,
+    MetadataVersion,
+    RebalanceRun,
+    Table,
+    Tablet,
+    TabletServer,
+)
+from master_app.services.tokens import api_token_issue, api_token_revoke
+
+
+class TabletInline(admin.TabularInline):
+    model = Tablet
+    fields = ("start_display", "end_display", "server", "version")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="start")
+    def start_display(self, obj: Tablet) -> str:
+        return obj.start_display()
+
+    @admin.display(description="end")
+    def end_display(self, obj: Tablet) -> str:
+        return obj.end_display()
+
+
+@admin.register(Table)
+class TableAdmin(admin.ModelAdmin):
+    list_display = ("name", "key_type", "tablet_count", "row_count", "next_key", "created_at")
+    list_filter = ("key_type",)
+    search_fields = ("name",)
+    readonly_fields = ("next_key", "created_at")
+    inlines = [TabletInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            _tablets=Count("tablets", distinct=True)
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        # Changing a table's name or key type would orphan its stored rows.
+        return (*self.readonly_fields, "name", "key_type") if obj else self.readonly_fields
+
+    @admin.display(description="tablets", ordering="_tablets")
+    def tablet_count(self, obj: Table) -> int:
+        return obj._tablets
+
+    @admin.display(description="rows (master's copy)")
+    def row_count(self, obj: Table) -> int:
+        return obj.rows.count()
+
+
+@admin.register(TabletServer)
+class TabletServerAdmin(admin.ModelAdmin):
+    list_display = (
+        "node_id", "state_badge", "draining", "url", "last_heartbeat", "tablet_count",
+        "row_count", "acked_seq",
+    )
+    list_filter = ("state", "draining")
+    search_fields = ("node_id", "url")
+    readonly_fields = ("node_id", "url", "state", "last_heartbeat", "acked_seq", "created_at")
+    actions = ["drain", "undrain"]
+
+    def has_add_permission(self, request):
+        return False  # servers join by linking to the master with their token
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, obj: TabletServer) -> str:
+        colour = "#2e7d32" if obj.state == TabletServer.State.UP else "#c62828"
+        return format_html('<b style="color:{}">{}</b>', colour, obj.state)
+
+    @admin.display(description="tablets")
+    def tablet_count(self, obj: TabletServer) -> int:
+        return obj.tablets.count()
+
+    @admin.display(description="rows (master's copy)")
+    def row_count(self, obj: TabletServer) -> int:
+        total = 0
+        for tablet in obj.tablets.all():
+            rows = ConsolidatedRow.objects.filter(table=tablet.table, key__gte=tablet.start_key)
+            if tablet.end_key:
+                rows = rows.filter(key__lt=tablet.end_key)
+            total += rows.count()
+        return total
+
+    @admin.action(description="Drain: move their data away at the next rebalance")
+    def drain(self, request, queryset):
+        n = queryset.update(draining=True)
+        self.message_user(request, f"{n} server(s) will be drained at the next rebalance.")
+
+    @admin.action(description="Stop draining")
+    def undrain(self, request, queryset):
+        queryset.update(draining=False)
+
+
+@admin.register(Tablet)
+class TabletAdmin(admin.ModelAdmin):
+    list_display = ("table", "start_display", "end_display", "server", "version")
+    list_filter = ("table", "server")
+    search_fields = ("table__name", "server__node_id", "start_key")
+    readonly_fields = ("table", "start_key", "end_key", "server", "version")
+
+    def has_add_permission(self, request):
+        return False  # only the master's services change the metadata, atomically
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="start", ordering="start_key")
+    def start_display(self, obj: Tablet) -> str:
+        return obj.start_display()
+
+    @admin.display(description="end")
+    def end_display(self, obj: Tablet) -> str:
+        return obj.end_display()
+
+
+@admin.register(MetadataVersion)
+class MetadataVersionAdmin(admin.ModelAdmin):
+    list_display = ("version", "reason", "created_at")
+    search_fields = ("reason",)
+    readonly_fields = ("version", "reason", "created_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ConsolidatedRow)
+class ConsolidatedRowAdmin(admin.ModelAdmin):
+    list_display = ("table", "display_key", "source_server", "source_seq", "updated_at")
+    list_filter = ("table", "source_server")
+    search_fields = ("key",)
+    readonly_fields = ("table", "key", "cells", "source_server", "source_seq", "updated_at")
+    list_select_related = ("table",)
+    show_full_result_count = False  # COUNT(*) over millions of rows on every page is slow
+
+    def has_add_permission(self, request):
+        return False  # the copy is maintained from the tablet servers' change logs
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="key", ordering="key")
+    def display_key(self, obj: ConsolidatedRow) -> str:
+        return obj.display_key()
+
+
+@admin.register(RebalanceRun)
+class RebalanceRunAdmin(admin.ModelAdmin):
+    list_display = (
+        "id", "trigger", "dry_run", "outcome", "started_at", "duration_s", "rows_moved",
+        "longest_freeze_ms",
+    )
+    list_filter = ("outcome", "trigger", "dry_run")
+    readonly_fields = [f.name for f in RebalanceRun._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "jti", "created_at", "expires_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "jti")
+    fields = ("name",)
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("name", "jti", "created_at", "expires_at", "revoked_at") if obj else ()
+
+    def get_fields(self, request, obj=None):
+        return self.get_readonly_fields(request, obj) if obj else ("name",)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        record, token = api_token_issue(obj.name)
+        obj.pk = record.pk
+        self.message_user(
+            request,
+            format_html("Token for {} (copy it now, it is not shown again): <code>{}</code>",
+                        record.name, token),
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset):
+        for record in queryset:
+            api_token_revoke(record)
+        self.message_user(request, f"revoked {queryset.count()} token(s)")

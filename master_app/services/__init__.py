@@ -1,0 +1,1 @@
+"""Master services: plain functions named <thing>_<action>; edges call exactly one."""

@@ -1,0 +1,128 @@
+"""The routing metadata: read it, and commit new versions atomically.
+
+Only the master changes the metadata. A change is one transaction that writes the
+new tablet rows and a new ``MetadataVersion``; readers build the wire message from
+the committed rows, so a client never sees half a change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Max
+
+from distdb.protocol import Metadata, TableInfo, TabletAssignment
+from master_app.models import MetadataVersion, Table, Tablet, TabletServer
+
+
+@dataclass(frozen=True)
+class RangeAssignment:
+    """A planned tablet: [start, end) of ``table`` owned by ``server_id``."""
+
+    table: str
+    start: str
+    end: str | None
+    server_id: str
+
+
+def metadata_version_current() -> int:
+    return MetadataVersion.objects.aggregate(v=Max("version"))["v"] or 0
+
+
+def metadata_current() -> Metadata:
+    """The committed metadata as the wire message every node routes with."""
+    with transaction.atomic():
+        version = metadata_version_current()
+        tables = {
+            t.name: TableInfo(key_type=t.key_type, columns=t.columns or None)
+            for t in Table.objects.all()
+        }
+        tablets = [
+            TabletAssignment(
+                table=t.table.name,
+                start=t.start_key,
+                end=t.end_key,
+                server=t.server.node_id,
+                url=t.server.url,
+            )
+            for t in Tablet.objects.select_related("table", "server").order_by(
+                "table__name", "start_key"
+            )
+        ]
+    return Metadata(version=version, tables=tables, tablets=tablets)
+
+
+def metadata_commit(table: Table, assignments: Iterable[RangeAssignment], reason: str) -> int:
+    """Replace ``table``'s tablets with ``assignments`` as one new metadata version.
+
+    The assignments must cover the key space exactly (checked): a gap would make keys
+    unroutable and an overlap would give a key two owners.
+    """
+    ordered = sorted(assignments, key=lambda a: a.start)
+    _check_cover(table.name, ordered)
+    servers = {s.node_id: s for s in TabletServer.objects.filter(
+        node_id__in={a.server_id for a in ordered}
+    )}
+    missing = {a.server_id for a in ordered} - servers.keys()
+    if missing:
+        raise ValueError(f"unknown tablet servers: {sorted(missing)}")
+    with transaction.atomic():
+        # Lock the version sequence so two commits cannot take the same number.
+        last = MetadataVersion.objects.select_for_update().order_by("-version").first()
+        version = (last.version if last else 0) + 1
+        MetadataVersion.objects.create(version=version, reason=reason[:200])
+        existing = {t.start_key: t for t in Tablet.objects.filter(table=table)}
+        keep = set()
+        for a in ordered:
+            current = existing.get(a.start)
+            if current and current.end_key == a.end and current.server.node_id == a.server_id:
+                keep.add(a.start)
+                continue
+            if current:
+                current.delete()
+            Tablet.objects.create(
+                table=table,
+                start_key=a.start,
+                end_key=a.end,
+                server=servers[a.server_id],
+                version=version,
+            )
+            keep.add(a.start)
+        Tablet.objects.filter(table=table).exclude(start_key__in=keep).delete()
+        transaction.on_commit(_push)
+    return version
+
+
+def metadata_bump(reason: str) -> int:
+    """A new version without tablet changes (e.g. a table was created or dropped)."""
+    with transaction.atomic():
+        last = MetadataVersion.objects.select_for_update().order_by("-version").first()
+        version = (last.version if last else 0) + 1
+        MetadataVersion.objects.create(version=version, reason=reason[:200])
+        transaction.on_commit(_push)
+    return version
+
+
+def _push() -> None:
+    """Tell every linked tablet server about the new version (best effort: they also get
+    the current metadata whenever they (re)connect)."""
+    from master_app.services.link import link_push_metadata  # import cycle: link -> consumers
+
+    try:
+        link_push_metadata()
+    except Exception:  # the channel layer being down must not undo a committed change
+        import logging
+
+        logging.getLogger(__name__).warning("could not push metadata", exc_info=True)
+
+
+def _check_cover(table: str, ordered: list[RangeAssignment]) -> None:
+    if not ordered or ordered[0].start != "":
+        raise ValueError(f"{table}: the first tablet must start at the beginning of the key space")
+    for prev, nxt in zip(ordered, ordered[1:], strict=False):
+        if prev.end is None or prev.end != nxt.start:
+            raise ValueError(f"{table}: tablets must be contiguous ({prev.end!r} != {nxt.start!r})")
+    if ordered[-1].end is not None:
+        raise ValueError(f"{table}: the last tablet must end at the end of the key space")

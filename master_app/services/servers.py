@@ -1,0 +1,41 @@
+"""The registry of tablet servers, maintained from their link's hello/heartbeats."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from master_app.models import TabletServer
+
+
+def tablet_server_connect(node_id: str, url: str) -> TabletServer:
+    """Record that a tablet server's link is up (a new server joins here)."""
+    server, _ = TabletServer.objects.update_or_create(
+        node_id=node_id,
+        defaults={"url": url, "state": TabletServer.State.UP, "last_heartbeat": timezone.now()},
+    )
+    return server
+
+
+def tablet_server_heartbeat(node_id: str) -> None:
+    TabletServer.objects.filter(node_id=node_id).update(
+        state=TabletServer.State.UP, last_heartbeat=timezone.now()
+    )
+
+
+def tablet_server_disconnect(node_id: str) -> None:
+    TabletServer.objects.filter(node_id=node_id).update(state=TabletServer.State.DOWN)
+
+
+def tablet_servers_expire() -> int:
+    """Mark servers whose heartbeats stopped (e.g. the master's process died) as down."""
+    cutoff = timezone.now() - timedelta(seconds=3 * settings.DISTDB_HEARTBEAT_S)
+    return TabletServer.objects.filter(
+        state=TabletServer.State.UP, last_heartbeat__lt=cutoff
+    ).update(state=TabletServer.State.DOWN)
+
+
+def tablet_servers_live() -> list[TabletServer]:
+    return list(TabletServer.objects.filter(state=TabletServer.State.UP).order_by("node_id"))

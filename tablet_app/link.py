@@ -1,0 +1,207 @@
+"""The tablet server's link agent: dials the master's Channels endpoint and serves its commands.
+
+Why a separate process (``manage.py tablet_link``) rather than inside ``runserver``:
+Daphne implements no ASGI lifespan, so a runserver process has no start-up hook from
+which to dial out (DESIGN §5). The agent shares the tablet's database with the data
+plane; ownership changes it writes are seen by the data plane's next transaction, and
+because the ownership check runs inside each write's transaction, a freeze or an
+ownership change can never interleave with a write.
+
+It reconnects by itself with capped, jittered backoff. Nothing is lost across a
+restart: the change log is durable and the master asks for entries after the last
+sequence number it acknowledged, so unreported changes are reported after reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import orjson
+import websockets
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+from pydantic import ValidationError
+
+from distdb.auth import own_token
+from distdb.errors import DistdbError, error_from_dict
+from distdb.protocol import (
+    ChangesCommand,
+    CopyCommand,
+    Heartbeat,
+    Hello,
+    IngestCommand,
+    Metadata,
+    RangeCommand,
+    Reply,
+    Row,
+    TrimCommand,
+    Welcome,
+    dumps,
+    error_info,
+    master_to_tablet_adapter,
+)
+from tablet_app.services import control
+
+log = logging.getLogger("distdb.tablet.link")
+COPY_BATCH = 2000
+
+
+def master_ws_url() -> str:
+    base = settings.DISTDB_MASTER_URL
+    return base.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws/tablet/"
+
+
+def _db(fn):
+    """Run a control service in a worker thread with a fresh-enough DB connection."""
+
+    def call(*args, **kwargs):
+        close_old_connections()
+        return fn(*args, **kwargs)
+
+    return sync_to_async(call, thread_sensitive=True)
+
+
+class TabletLink:
+    """One connection's worth of state; ``run_forever`` reconnects."""
+
+    def __init__(self) -> None:
+        self.node_id: str = settings.DISTDB_NODE_ID
+        self.heartbeat_s: float = 5.0
+        self.connected = asyncio.Event()
+        self._http: aiohttp.ClientSession | None = None
+
+    async def run_forever(self, *, stop: asyncio.Event | None = None) -> None:
+        delay = 0.2
+        while stop is None or not stop.is_set():
+            try:
+                await self.run_once()
+                delay = 0.2
+            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                log.warning("link to master %s lost: %s", master_ws_url(), exc)
+            self.connected.clear()
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    async def run_once(self) -> None:
+        headers = {"Authorization": f"Bearer {own_token()}"}
+        async with websockets.connect(
+            master_ws_url(), additional_headers=headers, max_size=64 * 1024 * 1024,
+            open_timeout=10, ping_interval=20,
+        ) as ws:
+            last_seq = await _db(control.changes_last_seq)()
+            snapshot = await _db(control.metadata_version_current)()
+            await ws.send(
+                dumps(
+                    Hello(url=settings.DISTDB_PUBLIC_URL, last_seq=last_seq, metadata_version=snapshot)
+                )
+            )
+            heartbeats = asyncio.create_task(self._heartbeats(ws))
+            try:
+                async for raw in ws:
+                    await self._handle(ws, raw)
+            finally:
+                heartbeats.cancel()
+
+    async def _heartbeats(self, ws) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            last_seq = await _db(control.changes_last_seq)()
+            await ws.send(dumps(Heartbeat(last_seq=last_seq)))
+
+    async def _handle(self, ws, raw: str | bytes) -> None:
+        data = orjson.loads(raw)
+        if isinstance(data, dict) and "error" in data:
+            err = error_from_dict(data)
+            log.error("the master refused this tablet server: %s (%s)", err.code, err.message)
+            raise SystemExit(f"refused by the master: {err.code}: {err.message}")
+        try:
+            message = master_to_tablet_adapter.validate_python(data)
+        except ValidationError as exc:
+            log.error("bad message from the master: %s", exc)
+            return
+        if isinstance(message, Welcome):
+            self.heartbeat_s = message.heartbeat_s
+            self.connected.set()
+            log.info("linked to the master as %s", self.node_id)
+        elif isinstance(message, Metadata):
+            await _db(control.metadata_apply)(message, self.node_id)
+        else:
+            # Commands run concurrently so a long copy does not hold up heartbeats/others.
+            asyncio.create_task(self._command(ws, message))
+
+    async def _command(self, ws, command) -> None:
+        try:
+            result = await self.execute(command)
+            reply = Reply(id=command.id, ok=True, result=result)
+        except DistdbError as exc:
+            reply = Reply(id=command.id, ok=False, error=error_info(exc))
+        except Exception as exc:  # report, keep the link up
+            log.exception("command %s failed", command.type)
+            reply = Reply(
+                id=command.id,
+                ok=False,
+                error=error_info(DistdbError(f"{type(exc).__name__}: {exc}")),
+            )
+        try:
+            await ws.send(dumps(reply))
+        except websockets.ConnectionClosed:
+            log.warning("could not reply to %s: the link closed", command.type)
+
+    async def execute(self, command) -> dict[str, Any]:
+        if isinstance(command, IngestCommand):
+            n = await _db(control.rows_ingest)(command.table, command.rows, log_changes=False)
+            return {"rows": n}
+        if isinstance(command, ChangesCommand):
+            entries = await _db(control.changes_since)(command.after_seq, command.limit)
+            return {"entries": entries}
+        if isinstance(command, TrimCommand):
+            return {"trimmed": await _db(control.changes_trim)(command.upto_seq)}
+        if isinstance(command, RangeCommand):
+            return await self._range(command)
+        if isinstance(command, CopyCommand):
+            return await self._copy(command)
+        raise DistdbError(f"unknown command {command.type}")
+
+    async def _range(self, c: RangeCommand) -> dict[str, Any]:
+        if c.type == "freeze":
+            until = timezone.now() + timedelta(seconds=c.lease_s)
+            await _db(control.range_freeze)(c.table, c.start, c.end, until)
+            return {"frozen_until": until.isoformat()}
+        if c.type == "unfreeze":
+            await _db(control.range_unfreeze)(c.table, c.start, c.end)
+            return {}
+        if c.type == "drop":
+            return {"rows": await _db(control.range_drop)(c.table, c.start, c.end)}
+        return {"rows": await _db(control.range_count)(c.table, c.start, c.end)}
+
+    async def _copy(self, c: CopyCommand) -> dict[str, Any]:
+        """Pull a range from its current owner over the internal API, in key order."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {own_token()}"},
+                timeout=aiohttp.ClientTimeout(total=60),
+            )
+        after: str | None = None
+        copied = 0
+        last_seq = 0
+        while True:
+            body = {"table": c.table, "start": c.start, "end": c.end, "after": after, "limit": COPY_BATCH}
+            async with self._http.post(c.source_url + "/internal/v1/export", data=orjson.dumps(body),
+                                       headers={"Content-Type": "application/json"}) as resp:
+                payload = orjson.loads(await resp.read())
+                if resp.status != 200:
+                    raise error_from_dict(payload)
+            rows = [Row(key=r["key"], cells=r["cells"]) for r in payload["rows"]]
+            last_seq = max(last_seq, int(payload.get("last_seq") or 0))
+            if rows:
+                copied += await _db(control.rows_ingest)(c.table, rows, log_changes=False)
+                after = rows[-1].key
+            if len(rows) < COPY_BATCH:
+                return {"rows": copied, "source_seq": last_seq}

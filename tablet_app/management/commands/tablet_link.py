@@ -1,0 +1,20 @@
+"""``manage.py tablet_link``: run this tablet server's link to the master (reconnects forever)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from django.core.management.base import BaseCommand
+
+from tablet_app.link import TabletLink, master_ws_url
+
+
+class Command(BaseCommand):
+    help = "Link this tablet server to the master over a WebSocket (heartbeats, commands)."
+
+    def handle(self, *args, **options):
+        self.stdout.write(f"tablet link: dialling {master_ws_url()}")
+        try:
+            asyncio.run(TabletLink().run_forever())
+        except KeyboardInterrupt:
+            pass
