@@ -143,6 +143,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DISTDB_DATA_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns when it is missing
 WHITENOISE_USE_FINDERS = True  # serve the admin's files straight from the apps, no collectstatic
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

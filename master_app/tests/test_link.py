@@ -1,0 +1,89 @@
+"""The tablet link over Channels: token checks, registration, heartbeats, command relay."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from channels.db import database_sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+
+from distdb.auth import token_sign
+from distdb.protocol import ChangesCommand, Heartbeat, Hello, Reply, dumps
+from master_app.models import TabletServer
+from master_app.routing import websocket_urlpatterns
+from master_app.services.link import link_call_async
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _communicator(token: str | None) -> WebsocketCommunicator:
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+    return WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/tablet/", headers=headers)
+
+
+async def _refused(token: str | None) -> dict:
+    comm = _communicator(token)
+    connected, _ = await comm.connect()
+    assert connected  # accepted only to say why, then closed
+    error = orjson.loads(await comm.receive_from())
+    closed = await comm.receive_output()
+    assert closed["type"] == "websocket.close" and closed["code"] in (4401, 4403)
+    await comm.send_to(bytes_data=dumps(Hello(url="http://evil", last_seq=0, metadata_version=0)))
+    await comm.disconnect()
+    assert not await database_sync_to_async(TabletServer.objects.exists)()
+    return error["error"]
+
+
+async def test_a_tablet_without_a_token_cannot_join():
+    assert (await _refused(None))["code"] == "unauthenticated"
+
+
+async def test_a_tablet_with_a_garbage_token_cannot_join():
+    assert (await _refused("not-a-jwt"))["code"] == "token_invalid"
+
+
+async def test_a_client_token_cannot_join_as_a_tablet():
+    assert (await _refused(token_sign("client-1", "client")))["code"] == "token_wrong_role"
+
+
+async def test_a_linked_tablet_is_registered_up_and_gets_the_metadata():
+    comm = _communicator(token_sign("tablet-7", "tablet"))
+    assert (await comm.connect())[0]
+    await comm.send_to(bytes_data=dumps(Hello(url="http://t7:7000", last_seq=3, metadata_version=0)))
+    welcome = orjson.loads(await comm.receive_from())
+    metadata = orjson.loads(await comm.receive_from())
+    assert welcome["type"] == "welcome" and metadata["type"] == "metadata"
+    server = await database_sync_to_async(TabletServer.objects.get)(node_id="tablet-7")
+    assert (server.state, server.url) == ("up", "http://t7:7000")
+
+    await comm.send_to(bytes_data=dumps(Heartbeat(last_seq=4)))
+    await comm.disconnect()
+    server = await database_sync_to_async(TabletServer.objects.get)(node_id="tablet-7")
+    assert server.state == "down"
+
+
+async def test_a_command_is_relayed_to_the_tablet_and_its_reply_comes_back():
+    comm = _communicator(token_sign("tablet-8", "tablet"))
+    await comm.connect()
+    await comm.send_to(bytes_data=dumps(Hello(url="http://t8", last_seq=0, metadata_version=0)))
+    await comm.receive_from()
+    await comm.receive_from()
+
+    call = asyncio.create_task(
+        link_call_async("tablet-8", ChangesCommand(id="c1", after_seq=0, limit=10), timeout_s=5)
+    )
+    sent = orjson.loads(await comm.receive_from())
+    assert sent["type"] == "changes" and sent["id"] == "c1"
+    await comm.send_to(bytes_data=dumps(Reply(id="c1", ok=True, result={"entries": []})))
+    assert await call == {"entries": []}
+    await comm.disconnect()
+
+
+async def test_a_command_to_an_unlinked_tablet_times_out_as_unavailable():
+    from distdb.errors import TabletUnavailable
+
+    with pytest.raises(TabletUnavailable):
+        await link_call_async("nobody", ChangesCommand(id="c", after_seq=0, limit=1), timeout_s=0.2)
