@@ -1,4 +1,4 @@
-"""Session-wide fixtures: a master key pair in the test data dir (every role's tests sign tokens)."""
+"""Session-wide fixtures: a master key pair in the test data dir (all roles sign tokens)."""
 
 from __future__ import annotations
 

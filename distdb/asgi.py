@@ -36,7 +36,9 @@ def build_application():
     http = django_app
     if hot_path and settings.HOT_PATH_PREFIXES:
         hot = import_string(hot_path)
-        http = PathDispatcher(settings.HOT_PATH_PREFIXES, hot() if isinstance(hot, type) else hot, django_app)
+        http = PathDispatcher(
+            settings.HOT_PATH_PREFIXES, hot() if isinstance(hot, type) else hot, django_app
+        )
     routes = getattr(settings, "WEBSOCKET_ROUTES", None)
     protocols = {"http": http}
     if routes:

@@ -73,10 +73,15 @@ def manage(cfg: ClusterConfig, node: Node, *args: str, extra_env: dict | None = 
     env = {**os.environ, **node_env(cfg, node), **(extra_env or {})}
     done = subprocess.run(
         [sys.executable, str(settings.BASE_DIR / "manage.py"), *args],
-        env=env, capture_output=True, text=True, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"{node.node_id}: manage.py {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{node.node_id}: manage.py {' '.join(args)} failed:\n{done.stderr[-3000:]}"
+        )
     return done.stdout
 
 

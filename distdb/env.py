@@ -33,7 +33,9 @@ def env_str(name: str, default: str) -> str:
     return value
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def env_int(
+    name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     value = _wrap(name, _env.int, default)
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} is below the minimum {minimum}")
@@ -71,7 +73,5 @@ def env_node_id(name: str, default: str) -> str:
     """A node id is used in file names, URLs and JWT subjects: keep it plain."""
     value = env_str(name, default)
     if not all(c.isalnum() or c in "-_" for c in value) or len(value) > 64:
-        raise ImproperlyConfigured(
-            f"{name}={value!r} must be 1-64 letters, digits, '-' or '_'"
-        )
+        raise ImproperlyConfigured(f"{name}={value!r} must be 1-64 letters, digits, '-' or '_'")
     return value

@@ -12,7 +12,7 @@ only client servers convert between user keys and stored keys.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -105,9 +105,7 @@ class MutateRequest(Message):
     mutations: list[Mutation] = Field(max_length=100_000)
 
 
-TabletRequest = Annotated[
-    Union[ReadRequest, ScanRequest, MutateRequest], Field(discriminator="type")
-]
+TabletRequest = Annotated[ReadRequest | ScanRequest | MutateRequest, Field(discriminator="type")]
 tablet_request_adapter: TypeAdapter[ReadRequest | ScanRequest | MutateRequest] = TypeAdapter(
     TabletRequest
 )
@@ -157,6 +155,28 @@ class MutateResponse(Message):
     type: Literal["mutate_result"] = "mutate_result"
     results: list[MutationResult]
     metadata: Metadata | None = None  # present when a result is ``outdated``
+
+
+# --- master/tablet -> tablet server: copying a range (rebalancing) ----------------------------
+
+
+class ExportRequest(Message):
+    """A page of the rows of [start, end) with keys > ``after`` (None: from ``start``)."""
+
+    type: Literal["export"] = "export"
+    table: TableName
+    start: StoredKey = ""
+    end: StoredKey | None = None
+    after: StoredKey | None = None
+    limit: int = Field(default=1000, ge=1, le=100_000)
+
+
+class ExportResponse(Message):
+    """Rows in key order; ``last_seq``: the change log's last seq read before the rows."""
+
+    type: Literal["export_result"] = "export_result"
+    rows: list[Row]
+    last_seq: int = Field(ge=0)
 
 
 # --- client/tablet -> master ------------------------------------------------------------------
@@ -257,7 +277,7 @@ class CopyCommand(Command):
 
 
 LinkCommand = Annotated[
-    Union[IngestCommand, ChangesCommand, TrimCommand, RangeCommand, CopyCommand],
+    IngestCommand | ChangesCommand | TrimCommand | RangeCommand | CopyCommand,
     Field(discriminator="type"),
 ]
 
@@ -270,7 +290,7 @@ class Reply(Message):
     error: ErrorInfo | None = None
 
 
-TabletToMaster = Annotated[Union[Hello, Heartbeat, Reply], Field(discriminator="type")]
-MasterToTablet = Annotated[Union[Welcome, Metadata, LinkCommand], Field(discriminator="type")]
+TabletToMaster = Annotated[Hello | Heartbeat | Reply, Field(discriminator="type")]
+MasterToTablet = Annotated[Welcome | Metadata | LinkCommand, Field(discriminator="type")]
 tablet_to_master_adapter: TypeAdapter[Hello | Heartbeat | Reply] = TypeAdapter(TabletToMaster)
 master_to_tablet_adapter: TypeAdapter[Any] = TypeAdapter(MasterToTablet)

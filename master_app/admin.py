@@ -47,9 +47,7 @@ class TableAdmin(admin.ModelAdmin):
     inlines = [TabletInline]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            _tablets=Count("tablets", distinct=True)
-        )
+        return super().get_queryset(request).annotate(_tablets=Count("tablets", distinct=True))
 
     def get_readonly_fields(self, request, obj=None):
         # Changing a table's name or key type would orphan its stored rows.
@@ -67,8 +65,14 @@ class TableAdmin(admin.ModelAdmin):
 @admin.register(TabletServer)
 class TabletServerAdmin(admin.ModelAdmin):
     list_display = (
-        "node_id", "state_badge", "draining", "url", "last_heartbeat", "tablet_count",
-        "row_count", "acked_seq",
+        "node_id",
+        "state_badge",
+        "draining",
+        "url",
+        "last_heartbeat",
+        "tablet_count",
+        "row_count",
+        "acked_seq",
     )
     list_filter = ("state", "draining")
     search_fields = ("node_id", "url")
@@ -165,7 +169,13 @@ class ConsolidatedRowAdmin(admin.ModelAdmin):
 @admin.register(RebalanceRun)
 class RebalanceRunAdmin(admin.ModelAdmin):
     list_display = (
-        "id", "trigger", "dry_run", "outcome", "started_at", "duration_s", "rows_moved",
+        "id",
+        "trigger",
+        "dry_run",
+        "outcome",
+        "started_at",
+        "duration_s",
+        "rows_moved",
         "longest_freeze_ms",
     )
     list_filter = ("outcome", "trigger", "dry_run")
@@ -196,8 +206,11 @@ class ApiTokenAdmin(admin.ModelAdmin):
         obj.pk = record.pk
         self.message_user(
             request,
-            format_html("Token for {} (copy it now, it is not shown again): <code>{}</code>",
-                        record.name, token),
+            format_html(
+                "Token for {} (copy it now, it is not shown again): <code>{}</code>",
+                record.name,
+                token,
+            ),
             messages.WARNING,
         )
 

@@ -90,7 +90,9 @@ class TabletLinkConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(ALL_TABLETS, self.channel_name)
         await self.send(bytes_data=dumps(Welcome(heartbeat_s=settings.DISTDB_HEARTBEAT_S)))
         await self.link_metadata({})
-        log.info("tablet server %s linked from %s (last_seq=%s)", self.node_id, hello.url, hello.last_seq)
+        log.info(
+            "tablet server %s linked from %s (last_seq=%s)", self.node_id, hello.url, hello.last_seq
+        )
 
     async def disconnect(self, code) -> None:
         if self.node_id is None:

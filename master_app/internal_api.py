@@ -1,4 +1,4 @@
-"""The master's internal HTTP API for client and tablet servers (lean ASGI, see distdb.internal_http).
+"""The master's internal HTTP API for client and tablet servers (lean ASGI, distdb.internal_http).
 
 GET  /internal/v1/metadata                the current routing metadata
 POST /internal/v1/tables                  create a table (client servers relay the public API)

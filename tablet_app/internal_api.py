@@ -1,0 +1,60 @@
+"""The tablet server's internal HTTP API: the hot path from client servers (and the master).
+
+Loaded by the tablet server role: ``settings.HOT_PATH_APP`` points at ``app`` and
+``distdb.asgi`` sends every ``/internal/`` request to it, bypassing Django's handler
+(DESIGN §9: no middleware, no per-hook thread hops). Each handler parses the body
+with its pydantic schema, calls ONE service function in ONE worker-thread hop, and
+returns a dict encoded once by ``InternalApp`` — rows' cells go out as the stored
+JSON text (``orjson.Fragment``), never parsed and re-encoded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from distdb import protocol
+from distdb.internal_http import InternalApp, InternalRequest, run_sync
+from tablet_app.services import control, ownership, rows
+
+app = InternalApp()
+
+ANY_SERVER = ("client", "tablet", "master")
+PEERS = ("tablet", "master")  # copying a range out is a rebalancing step, not a client call
+
+
+@app.route("POST", r"/internal/v1/read", roles=ANY_SERVER)
+async def read(request: InternalRequest) -> dict[str, Any]:
+    msg: protocol.ReadRequest = request.parse(protocol.ReadRequest)
+    result = await run_sync(rows.rows_read, msg.table, msg.keys)
+    return result.as_wire()
+
+
+@app.route("POST", r"/internal/v1/scan", roles=ANY_SERVER)
+async def scan(request: InternalRequest) -> dict[str, Any]:
+    msg: protocol.ScanRequest = request.parse(protocol.ScanRequest)
+    result = await run_sync(rows.rows_scan, msg.table, msg.start, msg.end, msg.limit)
+    return result.as_wire()
+
+
+@app.route("POST", r"/internal/v1/mutate", roles=ANY_SERVER)
+async def mutate(request: InternalRequest) -> dict[str, Any]:
+    msg: protocol.MutateRequest = request.parse(protocol.MutateRequest)
+    result = await run_sync(rows.rows_mutate, msg.table, msg.mutations)
+    return result.as_wire()
+
+
+@app.route("GET", r"/internal/v1/health", roles=ANY_SERVER)
+async def health(request: InternalRequest) -> dict[str, Any]:
+    version = await run_sync(ownership.metadata_version_current)
+    return {"node_id": settings.DISTDB_NODE_ID, "metadata_version": version}
+
+
+@app.route("POST", r"/internal/v1/export", roles=PEERS)
+async def export(request: InternalRequest) -> protocol.ExportResponse:
+    msg: protocol.ExportRequest = request.parse(protocol.ExportRequest)
+    page, last_seq = await run_sync(
+        control.rows_export, msg.table, msg.start, msg.end, msg.after, msg.limit
+    )
+    return protocol.ExportResponse.model_construct(rows=page, last_seq=last_seq)

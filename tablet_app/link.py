@@ -47,7 +47,7 @@ from distdb.protocol import (
     error_info,
     master_to_tablet_adapter,
 )
-from tablet_app.services import control
+from tablet_app import services as control
 
 log = logging.getLogger("distdb.tablet.link")
 COPY_BATCH = 2000
@@ -92,16 +92,18 @@ class TabletLink:
     async def run_once(self) -> None:
         headers = {"Authorization": f"Bearer {own_token()}"}
         async with websockets.connect(
-            master_ws_url(), additional_headers=headers, max_size=64 * 1024 * 1024,
-            open_timeout=10, ping_interval=20,
+            master_ws_url(),
+            additional_headers=headers,
+            max_size=64 * 1024 * 1024,
+            open_timeout=10,
+            ping_interval=20,
         ) as ws:
             last_seq = await _db(control.changes_last_seq)()
             snapshot = await _db(control.metadata_version_current)()
-            await ws.send(
-                dumps(
-                    Hello(url=settings.DISTDB_PUBLIC_URL, last_seq=last_seq, metadata_version=snapshot)
-                )
+            hello = Hello(
+                url=settings.DISTDB_PUBLIC_URL, last_seq=last_seq, metadata_version=snapshot
             )
+            await ws.send(dumps(hello))
             heartbeats = asyncio.create_task(self._heartbeats(ws))
             try:
                 async for raw in ws:
@@ -190,18 +192,30 @@ class TabletLink:
             )
         after: str | None = None
         copied = 0
-        last_seq = 0
+        # The catch-up after a copy must start from the log position of the FIRST page:
+        # a write that commits between pages has a seq below later pages' positions.
+        first_seq: int | None = None
         while True:
-            body = {"table": c.table, "start": c.start, "end": c.end, "after": after, "limit": COPY_BATCH}
-            async with self._http.post(c.source_url + "/internal/v1/export", data=orjson.dumps(body),
-                                       headers={"Content-Type": "application/json"}) as resp:
+            body = {
+                "table": c.table,
+                "start": c.start,
+                "end": c.end,
+                "after": after,
+                "limit": COPY_BATCH,
+            }
+            async with self._http.post(
+                c.source_url + "/internal/v1/export",
+                data=orjson.dumps(body),
+                headers={"Content-Type": "application/json"},
+            ) as resp:
                 payload = orjson.loads(await resp.read())
                 if resp.status != 200:
                     raise error_from_dict(payload)
             rows = [Row(key=r["key"], cells=r["cells"]) for r in payload["rows"]]
-            last_seq = max(last_seq, int(payload.get("last_seq") or 0))
+            if first_seq is None:
+                first_seq = int(payload.get("last_seq") or 0)
             if rows:
                 copied += await _db(control.rows_ingest)(c.table, rows, log_changes=False)
                 after = rows[-1].key
             if len(rows) < COPY_BATCH:
-                return {"rows": copied, "source_seq": last_seq}
+                return {"rows": copied, "source_seq": first_seq or 0}

@@ -22,7 +22,9 @@ DISTDB_DATA_DIR = env_path("DISTDB_DATA_DIR", BASE_DIR / "var")
 DISTDB_HOST = env_str("DISTDB_HOST", "127.0.0.1")
 DISTDB_CLUSTER = env_str("DISTDB_CLUSTER", "distdb")  # the JWT audience of this cluster
 DISTDB_MASTER_URL = env_url("DISTDB_MASTER_URL", "http://127.0.0.1:3000", schemes=("http", "https"))
-DISTDB_REDIS_URL = env_url("DISTDB_REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
+DISTDB_REDIS_URL = env_url(
+    "DISTDB_REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix")
+)
 DISTDB_KEYS_DIR = env_path("DISTDB_KEYS_DIR", DISTDB_DATA_DIR / "keys")
 DISTDB_PRIVATE_KEY_FILE = DISTDB_KEYS_DIR / "master.pem"
 DISTDB_PUBLIC_KEY_FILE = env_path("DISTDB_PUBLIC_KEY_FILE", DISTDB_KEYS_DIR / "master.pub.pem")

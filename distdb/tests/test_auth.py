@@ -23,8 +23,14 @@ from distdb.errors import (
 
 def _claims(**overrides):
     now = int(time.time())
-    claims = {"sub": "tablet-9", "role": "tablet", "aud": settings.DISTDB_CLUSTER,
-              "iat": now, "exp": now + 60, "jti": "x"}
+    claims = {
+        "sub": "tablet-9",
+        "role": "tablet",
+        "aud": settings.DISTDB_CLUSTER,
+        "iat": now,
+        "exp": now + 60,
+        "jti": "x",
+    }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -71,8 +77,8 @@ def test_it_rejects_a_token_signed_with_hs256_using_the_public_key():
     def b64(data: bytes) -> bytes:
         return base64.urlsafe_b64encode(data).rstrip(b"=")
 
-    signing_input = b64(orjson.dumps({"alg": "HS256", "typ": "JWT"})) + b"." + b64(
-        orjson.dumps(_claims())
+    signing_input = (
+        b64(orjson.dumps({"alg": "HS256", "typ": "JWT"})) + b"." + b64(orjson.dumps(_claims()))
     )
     signature = b64(hmac.new(pem, signing_input, hashlib.sha256).digest())
     with pytest.raises(TokenInvalid):

@@ -26,8 +26,16 @@ def test_string_keys_sort_in_utf8_byte_order():
 @pytest.mark.parametrize(
     ("key_type", "key"),
     [
-        ("int", "abc"), ("int", 1.5), ("int", True), ("int", 2**63), ("int", None),
-        ("str", ""), ("str", 5), ("str", "x" * 257), ("str", "a\x00b"), ("str", "\ud800"),
+        ("int", "abc"),
+        ("int", 1.5),
+        ("int", True),
+        ("int", 2**63),
+        ("int", None),
+        ("str", ""),
+        ("str", 5),
+        ("str", "x" * 257),
+        ("str", "a\x00b"),
+        ("str", "\ud800"),
     ],
 )
 def test_it_rejects_invalid_keys(key_type, key):

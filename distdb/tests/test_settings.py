@@ -16,7 +16,9 @@ def _load(role: str, **env: str) -> subprocess.CompletedProcess:
     """Import a role's settings in a fresh interpreter, as runserver would."""
     code = f"import importlib; importlib.import_module('distdb.settings.{role}')"
     full_env = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True
+    )
 
 
 @pytest.mark.parametrize("role", ["master", "tablet", "client"])
@@ -68,10 +70,17 @@ def test_a_node_id_is_plain(monkeypatch):
 
 
 def test_runserver_refuses_to_start_without_keys_and_names_the_setting(tmp_path):
-    env = {**os.environ, "DISTDB_DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "distdb.settings.tablet"}
+    env = {
+        **os.environ,
+        "DISTDB_DATA_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "distdb.settings.tablet",
+    }
     result = subprocess.run(
         [sys.executable, "manage.py", "runserver", "--noreload", "127.0.0.1:0"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "DISTDB_PUBLIC_KEY_FILE" in result.stderr

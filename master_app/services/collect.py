@@ -31,7 +31,9 @@ def changes_collect(server: TabletServer, *, batch: int = BATCH, timeout_s: floa
         if not entries:
             return total
         last = changes_apply(server, entries)
-        link_call(server.node_id, TrimCommand(id=new_command_id(), upto_seq=last), timeout_s=timeout_s)
+        link_call(
+            server.node_id, TrimCommand(id=new_command_id(), upto_seq=last), timeout_s=timeout_s
+        )
         total += len(entries)
         if len(entries) < batch:
             return total

@@ -62,9 +62,10 @@ def metadata_commit(table: Table, assignments: Iterable[RangeAssignment], reason
     """
     ordered = sorted(assignments, key=lambda a: a.start)
     _check_cover(table.name, ordered)
-    servers = {s.node_id: s for s in TabletServer.objects.filter(
-        node_id__in={a.server_id for a in ordered}
-    )}
+    servers = {
+        s.node_id: s
+        for s in TabletServer.objects.filter(node_id__in={a.server_id for a in ordered})
+    }
     missing = {a.server_id for a in ordered} - servers.keys()
     if missing:
         raise ValueError(f"unknown tablet servers: {sorted(missing)}")

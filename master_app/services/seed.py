@@ -72,9 +72,7 @@ def table_seed(
                 progress(shipped)
 
     with transaction.atomic():
-        existing = set(
-            ConsolidatedRow.objects.filter(table=table).values_list("key", flat=True)
-        )
+        existing = set(ConsolidatedRow.objects.filter(table=table).values_list("key", flat=True))
         ConsolidatedRow.objects.bulk_create(
             [
                 ConsolidatedRow(table=table, key=s, cells=cells, source_server="seed")

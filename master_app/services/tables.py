@@ -23,7 +23,9 @@ def table_create(name: str, key_type: str, columns: list[str] | None = None) -> 
     The rebalancer splits it later as it grows.
     """
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ValidationFailed("a table name is 1-64 letters, digits, '-' or '_'", name=str(name)[:80])
+        raise ValidationFailed(
+            "a table name is 1-64 letters, digits, '-' or '_'", name=str(name)[:80]
+        )
     if key_type not in KEY_TYPES:
         raise ValidationFailed("key_type must be 'int' or 'str'", key_type=str(key_type)[:20])
     if columns is not None:

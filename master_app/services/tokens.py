@@ -30,8 +30,9 @@ def api_token_issue(name: str, *, ttl_days: int = DEFAULT_TTL_DAYS) -> tuple[Api
 def api_tokens_revoked() -> list[str]:
     """The ids of revoked, not yet expired tokens (client servers reject them)."""
     return list(
-        ApiToken.objects.filter(revoked_at__isnull=False, expires_at__gt=timezone.now())
-        .values_list("jti", flat=True)
+        ApiToken.objects.filter(
+            revoked_at__isnull=False, expires_at__gt=timezone.now()
+        ).values_list("jti", flat=True)
     )
 
 

@@ -8,8 +8,15 @@ from django.contrib.auth.models import User
 from master_app.models import ApiToken, Table
 from master_app.services.metadata import RangeAssignment, metadata_commit
 
-MODELS = ["table", "tabletserver", "tablet", "metadataversion", "consolidatedrow",
-          "rebalancerun", "apitoken"]
+MODELS = [
+    "table",
+    "tabletserver",
+    "tablet",
+    "metadataversion",
+    "consolidatedrow",
+    "rebalancerun",
+    "apitoken",
+]
 
 
 @pytest.fixture

@@ -52,7 +52,9 @@ async def test_a_client_token_cannot_join_as_a_tablet():
 async def test_a_linked_tablet_is_registered_up_and_gets_the_metadata():
     comm = _communicator(token_sign("tablet-7", "tablet"))
     assert (await comm.connect())[0]
-    await comm.send_to(bytes_data=dumps(Hello(url="http://t7:7000", last_seq=3, metadata_version=0)))
+    await comm.send_to(
+        bytes_data=dumps(Hello(url="http://t7:7000", last_seq=3, metadata_version=0))
+    )
     welcome = orjson.loads(await comm.receive_from())
     metadata = orjson.loads(await comm.receive_from())
     assert welcome["type"] == "welcome" and metadata["type"] == "metadata"

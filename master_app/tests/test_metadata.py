@@ -20,7 +20,10 @@ def test_a_commit_bumps_the_version_and_replaces_the_tablets(servers):
     v1 = metadata_commit(table, [RangeAssignment("t", "", None, "tablet-1")], "one")
     v2 = metadata_commit(
         table,
-        [RangeAssignment("t", "", _k(50), "tablet-1"), RangeAssignment("t", _k(50), None, "tablet-2")],
+        [
+            RangeAssignment("t", "", _k(50), "tablet-1"),
+            RangeAssignment("t", _k(50), None, "tablet-2"),
+        ],
         "split",
     )
     assert v2 == v1 + 1
@@ -55,7 +58,9 @@ def test_a_commit_that_does_not_cover_the_key_space_exactly_is_refused(servers, 
 def test_a_new_table_gets_one_tablet_on_the_least_loaded_live_server(servers):
     table_create("a", "int")
     table_create("b", "str", ["x", "y"])
-    owners = {t.table.name: t.server.node_id for t in Tablet.objects.select_related("table", "server")}
+    owners = {
+        t.table.name: t.server.node_id for t in Tablet.objects.select_related("table", "server")
+    }
     assert owners == {"a": "tablet-1", "b": "tablet-2"}
     assert metadata_current().tables["b"].columns == ["x", "y"]
 
@@ -90,8 +95,6 @@ def test_concurrent_key_blocks_from_many_threads_never_overlap(servers):
 def test_split_balanced_gives_contiguous_ranges_with_equal_counts():
     keys = [_k(i) for i in range(1, 1001)]
     ranges = split_balanced(keys, ["tablet-1", "tablet-2", "tablet-3"], "t")
-    counts = [
-        sum(1 for k in keys if k >= r.start and (r.end is None or k < r.end)) for r in ranges
-    ]
+    counts = [sum(1 for k in keys if k >= r.start and (r.end is None or k < r.end)) for r in ranges]
     assert ranges[0].start == "" and ranges[-1].end is None
     assert max(counts) - min(counts) <= 1 and sum(counts) == 1000

@@ -69,7 +69,10 @@ class Cluster:
     def manage(self, node_id: str, role: str, port: int, *args: str) -> str:
         done = subprocess.run(
             [sys.executable, str(ROOT / "manage.py"), *args],
-            env=self.env(node_id, role, port), capture_output=True, text=True, timeout=120,
+            env=self.env(node_id, role, port),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert done.returncode == 0, done.stderr
         return done.stdout
@@ -89,9 +92,22 @@ def start_cluster(tmp: Path, timeout: float = 180) -> Cluster:
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "runcluster", "--master-port", str(master),
-         "--tablet-ports", f"{t1},{t2}", "--client-ports", f"{c1},{c2}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "runcluster",
+            "--master-port",
+            str(master),
+            "--tablet-ports",
+            f"{t1},{t2}",
+            "--client-ports",
+            f"{c1},{c2}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     cluster = Cluster(tmp, master, [t1, t2], [c1, c2], redis, process)

@@ -39,8 +39,12 @@ def test_the_admin_login_printed_for_each_role_works(cluster):
         page = opener.open(f"{cluster.url(port)}/admin/login/").read().decode()
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
         data = urllib.parse.urlencode(
-            {"username": "admin", "password": cluster.admin_password,
-             "csrfmiddlewaretoken": csrf, "next": "/admin/"}
+            {
+                "username": "admin",
+                "password": cluster.admin_password,
+                "csrfmiddlewaretoken": csrf,
+                "next": "/admin/",
+            }
         ).encode()
         request = urllib.request.Request(f"{cluster.url(port)}/admin/login/", data=data)
         request.add_header("Referer", f"{cluster.url(port)}/admin/login/")
@@ -58,7 +62,11 @@ def test_the_summary_prints_where_everything_is_and_the_token(cluster):
 
 def test_the_master_was_seeded_from_the_fixture_over_both_tablet_servers(cluster):
     out = cluster.manage(
-        "master", "master", cluster.master_port, "shell", "-c",
+        "master",
+        "master",
+        cluster.master_port,
+        "shell",
+        "-c",
         "import json; from master_app.services.metadata import metadata_current;"
         "from master_app.models import ConsolidatedRow;"
         "m = metadata_current();"
@@ -73,7 +81,11 @@ def test_each_tablet_server_holds_its_share_of_the_fixture(cluster):
     counts = []
     for i, port in enumerate(cluster.tablet_ports, 1):
         out = cluster.manage(
-            f"tablet-{i}", "tablet", port, "shell", "-c",
+            f"tablet-{i}",
+            "tablet",
+            port,
+            "shell",
+            "-c",
             "from tablet_app.models import Row, OwnedRange;"
             "print(Row.objects.filter(table='products').count(), OwnedRange.objects.count())",
         )

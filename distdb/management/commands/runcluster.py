@@ -64,9 +64,7 @@ class Command(BaseCommand):
         manager = Manager()
         for name, command, env in processes:
             manager.add_process(name, command, env={**_base_env(), **env})
-        threading.Thread(
-            target=self._when_ready, args=(cfg, info, manager), daemon=True
-        ).start()
+        threading.Thread(target=self._when_ready, args=(cfg, info, manager), daemon=True).start()
         manager.loop()
         sys.exit(manager.returncode)
 
@@ -77,8 +75,14 @@ class Command(BaseCommand):
                 _wait_http(f"http://{cfg.host}:{node.port}/admin/login/", timeout=90)
             if cfg.fixture is not None:
                 out = manage(
-                    cfg, cfg.nodes[0], "cluster_seed", "--fixture", str(cfg.fixture),
-                    "--tablets", str(len(cfg.tablet_ports)), "--no-progress",
+                    cfg,
+                    cfg.nodes[0],
+                    "cluster_seed",
+                    "--fixture",
+                    str(cfg.fixture),
+                    "--tablets",
+                    str(len(cfg.tablet_ports)),
+                    "--no-progress",
                 )
                 self.stdout.write(f"[seed] {out.strip()}")
         except Exception as exc:  # report and stop the cluster rather than run half-ready
@@ -96,7 +100,7 @@ class Command(BaseCommand):
             f"  API token  {info['api_token']}",
             f"             (also in {cfg.data_dir / 'api-token'})",
             "",
-            f"  try: curl -H \"Authorization: Bearer $(cat {cfg.data_dir / 'api-token'})\" "
+            f'  try: curl -H "Authorization: Bearer $(cat {cfg.data_dir / "api-token"})" '
             f"{api}/api/v1/tables/products/rows/1",
             "  Ctrl-C stops everything.",
             "",

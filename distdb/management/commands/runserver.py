@@ -7,10 +7,10 @@ keys and token are checked first, so a misconfigured node fails at start-up.
 
 from __future__ import annotations
 
+from daphne.management.commands.runserver import Command as DaphneRunserver
 from django.conf import settings
 from django.core import checks
 from django.core.management.base import CommandError
-from daphne.management.commands.runserver import Command as DaphneRunserver
 
 from distdb.checks import RUNTIME
 

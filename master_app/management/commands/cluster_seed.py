@@ -40,10 +40,16 @@ class Command(BaseCommand):
             rows = list(read_jsonl(fixture))
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        with tqdm(total=len(rows), desc=f"seeding {table}", unit="row",
-                  disable=options["no_progress"] or None) as bar:
+        with tqdm(
+            total=len(rows),
+            desc=f"seeding {table}",
+            unit="row",
+            disable=options["no_progress"] or None,
+        ) as bar:
             result = table_seed(
-                table, rows, [s.node_id for s in servers[:tablets]],
+                table,
+                rows,
+                [s.node_id for s in servers[:tablets]],
                 progress=lambda n: bar.update(n - bar.n),
             )
         if result.already_seeded:

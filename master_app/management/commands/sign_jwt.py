@@ -1,4 +1,4 @@
-"""``manage.py sign_jwt <id> <tablet|client>``: print a server token (like the original signJwt.js)."""
+"""``manage.py sign_jwt <id> <tablet|client>``: print a server token (as signJwt.js did)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from django.core.management.base import BaseCommand
 
@@ -14,7 +15,5 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         self.stdout.write(f"tablet link: dialling {master_ws_url()}")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(TabletLink().run_forever())
-        except KeyboardInterrupt:
-            pass

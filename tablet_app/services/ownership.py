@@ -1,0 +1,290 @@
+"""Which key ranges this tablet server owns, their write freezes, and the metadata it knows.
+
+Loaded by the tablet server role (internal API worker threads and the link agent).
+
+Ownership is the ``OwnedRange`` table. Every write checks it *inside* its own
+transaction, and every change to it (``metadata_apply``, ``range_freeze``,
+``range_unfreeze``) is serialized against those writes:
+
+* SQLite: every transaction is ``BEGIN IMMEDIATE`` (settings), so the database's
+  single write lock orders them; nothing more is needed.
+* PostgreSQL: writers take a *shared* transaction-level advisory lock per table,
+  ownership changes take it *exclusively*. We lock an advisory key rather than the
+  OwnedRange rows (``SELECT ... FOR UPDATE``) because (1) ``FOR UPDATE`` on the ranges
+  would serialize every writer of a table against every other, and (2) a freeze may
+  split a range into new rows, which a writer's ``FOR SHARE`` statement, waiting on
+  the old row, would not see once it resumes (READ COMMITTED keeps the statement's
+  snapshot). Taking the advisory lock first and reading the ranges afterwards gives
+  the read a snapshot that includes every committed ownership change.
+
+A freeze may cover part of an owned range: the range is then split into pieces so
+that each ``OwnedRange`` row is wholly frozen or not. ``metadata_apply`` keeps live
+freezes (and the splits they need) when it rewrites the ranges, so a metadata
+change never lifts a move's write freeze early.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from distdb import protocol
+from tablet_app.models import MetadataSnapshot, OwnedRange
+
+log = logging.getLogger(__name__)
+
+KEEP_SNAPSHOTS = 5  # older metadata snapshots are deleted; only the newest is ever served
+_CONTROL_LOCK = "distdb.tablet.control"
+
+
+# --- locks (PostgreSQL; SQLite's IMMEDIATE transactions are already serialized) ----------------
+
+
+def _lock_id(name: str) -> int:
+    """A stable signed 64-bit advisory lock id (a hash collision only serializes more)."""
+    return int.from_bytes(
+        hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True
+    )
+
+
+def advisory_lock(names: Iterable[str], *, shared: bool) -> None:
+    """Take PostgreSQL transaction-level advisory locks by name (no-op on SQLite)."""
+    if connection.vendor != "postgresql":
+        return
+    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    with connection.cursor() as cursor:
+        for name in names:  # callers pass names sorted, so lockers never wait in a cycle
+            cursor.execute(f"SELECT {fn}(%s)", [_lock_id(name)])
+
+
+def ownership_lock_shared(table: str) -> None:
+    """Block ownership changes of ``table`` until the current transaction ends (writers)."""
+    advisory_lock([f"distdb.tablet.ownership:{table}"], shared=True)
+
+
+def _ownership_lock_exclusive(tables: Iterable[str]) -> None:
+    advisory_lock([_CONTROL_LOCK], shared=False)
+    advisory_lock(sorted(f"distdb.tablet.ownership:{t}" for t in set(tables)), shared=False)
+
+
+# --- lookups --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One owned range as the data plane sees it."""
+
+    start: str
+    end: str | None
+    frozen_until: datetime | None = None
+    ident: tuple[Any, ...] = ()  # (id, version): tells whether ownership changed meanwhile
+
+    def contains(self, key: str) -> bool:
+        return key >= self.start and (self.end is None or key < self.end)
+
+    def covers(self, start: str, end: str | None) -> bool:
+        """Whether [start, end) lies entirely inside this span."""
+        if start < self.start:
+            return False
+        if self.end is None:
+            return True
+        return end is not None and end <= self.end
+
+
+class Spans:
+    """The owned ranges of one table, sorted, with a bisect lookup."""
+
+    __slots__ = ("items", "_starts")
+
+    def __init__(self, items: Sequence[Span]) -> None:
+        self.items = sorted(items, key=lambda s: s.start)
+        self._starts = [s.start for s in self.items]
+
+    def find(self, key: str) -> Span | None:
+        i = bisect.bisect_right(self._starts, key) - 1
+        if i >= 0 and self.items[i].contains(key):
+            return self.items[i]
+        return None
+
+    def identity(self) -> list[tuple[Any, ...]]:
+        return [s.ident for s in self.items]
+
+
+def spans_read(table: str) -> Spans:
+    """The owned ranges of ``table`` (no freeze info): one small query, for reads."""
+    r = OwnedRange._meta
+    qn = connection.ops.quote_name
+    sql = (
+        f"SELECT {qn('id')}, {qn('start_key')}, {qn('end_key')}, {qn('version')} "
+        f"FROM {qn(r.db_table)} WHERE {qn('table')} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [table])
+        return Spans([Span(s, e, None, (i, s, e, v)) for i, s, e, v in cursor.fetchall()])
+
+
+def spans_for_write(table: str) -> Spans:
+    """The owned ranges of ``table`` with their freezes, for a write transaction.
+
+    Call inside ``transaction.atomic()``: takes the shared ownership lock first (see
+    the module docstring), so the answer holds until the transaction commits.
+    """
+    ownership_lock_shared(table)
+    rows = OwnedRange.objects.filter(table=table).values_list(
+        "start_key", "end_key", "frozen_until"
+    )
+    return Spans([Span(s, e, f) for s, e, f in rows])
+
+
+# --- metadata -------------------------------------------------------------------------------------
+
+
+def metadata_wire() -> dict[str, Any]:
+    """The newest metadata snapshot in its wire form (``Metadata(version=0)`` if none)."""
+    data = MetadataSnapshot.objects.order_by("-version").values_list("data", flat=True).first()
+    if data is None:
+        return protocol.Metadata(version=0).model_dump(mode="json")
+    return data
+
+
+def metadata_current() -> protocol.Metadata:
+    """The newest metadata this server has been given (version 0 when it has none)."""
+    return protocol.Metadata.model_validate(metadata_wire())
+
+
+def metadata_version_current() -> int:
+    """The version of the newest metadata snapshot, 0 when there is none."""
+    version = MetadataSnapshot.objects.order_by("-version").values_list("version", flat=True)
+    return version.first() or 0
+
+
+def metadata_apply(metadata: protocol.Metadata, node_id: str) -> None:
+    """Store ``metadata`` and make OwnedRange equal to the tablets it assigns to ``node_id``.
+
+    A version older than the newest stored snapshot is ignored (messages may arrive
+    out of order); the same version again is re-applied, which changes nothing.
+    Rows of ranges that stop being owned stay until ``range_drop`` (the move protocol
+    drops them once the new owner serves). Live freezes are kept (see module docstring).
+    """
+    with transaction.atomic():
+        advisory_lock([_CONTROL_LOCK], shared=False)
+        newest = metadata_version_current()
+        if metadata.version < newest:
+            log.info("ignoring metadata v%s: v%s is already applied", metadata.version, newest)
+            return
+        mine = [t for t in metadata.tablets if t.server == node_id]
+        existing = list(OwnedRange.objects.all())
+        _ownership_lock_exclusive([r.table for r in existing] + [t.table for t in mine])
+        existing = list(OwnedRange.objects.all())  # now stable: re-read under the lock
+
+        now = timezone.now()
+        freezes = [r for r in existing if r.frozen_until and r.frozen_until > now]
+        wanted: dict[tuple[str, str, str | None], datetime | None] = {}
+        for tablet in mine:
+            table_freezes = [f for f in freezes if f.table == tablet.table]
+            cuts = {f.start_key for f in table_freezes} | {f.end_key for f in table_freezes}
+            for start, end in _cut(tablet.start, tablet.end, cuts):
+                until = max(
+                    (f.frozen_until for f in table_freezes if _inside(start, end, f)),
+                    default=None,
+                )
+                wanted[(tablet.table, start, end)] = until
+
+        keep: list[OwnedRange] = []
+        stale: list[int] = []
+        for r in existing:
+            slot = (r.table, r.start_key, r.end_key)
+            if slot in wanted:
+                r.version, r.frozen_until = metadata.version, wanted.pop(slot)
+                keep.append(r)
+            else:
+                stale.append(r.pk)
+        OwnedRange.objects.filter(pk__in=stale).delete()  # before inserts: unique start keys
+        OwnedRange.objects.bulk_update(keep, ["version", "frozen_until"])
+        OwnedRange.objects.bulk_create(
+            OwnedRange(table=t, start_key=s, end_key=e, version=metadata.version, frozen_until=f)
+            for (t, s, e), f in wanted.items()
+        )
+        MetadataSnapshot.objects.update_or_create(
+            version=metadata.version, defaults={"data": metadata.model_dump(mode="json")}
+        )
+        old = MetadataSnapshot.objects.order_by("-version")[KEEP_SNAPSHOTS:]
+        MetadataSnapshot.objects.filter(
+            version__in=list(old.values_list("version", flat=True))
+        ).delete()
+
+
+def _cut(start: str, end: str | None, cuts: Iterable[str | None]) -> list[tuple[str, str | None]]:
+    """Split [start, end) at the given keys that fall strictly inside it."""
+    inner = sorted(c for c in cuts if c is not None and c > start and (end is None or c < end))
+    bounds: list[str | None] = [start, *inner, end]
+    return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]  # type: ignore[misc]
+
+
+def _inside(start: str, end: str | None, outer: OwnedRange) -> bool:
+    return Span(outer.start_key, outer.end_key).covers(start, end)
+
+
+# --- freezes --------------------------------------------------------------------------------------
+
+
+def range_freeze(table: str, start: str, end: str | None, until: datetime) -> None:
+    """Refuse writes to the owned part of [start, end) of ``table`` until ``until``.
+
+    The lease expires by itself, so a master that dies mid-move cannot block the
+    range for good. Owned ranges are split at ``start``/``end`` when those fall
+    inside them. Writes already running commit before this returns (same lock).
+    """
+    with transaction.atomic():
+        _ownership_lock_exclusive([table])
+        ranges = list(OwnedRange.objects.filter(table=table))
+        for boundary in (start, end):
+            for r in ranges:
+                if (
+                    boundary
+                    and r.start_key < boundary
+                    and (r.end_key is None or boundary < r.end_key)
+                ):
+                    piece = OwnedRange(
+                        table=table,
+                        start_key=boundary,
+                        end_key=r.end_key,
+                        version=r.version,
+                        frozen_until=r.frozen_until,
+                    )
+                    r.end_key = boundary
+                    r.save(update_fields=["end_key"])
+                    piece.save()
+                    ranges.append(piece)
+                    break
+        _within(table, start, end).update(frozen_until=until)
+
+
+def range_unfreeze(table: str, start: str, end: str | None) -> None:
+    """Lift the write freeze of the owned ranges inside [start, end) of ``table``."""
+    with transaction.atomic():
+        _ownership_lock_exclusive([table])
+        _within(table, start, end).update(frozen_until=None)
+
+
+def _within(table: str, start: str, end: str | None):
+    qs = OwnedRange.objects.filter(table=table, start_key__gte=start)
+    if end is not None:
+        qs = qs.filter(end_key__isnull=False, end_key__lte=end)
+    return qs
+
+
+def range_owned_overlap(table: str, start: str, end: str | None) -> bool:
+    """Whether any owned range of ``table`` overlaps [start, end)."""
+    qs = OwnedRange.objects.filter(table=table)
+    if end is not None:
+        qs = qs.filter(start_key__lt=end)
+    return any(e is None or e > start for e in qs.values_list("end_key", flat=True))

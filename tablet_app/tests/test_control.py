@@ -1,0 +1,247 @@
+"""The control plane services the link agent calls: metadata, freezes, ranges, change log."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import orjson
+import pytest
+from django.utils import timezone
+
+from distdb import protocol
+from distdb.errors import Conflict
+from distdb.protocol import Mutation
+from tablet_app.models import ChangeLogEntry, MetadataSnapshot, OwnedRange, Row
+from tablet_app.services import (
+    changes_in_range_since,
+    changes_last_seq,
+    changes_since,
+    changes_trim,
+    metadata_current,
+    metadata_version_current,
+    range_count,
+    range_drop,
+    range_freeze,
+    range_unfreeze,
+    rows_export,
+    rows_ingest,
+    rows_mutate,
+    rows_read,
+)
+from tablet_app.tests.conftest import OTHER, tablet
+
+pytestmark = pytest.mark.django_db
+
+
+def ranges() -> list[tuple]:
+    return list(
+        OwnedRange.objects.order_by("table", "start_key").values_list(
+            "table", "start_key", "end_key", "version"
+        )
+    )
+
+
+def put(table: str, *keys: str) -> None:
+    result = rows_mutate(table, [Mutation(op="upsert", key=k, cells={"k": k}) for k in keys])
+    assert {r["status"] for r in result.results} <= {"created", "updated"}
+
+
+def frozen(table: str, key: str) -> bool:
+    result = rows_mutate(table, [Mutation(op="upsert", key=key, cells={})])
+    return result.results[0]["status"] == "error"
+
+
+# --- metadata -------------------------------------------------------------------------------------
+
+
+def test_metadata_current_is_version_zero_before_any_metadata_arrives():
+    assert metadata_current() == protocol.Metadata(version=0)
+    assert metadata_version_current() == 0
+
+
+def test_metadata_apply_makes_owned_ranges_equal_to_this_servers_tablets(assign):
+    assign(tablet("t", "", "g"), tablet("t", "g", "p", server=OTHER), tablet("t", "p"), version=1)
+    assert ranges() == [("t", "", "g", 1), ("t", "p", None, 1)]
+    assign(tablet("t", "", "p"), tablet("t", "p", server=OTHER), tablet("v"), version=2)
+    assert ranges() == [("t", "", "p", 2), ("v", "", None, 2)]
+    assert metadata_current().version == 2
+
+
+def test_metadata_apply_ignores_a_version_older_than_the_newest_stored(assign):
+    assign(tablet("t"), version=5)
+    assign(tablet("t", server=OTHER), version=4)
+    assert ranges() == [("t", "", None, 5)]
+    assert metadata_current().version == 5
+
+
+def test_metadata_apply_of_the_same_version_again_changes_nothing(assign):
+    assign(tablet("t", "", "m"), version=5)
+    assign(tablet("t", "", "m"), version=5)
+    assert ranges() == [("t", "", "m", 5)]
+    assert MetadataSnapshot.objects.count() == 1
+
+
+def test_metadata_apply_keeps_only_the_newest_snapshots(assign):
+    for version in range(1, 9):
+        assign(tablet("t"), version=version)
+    assert list(MetadataSnapshot.objects.values_list("version", flat=True)) == [8, 7, 6, 5, 4]
+
+
+def test_a_range_that_stops_being_owned_keeps_its_rows_until_dropped(assign):
+    assign(tablet("t"), version=1)
+    put("t", "a", "n", "z")
+    changes = ChangeLogEntry.objects.count()
+    assign(tablet("t", "", "m"), tablet("t", "m", server=OTHER), version=2)
+    assert range_count("t", "m", None) == 2
+    assert rows_read("t", ["n"]).outdated == ["n"]
+    assert range_drop("t", "m", None) == 2
+    assert list(Row.objects.values_list("key", flat=True)) == ["a"]
+    assert ChangeLogEntry.objects.count() == changes  # drops are not logged
+
+
+def test_range_drop_refuses_a_range_still_owned(assign):
+    assign(tablet("t", "", "m"), version=1)
+    put("t", "a", "b")
+    with pytest.raises(Conflict):
+        range_drop("t", "", None)
+    assert range_count("t", "", None) == 2
+
+
+def test_range_drop_deletes_in_batches(assign, monkeypatch):
+    from tablet_app.services import control
+
+    monkeypatch.setattr(control, "BATCH", 7)
+    rows_ingest(
+        "t", [protocol.Row(key=f"k{i:03d}", cells={}) for i in range(30)], log_changes=False
+    )
+    assert range_drop("t", "k005", "k025") == 20
+    assert range_count("t", "", None) == 10
+
+
+# --- freezes --------------------------------------------------------------------------------------
+
+
+def test_range_freeze_freezes_only_the_given_part_of_an_owned_range(assign):
+    assign(tablet("t"), version=1)
+    range_freeze("t", "g", "p", timezone.now() + timedelta(seconds=30))
+    assert [frozen("t", k) for k in ("a", "g", "o", "p", "z")] == [False, True, True, False, False]
+    assert ranges() == [("t", "", "g", 1), ("t", "g", "p", 1), ("t", "p", None, 1)]
+
+
+def test_range_unfreeze_lets_writes_through_again(assign):
+    assign(tablet("t"), version=1)
+    range_freeze("t", "", None, timezone.now() + timedelta(seconds=30))
+    assert frozen("t", "a")
+    range_unfreeze("t", "", None)
+    assert not frozen("t", "a")
+
+
+def test_a_live_freeze_survives_new_metadata_and_an_expired_one_does_not(assign):
+    assign(tablet("t", "", "x"), version=1)
+    range_freeze("t", "g", "p", timezone.now() + timedelta(seconds=30))
+    range_freeze("t", "p", "q", timezone.now() - timedelta(seconds=1))
+    assign(tablet("t", "", "x"), tablet("u"), version=2)
+    assert [frozen("t", k) for k in ("a", "g", "o", "p")] == [False, True, True, False]
+    assign(tablet("t", "", "x"), version=3)
+    assert frozen("t", "h")
+
+
+# --- rows in and out ------------------------------------------------------------------------------
+
+
+def test_rows_ingest_upserts_rows_without_logging_them_unless_asked(assign):
+    assign(tablet("t"), version=1)
+    put("t", "a")
+    n = rows_ingest(
+        "t",
+        [protocol.Row(key="a", cells={"new": 1}), protocol.Row(key="b", cells={"x": [1]})],
+        log_changes=False,
+    )
+    assert n == 2
+    assert ChangeLogEntry.objects.count() == 1  # only put("t", "a")
+    assert orjson.loads(Row.objects.get(key="a").cells) == {"new": 1}
+    before = changes_last_seq()
+    rows_ingest("t", [protocol.Row(key="c", cells={})], log_changes=True)
+    assert changes_since(before, 10) == [
+        {"seq": changes_last_seq(), "table": "t", "key": "c", "op": "put", "cells": {}}
+    ]
+
+
+def test_rows_ingest_keeps_the_last_cells_of_a_key_given_twice(assign):
+    rows = [protocol.Row(key="a", cells={"v": 1}), protocol.Row(key="a", cells={"v": 2})]
+    assert rows_ingest("t", rows, log_changes=False) == 1
+    assert orjson.loads(Row.objects.get(key="a").cells) == {"v": 2}
+
+
+def test_rows_export_pages_a_range_in_key_order_and_ingest_copies_it(assign):
+    assign(tablet("t"), version=1)
+    rows_mutate(
+        "t", [Mutation(op="upsert", key=f"k{i:02d}", cells={"i": i, "s": "é"}) for i in range(25)]
+    )
+    pages, after = [], None
+    while True:
+        page, last_seq = rows_export("t", "k05", "k20", after, 4)
+        assert last_seq == changes_last_seq()
+        pages.append(page)
+        if len(page) < 4:
+            break
+        after = page[-1].key
+    exported = [row for page in pages for row in page]
+    assert [r.key for r in exported] == [f"k{i:02d}" for i in range(5, 20)]
+    assert rows_ingest("copy", exported, log_changes=False) == 15
+    copied = dict(Row.objects.filter(table="copy").values_list("key", "cells"))
+    originals = dict(Row.objects.filter(table="t", key__in=copied).values_list("key", "cells"))
+    assert {k: orjson.loads(v) for k, v in copied.items()} == {
+        k: orjson.loads(v) for k, v in originals.items()
+    }
+
+
+def test_rows_export_reads_last_seq_before_the_rows_so_catch_up_misses_nothing(assign):
+    assign(tablet("t"), version=1)
+    put("t", "a")
+    _, last_seq = rows_export("t", "", None, None, 10)
+    put("t", "b")
+    caught_up = changes_in_range_since("t", "", None, last_seq, 10)
+    assert [e["key"] for e in caught_up] == ["b"]
+
+
+# --- change log -----------------------------------------------------------------------------------
+
+
+def test_changes_since_returns_entries_in_seq_order_with_parsed_cells(assign):
+    assign(tablet("t"), version=1)
+    put("t", "a")
+    rows_mutate("t", [Mutation(op="delete_row", key="a")])
+    put("t", "b")
+    entries = changes_since(0, 10)
+    assert [(e["key"], e["op"], e["cells"]) for e in entries] == [
+        ("a", "put", {"k": "a"}),
+        ("a", "delete", None),
+        ("b", "put", {"k": "b"}),
+    ]
+    assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)
+    assert changes_since(entries[0]["seq"], 1) == [entries[1]]
+    assert changes_last_seq() == entries[-1]["seq"]
+
+
+def test_changes_trim_deletes_acknowledged_entries_and_seqs_keep_growing(assign, monkeypatch):
+    from tablet_app.services import control
+
+    monkeypatch.setattr(control, "BATCH", 2)
+    assign(tablet("t"), version=1)
+    put("t", "a", "b", "c", "d", "e")
+    seqs = [e["seq"] for e in changes_since(0, 10)]
+    assert changes_trim(seqs[2]) == 3
+    assert [e["seq"] for e in changes_since(0, 10)] == seqs[3:]
+    assert changes_trim(seqs[-1]) == 2
+    assert changes_since(0, 10) == []
+    put("t", "f")
+    assert changes_since(0, 10)[0]["seq"] > seqs[-1]
+
+
+def test_changes_in_range_since_keeps_only_that_tables_range(assign):
+    assign(tablet("t"), tablet("u"), version=1)
+    put("t", "a", "m", "z")
+    put("u", "m")
+    entries = changes_in_range_since("t", "b", "n", 0, 10)
+    assert [(e["table"], e["key"]) for e in entries] == [("t", "m")]
