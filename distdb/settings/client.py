@@ -12,7 +12,13 @@ DISTDB_PUBLIC_URL = env_url(
     "DISTDB_PUBLIC_URL", f"http://{DISTDB_HOST}:{DISTDB_PORT}", schemes=("http", "https")
 )
 DISTDB_TOKEN_FILE = DISTDB_TOKENS_DIR / f"{DISTDB_NODE_ID}.jwt"
-INSTALLED_APPS = [*INSTALLED_APPS, "rest_framework", "drf_spectacular", "client_app"]
+INSTALLED_APPS = [
+    *INSTALLED_APPS,
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "client_app",
+]
 ROOT_URLCONF = "distdb.urls.client"
 HOT_PATH_APP = "distdb.lean.LeanASGIHandler"
 HOT_PATH_PREFIXES = ("/api/",)
@@ -31,4 +37,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from the drf-spectacular-sidecar package, not a CDN: works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }

@@ -1,0 +1,70 @@
+"""Listing and creating tables; the OpenAPI schema and the docs page."""
+
+from __future__ import annotations
+
+import orjson
+from drf_spectacular.validation import validate_schema
+
+
+async def test_it_lists_tables_sorted_by_name(api, cluster):
+    cluster.layout("accounts", "str", [(None, "tablet-2")], columns=["email"])
+    answer = await api("GET", "/api/v1/tables/")
+    assert answer.status == 200
+    assert answer.json == {
+        "tables": [
+            {"name": "accounts", "key_type": "str", "columns": ["email"]},
+            {"name": "products", "key_type": "int", "columns": None},
+        ]
+    }
+
+
+async def test_it_creates_a_table_that_is_usable_at_once(api, cluster):
+    body = {"name": "users", "key_type": "str", "columns": ["email", "name"]}
+    answer = await api("POST", "/api/v1/tables", body)
+    assert answer.status == 201
+    assert answer.json == body
+    added = await api(
+        "POST", "/api/v1/tables/users/rows", [{"key": "bob", "cells": {"email": "b@x"}}]
+    )
+    assert added.status == 201
+    refused = await api("POST", "/api/v1/tables/users/rows", [{"key": "al", "cells": {"age": 3}}])
+    assert refused.json["error"]["code"] == "column_not_allowed"
+
+
+async def test_creating_an_existing_table_is_a_409(api, cluster):
+    answer = await api("POST", "/api/v1/tables/", {"name": "products", "key_type": "int"})
+    assert (answer.status, answer.error_code) == (409, "table_exists")
+
+
+async def test_a_master_that_is_down_is_a_503_with_retry_after(api, cluster):
+    await cluster.master.stop()
+    answer = await api("GET", "/api/v1/tables/products/rows/1")
+    assert (answer.status, answer.error_code) == (503, "master_unavailable")
+    assert answer.headers["retry-after"] == "1"
+
+
+async def test_the_openapi_schema_is_valid_openapi_3_and_documents_every_endpoint(api, cluster):
+    answer = await api("GET", "/api/v1/schema/?format=json", token=None)
+    assert answer.status == 200
+    schema = orjson.loads(answer.body)
+    validate_schema(schema)
+    assert schema["openapi"].startswith("3.")
+    paths = schema["paths"]
+    assert set(paths) >= {
+        "/api/v1/tables/",
+        "/api/v1/tables/{table}/rows",
+        "/api/v1/tables/{table}/rows/{key}",
+        "/api/v1/tables/{table}/rows/{key}/cells",
+        "/api/v1/tables/{table}/rows:batch",
+        "/api/v1/client/send-db-query",
+    }
+    add = paths["/api/v1/tables/{table}/rows"]["post"]
+    assert {"201", "400", "401", "403", "404", "413", "503"} <= set(add["responses"])
+    assert add["security"] == [{"ApiToken": []}]
+    assert "Retry-After" in add["responses"]["503"]["headers"]
+
+
+async def test_the_docs_page_answers(api, cluster):
+    answer = await api("GET", "/api/docs/", token=None)
+    assert answer.status == 200
+    assert b"swagger" in answer.body.lower()

@@ -1,0 +1,299 @@
+"""Views of the public REST API under /api/v1/ (client server role).
+
+Thin on purpose (CONVENTIONS §4): parse and validate the request, call one service,
+render. Every view is async (``client_app.base.ApiView``); the per-row status rules are
+``client_app.services.results``; errors are rendered by ``client_app.errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
+from rest_framework.response import Response
+
+from distdb.errors import DistdbError
+
+from . import serializers as s
+from . import services, validation
+from .base import ApiView
+from .errors import error_headers
+from .services.results import RowResult, error_brief, results_outcome
+
+ERROR_TEXT = {
+    400: "Bad input: invalid_json, validation_failed, invalid_key, column_not_allowed, "
+    "invalid_cursor.",
+    401: "unauthenticated, token_invalid, token_expired, token_revoked.",
+    403: "token_wrong_role, token_wrong_audience.",
+    404: "table_not_found, row_not_found (or not_found for an unknown path).",
+    409: "row_exists / table_exists (when every row failed so).",
+    413: "payload_too_large: body over DISTDB_MAX_BODY_BYTES, or too many rows.",
+    415: "unsupported_media_type: send Content-Type: application/json.",
+    503: "tablet_unavailable / range_frozen / master_unavailable, with Retry-After.",
+}
+
+
+def errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    return {
+        code: OpenApiResponse(s.ErrorSerializer, description=ERROR_TEXT[code])
+        for code in (401, 403, *statuses)
+    }
+
+
+TABLE = OpenApiParameter(
+    "table", OpenApiTypes.STR, OpenApiParameter.PATH, description="Table name."
+)
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    OpenApiTypes.INT,
+    OpenApiParameter.HEADER,
+    response=[503],
+    description="Seconds to wait before retrying.",
+)
+KEY = OpenApiParameter(
+    "key", OpenApiTypes.STR, OpenApiParameter.PATH, description="Row key (integer tables: digits)."
+)
+
+
+def validated(serializer_class: type, data: Any, **kwargs: Any) -> Any:
+    serializer = serializer_class(data=data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def results_response(results: list[RowResult], *, created_status: int = 200) -> Response:
+    items = [r.as_dict() for r in results]
+    outcome = results_outcome(results, created_status=created_status)
+    if outcome.error is not None:
+        return _all_failed(outcome.error, {"results": items})
+    failed = sum(1 for r in results if r.error is not None)
+    return Response({"results": items, "failed": failed}, status=outcome.status)
+
+
+def _all_failed(error: DistdbError, detail: dict[str, Any]) -> Response:
+    body = error.as_dict()
+    body["error"]["detail"] = {**error.detail, **detail}
+    return Response(body, status=error.status, headers=error_headers(error))
+
+
+def single(results: list[RowResult]) -> Response:
+    result = results[0]
+    if result.error is not None:
+        raise result.error
+    return Response({"key": result.key, "status": result.status})
+
+
+def keys_param(query) -> list[str] | None:
+    """?keys=k1,k2 (comma-separated) and/or ?key=k (repeatable, for keys with commas)."""
+    if "keys" not in query and "key" not in query:
+        return None
+    keys = [k for value in query.getlist("keys") for k in value.split(",")]
+    return keys + query.getlist("key")
+
+
+class TablesView(ApiView):
+    @extend_schema(
+        operation_id="tables_list",
+        summary="List tables",
+        parameters=[RETRY_AFTER],
+        responses={200: s.TableListSerializer, **errors(503)},
+    )
+    async def get(self, request) -> Response:
+        return Response({"tables": await services.tables_list()})
+
+    @extend_schema(
+        operation_id="table_create",
+        summary="Create a table",
+        parameters=[RETRY_AFTER],
+        request=s.TableCreateSerializer,
+        responses={201: s.TableSerializer, **errors(400, 409, 413, 415, 503)},
+    )
+    async def post(self, request) -> Response:
+        data = validated(s.TableCreateSerializer, self.body(request))
+        return Response(await services.table_create(**data), status=201)
+
+
+class RowsView(ApiView):
+    @extend_schema(
+        operation_id="rows_read_or_scan",
+        summary="Read rows by key, or scan a key range",
+        description="With `keys` (or repeated `key`): read those rows; the answer keeps the "
+        "request order and reports missing keys. Otherwise: scan [start, end) in key order, "
+        "`limit` rows per page; pass the answer's `cursor` for the next page. "
+        "Integer keys scan in numeric order, string keys in byte order.",
+        parameters=[
+            TABLE,
+            RETRY_AFTER,
+            OpenApiParameter("keys", OpenApiTypes.STR, description="Comma-separated keys."),
+            OpenApiParameter(
+                "key", OpenApiTypes.STR, many=True, description="One key; repeatable."
+            ),
+            s.ScanQuerySerializer,
+        ],
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="RowsReadOrScanPage",
+                serializers=[s.RowsReadSerializer, s.ScanPageSerializer],
+                resource_type_field_name=None,
+            ),
+            **errors(400, 404, 413, 503),
+        },
+        examples=[
+            OpenApiExample(
+                "read",
+                response_only=True,
+                value={
+                    "rows": [{"key": 1, "cells": {"price": "£3.42"}}],
+                    "missing": [7],
+                    "failed": [],
+                },
+            ),
+        ],
+    )
+    async def get(self, request, table: str) -> Response:
+        keys = keys_param(request.query_params)
+        if keys is not None:
+            extra = sorted(set(request.query_params) - {"keys", "key"})
+            if extra:
+                raise validation.invalid(extra[0], "read by keys takes no other parameter")
+            result = await services.rows_read(table, keys, text=True)
+            body = {
+                "rows": [{"key": key, "cells": cells} for key, cells in result.rows],
+                "missing": result.missing,
+                "failed": [{"key": key, "error": error_brief(e)} for key, e in result.failed],
+            }
+            codes = {e.code for _, e in result.failed}
+            if result.failed and not result.rows and not result.missing and len(codes) == 1:
+                return _all_failed(result.failed[0][1], body)
+            return Response(body)
+        query = validated(s.ScanQuerySerializer, request.query_params.dict())
+        page = await services.rows_scan(table, **query)
+        return Response({"rows": page.rows, "cursor": page.cursor})
+
+    @extend_schema(
+        operation_id="rows_add",
+        summary="Add rows",
+        description="A list of rows; a row without a key gets a new unique key. Per-row "
+        "results in request order: 201 when every row was created, 200 when some failed "
+        "(see each result), the common error's status when every row failed alike.",
+        parameters=[TABLE, RETRY_AFTER],
+        request=s.RowInSerializer(many=True),
+        responses={
+            201: s.RowResultsSerializer,
+            200: s.RowResultsSerializer,
+            **errors(400, 404, 409, 413, 415, 503),
+        },
+    )
+    async def post(self, request, table: str) -> Response:
+        rows = validated(s.RowInSerializer, self.body(request), many=True, allow_empty=False)
+        return results_response(await services.rows_add(table, rows), created_status=201)
+
+
+class RowView(ApiView):
+    @extend_schema(
+        operation_id="row_read",
+        summary="Read one row",
+        parameters=[TABLE, KEY, RETRY_AFTER],
+        responses={200: s.RowSerializer, **errors(400, 404, 503)},
+    )
+    async def get(self, request, table: str, key: str) -> Response:
+        return Response(await services.row_read(table, key))
+
+    @extend_schema(
+        operation_id="cells_set",
+        summary="Set cells of a row (merge)",
+        parameters=[TABLE, KEY, RETRY_AFTER],
+        request=s.CellsSetSerializer,
+        responses={200: s.RowStatusSerializer, **errors(400, 404, 413, 415, 503)},
+    )
+    async def patch(self, request, table: str, key: str) -> Response:
+        data = validated(s.CellsSetSerializer, self.body(request))
+        return single(await services.cells_set(table, [key], data["cells"], text=True))
+
+    @extend_schema(
+        operation_id="row_delete",
+        summary="Delete a row",
+        parameters=[TABLE, KEY, RETRY_AFTER],
+        responses={200: s.RowStatusSerializer, **errors(400, 404, 503)},
+    )
+    async def delete(self, request, table: str, key: str) -> Response:
+        return single(await services.rows_delete(table, [key], text=True))
+
+
+class CellsView(ApiView):
+    @extend_schema(
+        operation_id="cells_delete",
+        summary="Delete cells of a row",
+        parameters=[
+            TABLE,
+            KEY,
+            RETRY_AFTER,
+            OpenApiParameter(
+                "columns",
+                OpenApiTypes.STR,
+                required=True,
+                description="Comma-separated column names.",
+            ),
+        ],
+        responses={200: s.RowStatusSerializer, **errors(400, 404, 503)},
+    )
+    async def delete(self, request, table: str, key: str) -> Response:
+        extra = sorted(set(request.query_params) - {"columns"})
+        if extra:
+            raise validation.invalid(extra[0], "unknown parameter")
+        names = [c for value in request.query_params.getlist("columns") for c in value.split(",")]
+        columns = validation.columns(names, "columns")
+        return single(await services.cells_delete(table, [key], columns, text=True))
+
+
+class BatchView(ApiView):
+    @extend_schema(
+        operation_id="rows_batch",
+        summary="Apply many mutations",
+        description="insert (fails with row_exists if the row is there; no key: a new one), "
+        "upsert (replace the row's cells), set (merge cells; row_not_found if absent), "
+        "delete_cells, delete_row. Mutations of one key apply in request order. "
+        "Per-row results, statuses as for adding rows (200 when all succeed).",
+        parameters=[TABLE, RETRY_AFTER],
+        request=s.BatchSerializer,
+        responses={200: s.RowResultsSerializer, **errors(400, 404, 409, 413, 415, 503)},
+    )
+    async def post(self, request, table: str) -> Response:
+        data = validated(s.BatchSerializer, self.body(request))
+        return results_response(await services.rows_batch(table, data["mutations"]))
+
+
+class CompatView(ApiView):
+    @extend_schema(
+        operation_id="send_db_query",
+        summary="Compatibility endpoint of the original system (table products)",
+        parameters=[RETRY_AFTER],
+        request=s.CompatQuerySerializer,
+        responses={
+            200: s.CompatAnswerSerializer,
+            **errors(400, 404, 409, 413, 415),
+            503: OpenApiResponse(
+                s.CompatAnswerSerializer,
+                description="Every id failed as unavailable: the answer plus an `error` object.",
+            ),
+        },
+        examples=[
+            OpenApiExample(
+                "read-rows",
+                request_only=True,
+                value={"queryTitle": "read-rows", "queryBody": {"ids": [1, 2, 3]}},
+            ),
+        ],
+    )
+    async def post(self, request) -> Response:
+        data = validated(s.CompatQuerySerializer, self.body(request))
+        answer = await services.db_query(data["queryTitle"], data["queryBody"])
+        headers = error_headers(answer.error) if answer.error is not None else None
+        return Response(answer.body, status=answer.status, headers=headers)
