@@ -259,3 +259,20 @@ def _wait_until(predicate, timeout: float = 20) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.3)
+
+
+def test_the_master_collects_acknowledged_writes_into_its_copy(cluster, api):
+    assert api("PATCH", "/tables/products/rows/10", {"cells": {"price": "£10.10"}})[0] == 200
+    assert api("PATCH", "/tables/products/rows/990", {"cells": {"price": "£99.90"}})[0] == 200
+    code = (
+        "from master_app.models import ConsolidatedRow as R;"
+        "from distdb.keys import encode_key as e;"
+        "print(R.objects.get(table__name='products', key=e('int', 10)).cells['price'],"
+        " R.objects.get(table__name='products', key=e('int', 990)).cells['price'])"
+    )
+
+    def collected():
+        out = cluster.manage("master", "master", cluster.master_port, "shell", "-c", code)
+        return out.split()[-2:] == ["£10.10", "£99.90"]
+
+    _wait_until(collected, timeout=60)
