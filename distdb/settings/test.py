@@ -46,11 +46,5 @@ DISTDB_REBALANCE_INTERVAL_S = 3600
 DISTDB_COLLECT_INTERVAL_S = 60
 DISTDB_HEARTBEAT_S = 1
 DISTDB_KEY_BLOCK = 100
-REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["client_app.authentication.ApiTokenAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "client_app.errors.exception_handler",
-    "UNAUTHENTICATED_USER": None,
-}
-SPECTACULAR_SETTINGS = {"TITLE": "distdb API", "VERSION": "1", "SERVE_INCLUDE_SCHEMA": False}
+# The public API is configured exactly as on a client server.
+from .client import REST_FRAMEWORK, SPECTACULAR_SETTINGS  # noqa: E402, F401
