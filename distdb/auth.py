@@ -11,6 +11,7 @@ every request.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterable
@@ -214,8 +215,6 @@ def own_token() -> str:
 
 @lru_cache(maxsize=4)
 def _own_token(path: str) -> str:
-    import os
-
     env = os.environ.get("DISTDB_TOKEN")
     if env:
         return env.strip()

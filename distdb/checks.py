@@ -6,6 +6,7 @@ Checks tagged ``distdb_runtime`` need files that exist only once the node is set
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from django.conf import settings
@@ -47,8 +48,6 @@ def check_keys_and_token(app_configs, **kwargs):
             )
         )
     token_file = getattr(settings, "DISTDB_TOKEN_FILE", None)
-    import os
-
     if token_file and not os.environ.get("DISTDB_TOKEN") and not Path(token_file).exists():
         errors.append(
             Error(

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -149,10 +150,17 @@ def cluster_prepare(cfg: ClusterConfig, log=print) -> dict[str, str]:
         password_file.write_text(secrets.token_urlsafe(12) + "\n")
         password_file.chmod(0o600)
     password = password_file.read_text().strip()
-    for node in cfg.nodes:
-        log(f"migrating {node.node_id}'s database")
-        manage(cfg, node, "migrate", "--noinput", "-v", "0")
-        manage(cfg, node, "ensure_admin", extra_env={"DISTDB_ADMIN_PASSWORD": password})
+    # Each node has its own database, so they are set up side by side.
+    log("migrating every node's database")
+    with ThreadPoolExecutor(max_workers=len(cfg.nodes)) as pool:
+        list(
+            pool.map(
+                lambda node: manage(
+                    cfg, node, "setup_node", extra_env={"DISTDB_ADMIN_PASSWORD": password}
+                ),
+                cfg.nodes,
+            )
+        )
 
     token_file = cfg.data_dir / "api-token"
     if not token_file.exists():

@@ -191,11 +191,6 @@ class MasterUnavailable(Unavailable):
     default_message = "the master is unavailable"
 
 
-class RebalanceRunning(Conflict):
-    code = "rebalance_running"
-    default_message = "a rebalance is already running"
-
-
 ERRORS_BY_CODE: dict[str, type[DistdbError]] = {}
 
 

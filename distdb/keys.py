@@ -29,10 +29,9 @@ def encode_key(key_type: str, key: object) -> str:
     """Validate a user key and return its stored, order-preserving form."""
     if key_type == "int":
         if isinstance(key, bool) or not isinstance(key, int):
-            if isinstance(key, str) and _is_int_text(key):
-                key = int(key)
-            else:
-                raise InvalidKey("this table's keys are integers", key=_show(key))
+            # Strict: JSON bodies carry integer keys as numbers. Keys that arrive as text
+            # (URLs, the compatibility endpoint) go through ``parse_key_text``.
+            raise InvalidKey("this table's keys are integers", key=_show(key))
         if not _INT_MIN <= key <= _INT_MAX:
             raise InvalidKey("integer keys must fit in 64 bits", key=_show(key))
         return f"{key:019d}" if key >= 0 else f"-{key + _OFFSET:019d}"

@@ -18,7 +18,19 @@ from master_app.models import (
 from master_app.services.tokens import api_token_issue, api_token_revoke
 
 
-class TabletInline(admin.TabularInline):
+class KeyRangeColumns:
+    """The decoded start and end keys of a tablet, for list and inline columns."""
+
+    @admin.display(description="start", ordering="start_key")
+    def start_display(self, obj: Tablet) -> str:
+        return obj.start_display()
+
+    @admin.display(description="end")
+    def end_display(self, obj: Tablet) -> str:
+        return obj.end_display()
+
+
+class TabletInline(KeyRangeColumns, admin.TabularInline):
     model = Tablet
     fields = ("start_display", "end_display", "server", "version")
     readonly_fields = fields
@@ -28,14 +40,6 @@ class TabletInline(admin.TabularInline):
 
     def has_add_permission(self, request, obj=None):
         return False
-
-    @admin.display(description="start")
-    def start_display(self, obj: Tablet) -> str:
-        return obj.start_display()
-
-    @admin.display(description="end")
-    def end_display(self, obj: Tablet) -> str:
-        return obj.end_display()
 
 
 @admin.register(Table)
@@ -112,7 +116,7 @@ class TabletServerAdmin(admin.ModelAdmin):
 
 
 @admin.register(Tablet)
-class TabletAdmin(admin.ModelAdmin):
+class TabletAdmin(KeyRangeColumns, admin.ModelAdmin):
     list_display = ("table", "start_display", "end_display", "server", "version")
     list_filter = ("table", "server")
     search_fields = ("table__name", "server__node_id", "start_key")
@@ -123,14 +127,6 @@ class TabletAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
-
-    @admin.display(description="start", ordering="start_key")
-    def start_display(self, obj: Tablet) -> str:
-        return obj.start_display()
-
-    @admin.display(description="end")
-    def end_display(self, obj: Tablet) -> str:
-        return obj.end_display()
 
 
 @admin.register(MetadataVersion)

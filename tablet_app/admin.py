@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from distdb.errors import InvalidKey
-from distdb.keys import encode_key
+from distdb.keys import parse_key_text
 from tablet_app.models import ChangeLogEntry, MetadataSnapshot, OwnedRange, Row
 from tablet_app.services import metadata_current, range_count, range_unfreeze
 
@@ -79,7 +79,7 @@ class KeySearchMixin:
             return queryset, False
         exact = {term}
         with contextlib.suppress(InvalidKey):  # not an integer: search it as text only
-            exact.add(encode_key("int", term))
+            exact.add(parse_key_text("int", term))
         match = Q(key__in=exact)
         if ord(term[-1]) < 0x10FFFF:  # keys compare by code point: [term, next) is the prefix
             match |= Q(key__gte=term, key__lt=term[:-1] + chr(ord(term[-1]) + 1))

@@ -24,15 +24,16 @@ BATCH = 5000
 def changes_collect(server: TabletServer, *, batch: int = BATCH, timeout_s: float = 30) -> int:
     """Apply every change ``server`` logged since the last acknowledged one; returns the count."""
     total = 0
+    server.refresh_from_db(fields=["acked_seq"])
+    after = server.acked_seq
     while True:
-        server.refresh_from_db(fields=["acked_seq"])
-        command = ChangesCommand(id=new_command_id(), after_seq=server.acked_seq, limit=batch)
+        command = ChangesCommand(id=new_command_id(), after_seq=after, limit=batch)
         entries = link_call(server.node_id, command, timeout_s=timeout_s)["entries"]
         if not entries:
             return total
-        last = changes_apply(server, entries)
+        after = changes_apply(server, entries)
         link_call(
-            server.node_id, TrimCommand(id=new_command_id(), upto_seq=last), timeout_s=timeout_s
+            server.node_id, TrimCommand(id=new_command_id(), upto_seq=after), timeout_s=timeout_s
         )
         total += len(entries)
         if len(entries) < batch:

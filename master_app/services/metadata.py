@@ -96,16 +96,6 @@ def metadata_commit(table: Table, assignments: Iterable[RangeAssignment], reason
     return version
 
 
-def metadata_bump(reason: str) -> int:
-    """A new version without tablet changes (e.g. a table was created or dropped)."""
-    with transaction.atomic():
-        last = MetadataVersion.objects.select_for_update().order_by("-version").first()
-        version = (last.version if last else 0) + 1
-        MetadataVersion.objects.create(version=version, reason=reason[:200])
-        transaction.on_commit(_push)
-    return version
-
-
 def _push() -> None:
     """Tell every linked tablet server about the new version (best effort: they also get
     the current metadata whenever they (re)connect)."""

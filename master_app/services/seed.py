@@ -10,6 +10,7 @@ interrupted is simply run again.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -56,13 +57,12 @@ def table_seed(
     ranges = split_balanced([s for s, _, _ in stored], sorted(server_ids), table_name)
     table, _ = Table.objects.get_or_create(name=table_name, defaults={"key_type": key_type})
 
+    stored_keys = [s for s, _, _ in stored]
     shipped = 0
     for assignment in ranges:
-        part = [
-            Row(key=s, cells=cells)
-            for s, _, cells in stored
-            if s >= assignment.start and (assignment.end is None or s < assignment.end)
-        ]
+        lo = bisect_left(stored_keys, assignment.start)
+        hi = len(stored) if assignment.end is None else bisect_left(stored_keys, assignment.end)
+        part = [Row(key=s, cells=cells) for s, _, cells in stored[lo:hi]]
         for i in range(0, len(part), SHIP_BATCH):
             batch = part[i : i + SHIP_BATCH]
             command = IngestCommand(id=new_command_id(), table=table_name, rows=batch)

@@ -77,6 +77,18 @@ class Cluster:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
+    def shell(self, node_id: str, code: str) -> str:
+        """Run Python in a node's `manage.py shell` and return the last line it printed."""
+        role = node_id.split("-")[0]
+        ports = {
+            "master": [self.master_port],
+            "tablet": self.tablet_ports,
+            "client": self.client_ports,
+        }[role]
+        index = int(node_id.split("-")[1]) - 1 if "-" in node_id else 0
+        out = self.manage(node_id, role, ports[index], "shell", "-c", code)
+        return out.strip().splitlines()[-1]
+
     def log(self) -> str:
         return "".join(self.output[-200:])
 

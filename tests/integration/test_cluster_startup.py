@@ -7,24 +7,15 @@ import urllib.request
 
 import pytest
 
+from tests.integration.api import call
+
 pytestmark = pytest.mark.integration
-
-
-def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def test_every_role_answers_on_its_port_with_its_admin(cluster):
     ports = [cluster.master_port, *cluster.tablet_ports, *cluster.client_ports]
     for port in ports:
-        status, body = _get(f"{cluster.url(port)}/admin/login/")
+        status, body, _ = call("GET", f"{cluster.url(port)}/admin/login/", None)
         assert status == 200, (port, body[:200])
         assert b"distdb" in body
 
@@ -61,35 +52,27 @@ def test_the_summary_prints_where_everything_is_and_the_token(cluster):
 
 
 def test_the_master_was_seeded_from_the_fixture_over_both_tablet_servers(cluster):
-    out = cluster.manage(
+    out = cluster.shell(
         "master",
-        "master",
-        cluster.master_port,
-        "shell",
-        "-c",
         "import json; from master_app.services.metadata import metadata_current;"
         "from master_app.models import ConsolidatedRow;"
         "m = metadata_current();"
         "print(json.dumps({'rows': ConsolidatedRow.objects.count(),"
         " 'servers': sorted({t.server for t in m.tablets if t.table == 'products'})}))",
     )
-    summary = json.loads(out.strip().splitlines()[-1])
+    summary = json.loads(out)
     assert summary == {"rows": 1000, "servers": ["tablet-1", "tablet-2"]}
 
 
 def test_each_tablet_server_holds_its_share_of_the_fixture(cluster):
     counts = []
-    for i, port in enumerate(cluster.tablet_ports, 1):
-        out = cluster.manage(
+    for i in range(1, len(cluster.tablet_ports) + 1):
+        out = cluster.shell(
             f"tablet-{i}",
-            "tablet",
-            port,
-            "shell",
-            "-c",
             "from tablet_app.models import Row, OwnedRange;"
             "print(Row.objects.filter(table='products').count(), OwnedRange.objects.count())",
         )
-        rows, ranges = map(int, out.split()[-2:])
+        rows, ranges = map(int, out.split())
         assert ranges == 1
         counts.append(rows)
     assert counts == [500, 500]

@@ -174,12 +174,8 @@ def test_a_client_with_stale_metadata_follows_outdated_to_the_right_answer(clust
     owner = _owner(cluster, "moving")
     other = "tablet-2" if owner == "tablet-1" else "tablet-1"
     # Reassign the (empty) table underneath the client servers: their caches are stale now.
-    cluster.manage(
+    cluster.shell(
         "master",
-        "master",
-        cluster.master_port,
-        "shell",
-        "-c",
         "from master_app.models import Table;"
         "from master_app.services.metadata import RangeAssignment, metadata_commit;"
         f"metadata_commit(Table.objects.get(name='moving'), "
@@ -214,53 +210,6 @@ def test_a_stopped_tablet_server_fails_only_its_keys_with_503(cluster, api):
     assert api("GET", "/tables/products/rows/1000")[0] == 200
 
 
-# --- helpers ----------------------------------------------------------------------------------
-
-
-def _owner(cluster, table: str) -> str:
-    out = cluster.manage(
-        "master",
-        "master",
-        cluster.master_port,
-        "shell",
-        "-c",
-        f"from master_app.models import Tablet;"
-        f"print(Tablet.objects.get(table__name='{table}').server.node_id)",
-    )
-    return out.strip().splitlines()[-1]
-
-
-def _tablet_shell(cluster, node: str, code: str) -> str:
-    i = int(node.split("-")[1])
-    return cluster.manage(node, "tablet", cluster.tablet_ports[i - 1], "shell", "-c", code)
-
-
-def _tablet_owns(cluster, node: str, table: str) -> bool:
-    out = _tablet_shell(
-        cluster,
-        node,
-        "from tablet_app.models import OwnedRange;"
-        f"print(OwnedRange.objects.filter(table='{table}').count())",
-    )
-    return out.strip().splitlines()[-1] == "1"
-
-
-def _tablet_rows(cluster, node: str, table: str) -> int:
-    out = _tablet_shell(
-        cluster,
-        node,
-        f"from tablet_app.models import Row;print(Row.objects.filter(table='{table}').count())",
-    )
-    return int(out.strip().splitlines()[-1])
-
-
-def _wait_until(predicate, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.3)
-
-
 def test_the_master_collects_acknowledged_writes_into_its_copy(cluster, api):
     assert api("PATCH", "/tables/products/rows/10", {"cells": {"price": "£10.10"}})[0] == 200
     assert api("PATCH", "/tables/products/rows/990", {"cells": {"price": "£99.90"}})[0] == 200
@@ -272,7 +221,41 @@ def test_the_master_collects_acknowledged_writes_into_its_copy(cluster, api):
     )
 
     def collected():
-        out = cluster.manage("master", "master", cluster.master_port, "shell", "-c", code)
-        return out.split()[-2:] == ["£10.10", "£99.90"]
+        return cluster.shell("master", code).split() == ["£10.10", "£99.90"]
 
     _wait_until(collected, timeout=60)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _owner(cluster, table: str) -> str:
+    return cluster.shell(
+        "master",
+        f"from master_app.models import Tablet;"
+        f"print(Tablet.objects.get(table__name='{table}').server.node_id)",
+    )
+
+
+def _tablet_owns(cluster, node: str, table: str) -> bool:
+    out = cluster.shell(
+        node,
+        "from tablet_app.models import OwnedRange;"
+        f"print(OwnedRange.objects.filter(table='{table}').count())",
+    )
+    return out == "1"
+
+
+def _tablet_rows(cluster, node: str, table: str) -> int:
+    out = cluster.shell(
+        node,
+        f"from tablet_app.models import Row;print(Row.objects.filter(table='{table}').count())",
+    )
+    return int(out)
+
+
+def _wait_until(predicate, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.3)

@@ -8,6 +8,7 @@ prints where everything is. Ctrl-C stops every process it started.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -63,7 +64,7 @@ class Command(BaseCommand):
 
         manager = Manager()
         for name, command, env in processes:
-            manager.add_process(name, command, env={**_base_env(), **env})
+            manager.add_process(name, command, env={**os.environ, **env})
         threading.Thread(target=self._when_ready, args=(cfg, info, manager), daemon=True).start()
         manager.loop()
         sys.exit(manager.returncode)
@@ -107,12 +108,6 @@ class Command(BaseCommand):
         ]
         self.stdout.write("\n".join(lines))
         self.stdout.flush()
-
-
-def _base_env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
 
 
 def _wait_http(url: str, timeout: float) -> None:

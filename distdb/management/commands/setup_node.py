@@ -1,20 +1,26 @@
-"""``manage.py ensure_admin``: create the superuser ``admin`` if missing (local clusters)."""
+"""``manage.py setup_node``: migrate this node's database and create ``admin`` if missing.
+
+One process per node does both, so a local cluster's start-up pays Django's import
+cost once per node rather than once per step.
+"""
 
 from __future__ import annotations
 
 import os
 
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
-    help = "Create superuser 'admin' with the password in DISTDB_ADMIN_PASSWORD, if missing."
+    help = "Migrate, then create superuser 'admin' with DISTDB_ADMIN_PASSWORD if it is missing."
 
     def handle(self, *args, **options):
         password = os.environ.get("DISTDB_ADMIN_PASSWORD", "")
         if len(password) < 8:
             raise CommandError("DISTDB_ADMIN_PASSWORD must hold at least 8 characters")
+        call_command("migrate", interactive=False, verbosity=0)
         users = get_user_model().objects
         if users.filter(username="admin").exists():
             self.stdout.write("admin exists")
