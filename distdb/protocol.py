@@ -179,6 +179,32 @@ class ExportResponse(Message):
     last_seq: int = Field(ge=0)
 
 
+class ExportChangesRequest(Message):
+    """Change-log entries of [start, end) with seq > ``after_seq``, in seq order."""
+
+    type: Literal["export_changes"] = "export_changes"
+    table: TableName
+    start: StoredKey = ""
+    end: StoredKey | None = None
+    after_seq: int = Field(ge=0)
+    limit: int = Field(default=1000, ge=1, le=100_000)
+
+
+class ChangeEntry(Strict):
+    """One change-log entry: the row's full image after the change (None: deleted)."""
+
+    seq: int
+    table: TableName
+    key: StoredKey
+    op: Literal["put", "delete"]
+    cells: Cells | None = None
+
+
+class ExportChangesResponse(Message):
+    type: Literal["export_changes_result"] = "export_changes_result"
+    entries: list[ChangeEntry]
+
+
 # --- client/tablet -> master ------------------------------------------------------------------
 
 
@@ -255,9 +281,13 @@ class TrimCommand(Command):
 
 
 class RangeCommand(Command):
-    """freeze (until ``lease_s`` from now) / unfreeze / drop / count a range of a table."""
+    """freeze (until ``lease_s`` from now) / unfreeze / drop / count a range of a table.
 
-    type: Literal["freeze", "unfreeze", "drop", "count"]
+    ``drop_unowned`` deletes the stored rows of [start, end) that lie outside every
+    range this server owns: copies left behind by an interrupted move.
+    """
+
+    type: Literal["freeze", "unfreeze", "drop", "count", "drop_unowned"]
     table: TableName
     start: StoredKey = ""
     end: StoredKey | None = None
@@ -265,19 +295,41 @@ class RangeCommand(Command):
 
 
 class CopyCommand(Command):
-    """Pull a range's rows (and later its changes since ``after_seq``) from another tablet."""
+    """Pull the rows of a range from the tablet server at ``source_url`` (a move's copy)."""
 
     type: Literal["copy"] = "copy"
     table: TableName
     start: StoredKey = ""
     end: StoredKey | None = None
     source_url: str
-    after_seq: int = Field(default=0, ge=0)
-    rows_only: bool = True
+
+
+class CatchUpCommand(Command):
+    """Pull and apply the source's change-log entries of a range with seq > ``after_seq``."""
+
+    type: Literal["catch_up"] = "catch_up"
+    table: TableName
+    start: StoredKey = ""
+    end: StoredKey | None = None
+    source_url: str
+    after_seq: int = Field(ge=0)
+
+
+class ApplyMetadataCommand(Command):
+    """Apply this metadata now and answer when it is stored (a move's hand-over)."""
+
+    type: Literal["apply_metadata"] = "apply_metadata"
+    metadata: Metadata
 
 
 LinkCommand = Annotated[
-    IngestCommand | ChangesCommand | TrimCommand | RangeCommand | CopyCommand,
+    IngestCommand
+    | ChangesCommand
+    | TrimCommand
+    | RangeCommand
+    | CopyCommand
+    | CatchUpCommand
+    | ApplyMetadataCommand,
     Field(discriminator="type"),
 ]
 

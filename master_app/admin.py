@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import Count
+from django.shortcuts import redirect
+from django.urls import path
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from master_app.models import (
     ApiToken,
@@ -15,6 +18,8 @@ from master_app.models import (
     Tablet,
     TabletServer,
 )
+from master_app.services.leases import MAINTENANCE, lease_current
+from master_app.services.status import server_rows
 from master_app.services.tokens import api_token_issue, api_token_revoke
 
 
@@ -95,15 +100,14 @@ class TabletServerAdmin(admin.ModelAdmin):
     def tablet_count(self, obj: TabletServer) -> int:
         return obj.tablets.count()
 
+    def changelist_view(self, request, extra_context=None):
+        self._rows = server_rows()  # one count per tablet for the page, not per server cell
+        return super().changelist_view(request, extra_context)
+
     @admin.display(description="rows (master's copy)")
     def row_count(self, obj: TabletServer) -> int:
-        total = 0
-        for tablet in obj.tablets.all():
-            rows = ConsolidatedRow.objects.filter(table=tablet.table, key__gte=tablet.start_key)
-            if tablet.end_key:
-                rows = rows.filter(key__lt=tablet.end_key)
-            total += rows.count()
-        return total
+        rows = getattr(self, "_rows", None)
+        return (rows if rows is not None else server_rows()).get(obj.pk, 0)
 
     @admin.action(description="Drain: move their data away at the next rebalance")
     def drain(self, request, queryset):
@@ -164,6 +168,8 @@ class ConsolidatedRowAdmin(admin.ModelAdmin):
 
 @admin.register(RebalanceRun)
 class RebalanceRunAdmin(admin.ModelAdmin):
+    """Run reports, and the "Rebalance now" / "Preview the plan" buttons (queued to Celery)."""
+
     list_display = (
         "id",
         "trigger",
@@ -173,12 +179,102 @@ class RebalanceRunAdmin(admin.ModelAdmin):
         "duration_s",
         "rows_moved",
         "longest_freeze_ms",
+        "step",
     )
     list_filter = ("outcome", "trigger", "dry_run")
-    readonly_fields = [f.name for f in RebalanceRun._meta.fields]
+    readonly_fields = [
+        *(f.name for f in RebalanceRun._meta.fields if f.name not in ("plan", "moves")),
+        "plan_table",
+        "moves_table",
+    ]
+    exclude = ("plan", "moves")
 
     def has_add_permission(self, request):
         return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        urls = [
+            path(
+                "rebalance-now/",
+                self.admin_site.admin_view(self.rebalance_now),
+                name="master_app_rebalancerun_now",
+            )
+        ]
+        return urls + super().get_urls()
+
+    def changelist_view(self, request, extra_context=None):
+        lease = lease_current(MAINTENANCE)
+        names = dict(TabletServer.objects.values_list("pk", "node_id"))
+        extra = {
+            "running": lease.holder if lease else None,
+            "server_rows": sorted((names[pk], n) for pk, n in server_rows().items()),
+        }
+        return super().changelist_view(request, {**(extra_context or {}), **extra})
+
+    def rebalance_now(self, request):
+        if request.method != "POST":
+            return redirect("admin:master_app_rebalancerun_changelist")
+        from master_app.tasks import rebalance
+
+        lease = lease_current(MAINTENANCE)
+        dry_run = bool(request.POST.get("dry_run"))
+        if lease:
+            self.message_user(request, f"A run is already going: {lease.holder}.", messages.WARNING)
+        else:
+            rebalance.delay(trigger="admin", dry_run=dry_run)
+            what = "A dry run (plan only)" if dry_run else "A rebalance run"
+            self.message_user(request, f"{what} was queued; refresh to follow it.")
+        return redirect("admin:master_app_rebalancerun_changelist")
+
+    @admin.display(description="plan")
+    def plan_table(self, obj: RebalanceRun) -> str:
+        rows = []
+        for plan in obj.plan:
+            moves = "; ".join(
+                f"[{m['start_display']}, {m['end_display']}) {m['source']} → {m['target']}: "
+                f"{m['rows']} rows"
+                for m in plan["moves"]
+            )
+            before = ", ".join(f"{k}: {v}" for k, v in sorted(plan["before"].items()))
+            after = ", ".join(f"{k}: {v}" for k, v in sorted(plan["after"].items()))
+            rows.append(
+                format_html(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    plan["table"],
+                    before,
+                    after,
+                    moves or plan["note"],
+                )
+            )
+        head = "<tr><th>table</th><th>rows before</th><th>after</th><th>moves</th></tr>"
+        return format_html("<table>{}{}</table>", mark_safe(head), mark_safe("".join(rows)))
+
+    @admin.display(description="moves")
+    def moves_table(self, obj: RebalanceRun) -> str:
+        rows = [
+            format_html(
+                "<tr><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td><td>{:.0f}</td>"
+                "<td>{:.2f}</td><td>{}</td><td>{}</td></tr>",
+                m["table"],
+                m["source"],
+                m["target"],
+                m["rows_copied"],
+                m["catch_up_entries"],
+                m["freeze_ms"],
+                m["duration_s"],
+                m["outcome"],
+                "; ".join(filter(None, [m.get("error", ""), *m.get("warnings", [])])),
+            )
+            for m in obj.moves
+        ]
+        head = (
+            "<tr><th>table</th><th>from → to</th><th>rows copied</th><th>caught up</th>"
+            "<th>freeze ms</th><th>seconds</th><th>outcome</th><th>notes</th></tr>"
+        )
+        return format_html("<table>{}{}</table>", mark_safe(head), mark_safe("".join(rows)))
 
 
 @admin.register(ApiToken)

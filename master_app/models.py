@@ -47,6 +47,12 @@ class TabletServer(models.Model):
     acked_seq = models.BigIntegerField(
         default=0, help_text="Last change-log sequence number applied to the master's copy."
     )
+    trim_floor = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="While a range is being moved off this server, its change log is not "
+        "trimmed past this sequence number (the move's catch-up still reads it).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -116,6 +122,22 @@ class ConsolidatedRow(models.Model):
         return str(decode_key(self.table.key_type, self.key))
 
 
+class Lease(models.Model):
+    """A named lock with an expiry, so that a holder that dies cannot hold it for good.
+
+    ``maintenance`` is held by a rebalance run (and by seeding) for its whole duration:
+    one run at a time, and nothing else copies rows into ranges while one runs.
+    """
+
+    name = models.CharField(max_length=64, primary_key=True)
+    holder = models.CharField(max_length=200, blank=True)
+    until = models.DateTimeField(null=True, blank=True)
+    acquired_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.holder or 'free'})"
+
+
 class RebalanceRun(models.Model):
     """The report of one rebalance run: its trigger, plan, moves, freezes, outcome."""
 
@@ -123,6 +145,7 @@ class RebalanceRun(models.Model):
         RUNNING = "running", "running"
         SUCCEEDED = "succeeded", "succeeded"
         NOTHING_TO_DO = "nothing_to_do", "nothing to do"
+        PLANNED = "planned", "planned (dry run)"
         FAILED = "failed", "failed"
 
     trigger = models.CharField(max_length=32)
@@ -136,6 +159,7 @@ class RebalanceRun(models.Model):
     longest_freeze_ms = models.FloatField(default=0)
     duration_s = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
+    step = models.CharField(max_length=200, blank=True, help_text="What the run is doing now.")
 
     class Meta:
         ordering = ["-started_at"]

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
+from django.conf import settings
 
 from master_app.services.collect import changes_collect_all
+from master_app.services.leases import LeaseHeld
 from master_app.services.servers import tablet_servers_expire
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="distdb.collect_changes", ignore_result=True, time_limit=300, soft_time_limit=240)
@@ -13,3 +19,22 @@ def collect_changes() -> dict:
     """Refresh the master's consolidated copy from every live tablet server's change log."""
     tablet_servers_expire()
     return changes_collect_all()
+
+
+@shared_task(
+    name="distdb.rebalance",
+    ignore_result=True,
+    acks_late=False,  # a run killed half-way is recovered by the next, not re-delivered
+    time_limit=settings.DISTDB_REBALANCE_TIME_LIMIT_S,
+    soft_time_limit=settings.DISTDB_REBALANCE_TIME_LIMIT_S - 60,
+)
+def rebalance(trigger: str = "beat", dry_run: bool = False) -> dict:
+    """One rebalance run; a run that is already going is reported, not doubled."""
+    from master_app.services.rebalance import rebalance_run
+
+    try:
+        run = rebalance_run(trigger, dry_run=dry_run)
+    except LeaseHeld as exc:
+        log.info("rebalance (%s) not started: %s", trigger, exc.message)
+        return {"outcome": "already_running", "error": exc.message}
+    return {"run": run.pk, "outcome": run.outcome, "rows_moved": run.rows_moved}

@@ -58,3 +58,13 @@ async def export(request: InternalRequest) -> protocol.ExportResponse:
         control.rows_export, msg.table, msg.start, msg.end, msg.after, msg.limit
     )
     return protocol.ExportResponse.model_construct(rows=page, last_seq=last_seq)
+
+
+@app.route("POST", r"/internal/v1/export-changes", roles=PEERS)
+async def export_changes(request: InternalRequest) -> dict[str, Any]:
+    """A move's catch-up: the range's change-log entries after a seq, in seq order."""
+    msg: protocol.ExportChangesRequest = request.parse(protocol.ExportChangesRequest)
+    entries = await run_sync(
+        control.changes_in_range_since, msg.table, msg.start, msg.end, msg.after_seq, msg.limit
+    )
+    return {"v": protocol.PROTOCOL_VERSION, "type": "export_changes_result", "entries": entries}

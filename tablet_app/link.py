@@ -10,6 +10,10 @@ ownership change can never interleave with a write.
 It reconnects by itself with capped, jittered backoff. Nothing is lost across a
 restart: the change log is durable and the master asks for entries after the last
 sequence number it acknowledged, so unreported changes are reported after reconnecting.
+
+It also settles write freezes whose lease ended (a master that died mid-move): it
+asks the master's HTTP API for the current metadata and lets ``freezes_resolve``
+decide, whether or not the link itself is up.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from pydantic import ValidationError
 from distdb.auth import own_token
 from distdb.errors import DistdbError, error_from_dict
 from distdb.protocol import (
+    ApplyMetadataCommand,
+    CatchUpCommand,
+    ChangeEntry,
     ChangesCommand,
     CopyCommand,
     Heartbeat,
@@ -51,6 +58,8 @@ from tablet_app import services as control
 
 log = logging.getLogger("distdb.tablet.link")
 COPY_BATCH = 2000
+CATCH_UP_BATCH = 5000
+FREEZE_CHECK_S = 1.0  # how often expired freeze leases are looked for (see freezes_resolve)
 
 
 def master_ws_url() -> str:
@@ -78,6 +87,13 @@ class TabletLink:
         self._http: aiohttp.ClientSession | None = None
 
     async def run_forever(self, *, stop: asyncio.Event | None = None) -> None:
+        resolver = asyncio.create_task(self._resolve_expired_freezes_forever())
+        try:
+            await self._link_forever(stop)
+        finally:
+            resolver.cancel()
+
+    async def _link_forever(self, stop: asyncio.Event | None) -> None:
         delay = 0.2
         while stop is None or not stop.is_set():
             try:
@@ -110,6 +126,25 @@ class TabletLink:
                     await self._handle(ws, raw)
             finally:
                 heartbeats.cancel()
+
+    async def _resolve_expired_freezes_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FREEZE_CHECK_S)
+            try:
+                await self.resolve_expired_freezes()
+            except (OSError, aiohttp.ClientError, TimeoutError, DistdbError) as exc:
+                log.warning("could not settle expired freezes with the master: %s", exc)
+
+    async def resolve_expired_freezes(self) -> int:
+        """Lift or give away ranges whose freeze lease ended; returns how many were lifted."""
+        if not await _db(control.freezes_expired_exist)():
+            return 0
+        fetched_at = timezone.now()  # before the request: the answer is at least this new
+        payload = await self._get(settings.DISTDB_MASTER_URL + "/internal/v1/metadata")
+        metadata = Metadata.model_validate(payload)
+        lifted = await _db(control.freezes_resolve)(metadata, self.node_id, fetched_at)
+        log.info("settled expired freezes with metadata v%s (%d lifted)", metadata.version, lifted)
+        return lifted
 
     async def _heartbeats(self, ws) -> None:
         while True:
@@ -169,6 +204,11 @@ class TabletLink:
             return await self._range(command)
         if isinstance(command, CopyCommand):
             return await self._copy(command)
+        if isinstance(command, CatchUpCommand):
+            return await self._catch_up(command)
+        if isinstance(command, ApplyMetadataCommand):
+            await _db(control.metadata_apply)(command.metadata, self.node_id)
+            return {"version": await _db(control.metadata_version_current)()}
         raise DistdbError(f"unknown command {command.type}")
 
     async def _range(self, c: RangeCommand) -> dict[str, Any]:
@@ -181,19 +221,44 @@ class TabletLink:
             return {}
         if c.type == "drop":
             return {"rows": await _db(control.range_drop)(c.table, c.start, c.end)}
+        if c.type == "drop_unowned":
+            return {"rows": await _db(control.rows_drop_unowned)(c.table, c.start, c.end)}
         return {"rows": await _db(control.range_count)(c.table, c.start, c.end)}
 
-    async def _copy(self, c: CopyCommand) -> dict[str, Any]:
-        """Pull a range from its current owner over the internal API, in key order."""
+    def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 headers={"Authorization": f"Bearer {own_token()}"},
                 timeout=aiohttp.ClientTimeout(total=60),
             )
+        return self._http
+
+    async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST JSON to a peer's internal API; an error answer raises it."""
+        async with self._session().post(
+            url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+        ) as resp:
+            payload = orjson.loads(await resp.read())
+            if resp.status != 200:
+                raise error_from_dict(payload)
+            return payload
+
+    async def _get(self, url: str) -> dict[str, Any]:
+        async with self._session().get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            payload = orjson.loads(await resp.read())
+            if resp.status != 200:
+                raise error_from_dict(payload)
+            return payload
+
+    async def _copy(self, c: CopyCommand) -> dict[str, Any]:
+        """Pull a range from its current owner over the internal API, in key order.
+
+        Returns the rows copied and ``source_seq``, the source's log position read
+        before the FIRST page: a write that commits between pages has a larger seq,
+        so a catch-up from there misses nothing (module ``control``, ``rows_export``).
+        """
         after: str | None = None
         copied = 0
-        # The catch-up after a copy must start from the log position of the FIRST page:
-        # a write that commits between pages has a seq below later pages' positions.
         first_seq: int | None = None
         while True:
             body = {
@@ -203,14 +268,7 @@ class TabletLink:
                 "after": after,
                 "limit": COPY_BATCH,
             }
-            async with self._http.post(
-                c.source_url + "/internal/v1/export",
-                data=orjson.dumps(body),
-                headers={"Content-Type": "application/json"},
-            ) as resp:
-                payload = orjson.loads(await resp.read())
-                if resp.status != 200:
-                    raise error_from_dict(payload)
+            payload = await self._post(c.source_url + "/internal/v1/export", body)
             rows = [Row(key=r["key"], cells=r["cells"]) for r in payload["rows"]]
             if first_seq is None:
                 first_seq = int(payload.get("last_seq") or 0)
@@ -219,3 +277,23 @@ class TabletLink:
                 after = rows[-1].key
             if len(rows) < COPY_BATCH:
                 return {"rows": copied, "source_seq": first_seq or 0}
+
+    async def _catch_up(self, c: CatchUpCommand) -> dict[str, Any]:
+        """Apply the source's changes to the range since ``after_seq``; returns the new position."""
+        after = c.after_seq
+        applied = 0
+        while True:
+            body = {
+                "table": c.table,
+                "start": c.start,
+                "end": c.end,
+                "after_seq": after,
+                "limit": CATCH_UP_BATCH,
+            }
+            payload = await self._post(c.source_url + "/internal/v1/export-changes", body)
+            entries = [ChangeEntry.model_validate(e) for e in payload["entries"]]
+            if entries:
+                applied += await _db(control.changes_apply_copied)(c.table, entries)
+                after = max(e.seq for e in entries)
+            if len(entries) < CATCH_UP_BATCH:
+                return {"entries": applied, "last_seq": after}

@@ -1,6 +1,6 @@
 """Master role: metadata, the consolidated copy, rebalancing, the admin of the cluster."""
 
-from distdb.env import env_int, env_node_id, env_url
+from distdb.env import env_float, env_int, env_node_id, env_url
 
 from .base import *  # noqa: F403
 from .base import DISTDB_HOST, DISTDB_REDIS_URL, INSTALLED_APPS, database_config
@@ -24,6 +24,19 @@ DISTDB_REBALANCE_INTERVAL_S = env_int("DISTDB_REBALANCE_INTERVAL_S", 3600, minim
 DISTDB_COLLECT_INTERVAL_S = env_int("DISTDB_COLLECT_INTERVAL_S", 60, minimum=1)
 DISTDB_HEARTBEAT_S = env_int("DISTDB_HEARTBEAT_S", 5, minimum=1)
 DISTDB_KEY_BLOCK = env_int("DISTDB_KEY_BLOCK", 1000, minimum=1)
+# A table moves nothing while every server is within this fraction of the mean, or
+# while no server is more than DISTDB_REBALANCE_MIN_ROWS above its share.
+DISTDB_REBALANCE_THRESHOLD = env_float("DISTDB_REBALANCE_THRESHOLD", 0.1, minimum=0)
+DISTDB_REBALANCE_MIN_ROWS = env_int("DISTDB_REBALANCE_MIN_ROWS", 100, minimum=0)
+# A move's write freeze is a lease of this length; the master commits only while at
+# least DISTDB_FREEZE_MARGIN_S of it is left (tablet_app.services.ownership).
+DISTDB_FREEZE_LEASE_S = env_float("DISTDB_FREEZE_LEASE_S", 10.0, minimum=1)
+DISTDB_FREEZE_MARGIN_S = env_float("DISTDB_FREEZE_MARGIN_S", 3.0, minimum=0.1)
+# The run's lock expires this long after its holder died; renewed every third of it.
+DISTDB_REBALANCE_LEASE_S = env_float("DISTDB_REBALANCE_LEASE_S", 30.0, minimum=3)
+DISTDB_MOVE_STEP_TIMEOUT_S = env_float("DISTDB_MOVE_STEP_TIMEOUT_S", 300.0, minimum=1)
+DISTDB_MOVE_COPY_CHUNK = env_int("DISTDB_MOVE_COPY_CHUNK", 20_000, minimum=100)
+DISTDB_REBALANCE_TIME_LIMIT_S = env_int("DISTDB_REBALANCE_TIME_LIMIT_S", 3 * 3600, minimum=120)
 
 CELERY_BROKER_URL = DISTDB_REDIS_URL
 CELERY_RESULT_BACKEND = None

@@ -46,5 +46,15 @@ DISTDB_REBALANCE_INTERVAL_S = 3600
 DISTDB_COLLECT_INTERVAL_S = 60
 DISTDB_HEARTBEAT_S = 1
 DISTDB_KEY_BLOCK = 100
-# The public API is configured exactly as on a client server.
+# The public API is configured exactly as on a client server, rebalancing as on the master.
 from .client import REST_FRAMEWORK, SPECTACULAR_SETTINGS  # noqa: E402, F401
+from .master import (  # noqa: E402, F401
+    DISTDB_FREEZE_LEASE_S,
+    DISTDB_FREEZE_MARGIN_S,
+    DISTDB_MOVE_COPY_CHUNK,
+    DISTDB_MOVE_STEP_TIMEOUT_S,
+    DISTDB_REBALANCE_LEASE_S,
+    DISTDB_REBALANCE_MIN_ROWS,
+    DISTDB_REBALANCE_THRESHOLD,
+    DISTDB_REBALANCE_TIME_LIMIT_S,
+)

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 
 from distdb.protocol import ChangesCommand, TrimCommand
 from master_app.models import ConsolidatedRow, Table, TabletServer
@@ -21,8 +22,14 @@ log = logging.getLogger(__name__)
 BATCH = 5000
 
 
-def changes_collect(server: TabletServer, *, batch: int = BATCH, timeout_s: float = 30) -> int:
-    """Apply every change ``server`` logged since the last acknowledged one; returns the count."""
+def changes_collect(
+    server: TabletServer, *, batch: int = BATCH, timeout_s: float = 30, trim: bool = True
+) -> int:
+    """Apply every change ``server`` logged since the last acknowledged one; returns the count.
+
+    With ``trim`` the server is then told it may delete the applied entries — but never
+    past its ``trim_floor``, the position a move of one of its ranges still catches up from.
+    """
     total = 0
     server.refresh_from_db(fields=["acked_seq"])
     after = server.acked_seq
@@ -32,12 +39,36 @@ def changes_collect(server: TabletServer, *, batch: int = BATCH, timeout_s: floa
         if not entries:
             return total
         after = changes_apply(server, entries)
-        link_call(
-            server.node_id, TrimCommand(id=new_command_id(), upto_seq=after), timeout_s=timeout_s
-        )
+        if trim:
+            changes_trim(server, after, timeout_s=timeout_s)
         total += len(entries)
         if len(entries) < batch:
             return total
+
+
+def changes_trim(server: TabletServer, upto_seq: int, *, timeout_s: float = 30) -> None:
+    """Let ``server`` delete its log up to ``upto_seq`` (applied here), capped at its floor.
+
+    No lock is held across the call (the tablet's reply travels through the master's
+    server, which needs the database). It is safe anyway: ``upto_seq`` was committed as
+    ``acked_seq`` before the floor is read, and ``log_pin`` sets the floor to the
+    ``acked_seq`` of its moment, so a trim that missed a new floor stops at or below it.
+    """
+    floor = TabletServer.objects.filter(pk=server.pk).values_list("trim_floor", flat=True)[0]
+    if floor is not None:
+        upto_seq = min(upto_seq, floor)
+    if upto_seq > 0:
+        link_call(
+            server.node_id, TrimCommand(id=new_command_id(), upto_seq=upto_seq), timeout_s=timeout_s
+        )
+
+
+def log_pin(server: TabletServer) -> int:
+    """Stop trimming ``server``'s log past what the master has applied so far; returns that
+    position. A move catches up from it, so every change it needs is still in the log."""
+    with transaction.atomic():
+        TabletServer.objects.filter(pk=server.pk).update(trim_floor=F("acked_seq"))
+        return TabletServer.objects.filter(pk=server.pk).values_list("trim_floor", flat=True)[0]
 
 
 def changes_apply(server: TabletServer, entries: list[dict[str, Any]]) -> int:
@@ -70,13 +101,17 @@ def changes_apply(server: TabletServer, entries: list[dict[str, Any]]) -> int:
     return last
 
 
-def changes_collect_all() -> dict[str, Any]:
+def changes_collect_all(*, trim: bool = True) -> dict[str, Any]:
     """Collect from every live server; a failing server is reported, not fatal."""
     report: dict[str, Any] = {}
     for server in TabletServer.objects.filter(state=TabletServer.State.UP):
         try:
-            report[server.node_id] = changes_collect(server)
+            report[server.node_id] = changes_collect(server, trim=trim)
         except Exception as exc:  # noqa: BLE001 - one server's failure must not stop the others
             log.warning("collect from %s failed: %s", server.node_id, exc)
             report[server.node_id] = f"error: {exc}"
     return report
+
+
+def log_unpin(server: TabletServer) -> None:
+    TabletServer.objects.filter(pk=server.pk).update(trim_floor=None)

@@ -24,9 +24,11 @@ from django.utils import timezone
 
 from distdb import protocol
 from distdb.errors import Conflict
-from tablet_app.models import ChangeLogEntry, Row
+from tablet_app.models import ChangeLogEntry, OwnedRange, Row
 from tablet_app.services.ownership import (
     advisory_lock,
+    freezes_expired_exist,
+    freezes_resolve,
     metadata_apply,
     metadata_current,
     metadata_version_current,
@@ -38,6 +40,7 @@ from tablet_app.services.ownership import (
 
 __all__ = [
     "changes_append",
+    "changes_apply_copied",
     "changes_in_range_since",
     "changes_last_seq",
     "changes_since",
@@ -50,6 +53,9 @@ __all__ = [
     "range_drop",
     "range_freeze",
     "range_unfreeze",
+    "freezes_expired_exist",
+    "freezes_resolve",
+    "rows_drop_unowned",
     "rows_export",
     "rows_ingest",
 ]
@@ -103,6 +109,44 @@ def range_drop(table: str, start: str, end: str | None) -> int:
             return total
 
 
+def rows_drop_unowned(table: str, start: str = "", end: str | None = None) -> int:
+    """Delete the rows of [start, end) outside every owned range; returns the count.
+
+    These are copies left by a move that was interrupted (or whose source could not
+    drop its copy); the master runs this before it moves anything, never during a
+    move, because a range being copied in is not owned yet either.
+    """
+    owned = sorted(
+        OwnedRange.objects.filter(table=table).values_list("start_key", "end_key"),
+        key=lambda r: r[0],
+    )
+    total = 0
+    for gap_start, gap_end in _gaps(start, end, owned):
+        total += range_drop(table, gap_start, gap_end)
+    return total
+
+
+def _gaps(
+    start: str, end: str | None, owned: Sequence[tuple[str, str | None]]
+) -> list[tuple[str, str | None]]:
+    """The parts of [start, end) not covered by the sorted, disjoint ``owned`` ranges."""
+    gaps: list[tuple[str, str | None]] = []
+    cursor: str | None = start
+    for s, e in owned:
+        if cursor is None:
+            break
+        if end is not None and s >= end:
+            break
+        if e is not None and e <= cursor:
+            continue
+        if s > cursor:
+            gaps.append((cursor, s))
+        cursor = e
+    if cursor is not None and (end is None or cursor < end):
+        gaps.append((cursor, end))
+    return gaps
+
+
 # --- rows -----------------------------------------------------------------------------------------
 
 
@@ -115,22 +159,47 @@ def rows_ingest(table: str, rows: Sequence[protocol.Row], *, log_changes: bool) 
     A key given twice keeps its last cells.
     """
     latest = {row.key: orjson.dumps(row.cells).decode() for row in rows}
-    qn = connection.ops.quote_name
     with transaction.atomic():
-        # INSERT ... ON CONFLICT (table, key) DO UPDATE: the same SQL on SQLite and
-        # PostgreSQL, and race-free against a concurrent insert of the same key.
-        insert_many(
-            Row,
-            ["table", "key", "cells"],
-            [(table, k, text) for k, text in sorted(latest.items())],  # lock order: by key
-            suffix=(
-                f" ON CONFLICT ({qn('table')}, {qn('key')})"
-                f" DO UPDATE SET {qn('cells')} = excluded.{qn('cells')}"
-            ),
-        )
+        _upsert(table, latest)
         if log_changes:
             changes_append(table, [(k, "put", text) for k, text in latest.items()])
     return len(latest)
+
+
+def changes_apply_copied(table: str, entries: Sequence[protocol.ChangeEntry]) -> int:
+    """Apply another server's change-log entries to rows being copied in (a move's catch-up).
+
+    Entries carry full row images, so only each key's last entry matters and applying
+    the same entries twice changes nothing. Like ``rows_ingest``: no ownership check
+    (the range is not owned yet) and no change-log entries (the master collects them
+    from the source). One transaction. Returns the number of entries applied.
+    """
+    last: dict[str, protocol.ChangeEntry] = {}
+    for entry in sorted(entries, key=lambda e: e.seq):
+        last[entry.key] = entry
+    puts = {k: orjson.dumps(e.cells).decode() for k, e in last.items() if e.op == "put"}
+    deletes = sorted(k for k, e in last.items() if e.op == "delete")
+    with transaction.atomic():
+        _upsert(table, puts)
+        for i in range(0, len(deletes), BATCH):
+            Row.objects.filter(table=table, key__in=deletes[i : i + BATCH]).delete()
+    return len(entries)
+
+
+def _upsert(table: str, cells_by_key: dict[str, str]) -> None:
+    """Insert or replace rows (key -> cells JSON text); call inside a transaction."""
+    qn = connection.ops.quote_name
+    # INSERT ... ON CONFLICT (table, key) DO UPDATE: the same SQL on SQLite and
+    # PostgreSQL, and race-free against a concurrent insert of the same key.
+    insert_many(
+        Row,
+        ["table", "key", "cells"],
+        [(table, k, text) for k, text in sorted(cells_by_key.items())],  # lock order: by key
+        suffix=(
+            f" ON CONFLICT ({qn('table')}, {qn('key')})"
+            f" DO UPDATE SET {qn('cells')} = excluded.{qn('cells')}"
+        ),
+    )
 
 
 def rows_export(

@@ -18,9 +18,17 @@ transaction, and every change to it (``metadata_apply``, ``range_freeze``,
   the read a snapshot that includes every committed ownership change.
 
 A freeze may cover part of an owned range: the range is then split into pieces so
-that each ``OwnedRange`` row is wholly frozen or not. ``metadata_apply`` keeps live
+that each ``OwnedRange`` row is wholly frozen or not. ``metadata_apply`` keeps
 freezes (and the splits they need) when it rewrites the ranges, so a metadata
 change never lifts a move's write freeze early.
+
+A freeze is a lease, but an *expired* freeze does not reopen writes by itself: the
+master may have committed the move (giving the range away) just before the lease
+ended and died before telling this server. So writes stay refused (retryably) until
+``freezes_resolve`` has asked the master for its current metadata, fetched after the
+lease ended: the range is then either given away (answered ``outdated``) or still
+ours and writable again. The master commits a move only while the lease has a safety
+margin left (``master_app.services.moves``), so what it answers after the lease is final.
 """
 
 from __future__ import annotations
@@ -185,8 +193,9 @@ def metadata_apply(metadata: protocol.Metadata, node_id: str) -> None:
         _ownership_lock_exclusive([r.table for r in existing] + [t.table for t in mine])
         existing = list(OwnedRange.objects.all())  # now stable: re-read under the lock
 
-        now = timezone.now()
-        freezes = [r for r in existing if r.frozen_until and r.frozen_until > now]
+        # Expired freezes are kept too: only ``freezes_resolve`` (which asked the
+        # master after the lease ended) or an unfreeze may lift them.
+        freezes = [r for r in existing if r.frozen_until]
         wanted: dict[tuple[str, str, str | None], datetime | None] = {}
         for tablet in mine:
             table_freezes = [f for f in freezes if f.table == tablet.table]
@@ -288,3 +297,24 @@ def range_owned_overlap(table: str, start: str, end: str | None) -> bool:
     if end is not None:
         qs = qs.filter(start_key__lt=end)
     return any(e is None or e > start for e in qs.values_list("end_key", flat=True))
+
+
+def freezes_expired_exist() -> bool:
+    """Whether a freeze lease has ended without being lifted (see ``freezes_resolve``)."""
+    return OwnedRange.objects.filter(frozen_until__lte=timezone.now()).exists()
+
+
+def freezes_resolve(metadata: protocol.Metadata, node_id: str, fetched_at: datetime) -> int:
+    """Apply the master's metadata, then lift the freezes whose lease ended before ``fetched_at``.
+
+    ``metadata`` must have been fetched from the master at or after ``fetched_at``:
+    the master never commits a move after the lease ended, so the metadata says for
+    good whether each expired range was given away. Returns how many freezes were lifted.
+    """
+    with transaction.atomic():
+        metadata_apply(metadata, node_id)
+        tables = OwnedRange.objects.filter(frozen_until__lte=fetched_at).values_list(
+            "table", flat=True
+        )
+        _ownership_lock_exclusive(tables)
+        return OwnedRange.objects.filter(frozen_until__lte=fetched_at).update(frozen_until=None)

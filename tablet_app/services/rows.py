@@ -29,7 +29,6 @@ from typing import Any
 
 import orjson
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.utils import timezone
 
 from distdb import protocol
 from distdb.errors import ValidationFailed
@@ -232,7 +231,6 @@ class _State:
 
 def _mutate(table: str, mutations: Sequence[protocol.Mutation]) -> MutateResult:
     spans = spans_for_write(table)  # under the shared ownership lock until commit
-    now = timezone.now()
     results: list[dict[str, Any] | None] = [None] * len(mutations)
     todo: list[int] = []
     any_outdated = False
@@ -244,7 +242,7 @@ def _mutate(table: str, mutations: Sequence[protocol.Mutation]) -> MutateResult:
         elif span is None:
             results[i] = {"key": m.key, "status": "outdated", "error": None}
             any_outdated = True
-        elif span.frozen_until is not None and span.frozen_until > now:
+        elif span.frozen_until is not None:  # expired too, until resolved (see ownership)
             results[i] = _error(
                 m.key, "range_frozen", "the key range is being moved; retry shortly", True
             )

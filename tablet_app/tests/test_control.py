@@ -13,22 +13,26 @@ from distdb.errors import Conflict
 from distdb.protocol import Mutation
 from tablet_app.models import ChangeLogEntry, MetadataSnapshot, OwnedRange, Row
 from tablet_app.services import (
+    changes_apply_copied,
     changes_in_range_since,
     changes_last_seq,
     changes_since,
     changes_trim,
+    freezes_expired_exist,
+    freezes_resolve,
     metadata_current,
     metadata_version_current,
     range_count,
     range_drop,
     range_freeze,
     range_unfreeze,
+    rows_drop_unowned,
     rows_export,
     rows_ingest,
     rows_mutate,
     rows_read,
 )
-from tablet_app.tests.conftest import OTHER, tablet
+from tablet_app.tests.conftest import NODE, OTHER, tablet
 
 pytestmark = pytest.mark.django_db
 
@@ -136,13 +140,50 @@ def test_range_unfreeze_lets_writes_through_again(assign):
     assert not frozen("t", "a")
 
 
-def test_a_live_freeze_survives_new_metadata_and_an_expired_one_does_not(assign):
+def test_freezes_survive_new_metadata_even_once_their_lease_has_ended(assign):
     assign(tablet("t", "", "x"), version=1)
     range_freeze("t", "g", "p", timezone.now() + timedelta(seconds=30))
     range_freeze("t", "p", "q", timezone.now() - timedelta(seconds=1))
     assign(tablet("t", "", "x"), tablet("u"), version=2)
-    assert [frozen("t", k) for k in ("a", "g", "o", "p")] == [False, True, True, False]
+    # An ended lease does not reopen writes: the master may have committed the move.
+    assert [frozen("t", k) for k in ("a", "g", "o", "p", "q")] == [False, True, True, True, False]
     assign(tablet("t", "", "x"), version=3)
+    assert frozen("t", "h")
+
+
+def test_resolving_an_ended_freeze_reopens_a_range_the_master_still_gives_us(assign):
+    metadata = assign(tablet("t"), version=1)
+    range_freeze("t", "g", "p", timezone.now() - timedelta(seconds=1))
+    range_freeze("t", "x", "z", timezone.now() + timedelta(seconds=30))
+    assert freezes_expired_exist()
+    assert freezes_resolve(metadata, NODE, timezone.now()) == 1
+    assert not freezes_expired_exist()
+    assert [frozen("t", k) for k in ("h", "y")] == [False, True]  # a live lease stays
+
+
+def test_resolving_an_ended_freeze_gives_the_range_away_if_the_master_committed_the_move(assign):
+    assign(tablet("t"), version=1)
+    range_freeze("t", "g", "p", timezone.now() - timedelta(seconds=1))
+    moved = protocol.Metadata(
+        version=2,
+        tables={"t": protocol.TableInfo(key_type="str")},
+        tablets=[
+            tablet("t", "", "g"),
+            tablet("t", "g", "p", server=OTHER),
+            tablet("t", "p"),
+        ],
+    )
+    freezes_resolve(moved, NODE, timezone.now())
+    result = rows_mutate("t", [Mutation(op="upsert", key="h", cells={})])
+    assert result.results[0]["status"] == "outdated"
+    assert not frozen("t", "a") and not frozen("t", "q")
+
+
+def test_a_freeze_that_ends_after_the_metadata_was_fetched_is_not_lifted(assign):
+    metadata = assign(tablet("t"), version=1)
+    fetched_at = timezone.now()
+    range_freeze("t", "g", "p", fetched_at + timedelta(milliseconds=1))
+    assert freezes_resolve(metadata, NODE, fetched_at) == 0
     assert frozen("t", "h")
 
 
@@ -245,3 +286,32 @@ def test_changes_in_range_since_keeps_only_that_tables_range(assign):
     put("u", "m")
     entries = changes_in_range_since("t", "b", "n", 0, 10)
     assert [(e["table"], e["key"]) for e in entries] == [("t", "m")]
+
+
+# --- moves: leftovers and catch-up ----------------------------------------------------------------
+
+
+def test_rows_drop_unowned_deletes_only_rows_outside_the_owned_ranges(assign):
+    assign(tablet("t", "c", "f"), tablet("t", "m", "p"), tablet("t", "", "c", server=OTHER))
+    keys = ["a", "b", "c", "d", "g", "m", "o", "p", "z"]
+    rows_ingest("t", [protocol.Row(key=k, cells={}) for k in keys], log_changes=False)
+    assert rows_drop_unowned("t") == 5
+    assert sorted(Row.objects.filter(table="t").values_list("key", flat=True)) == [
+        "c",
+        "d",
+        "m",
+        "o",
+    ]
+
+
+def test_changes_apply_copied_applies_the_last_image_per_key_and_logs_nothing(assign):
+    rows_ingest("t", [protocol.Row(key="a", cells={"v": 0})], log_changes=False)
+    entries = [
+        protocol.ChangeEntry(seq=7, table="t", key="b", op="put", cells={"v": 2}),
+        protocol.ChangeEntry(seq=5, table="t", key="b", op="put", cells={"v": 1}),
+        protocol.ChangeEntry(seq=6, table="t", key="a", op="delete"),
+    ]
+    assert changes_apply_copied("t", entries) == 3
+    assert changes_apply_copied("t", entries) == 3  # again: nothing changes
+    assert list(Row.objects.filter(table="t").values_list("key", "cells")) == [("b", '{"v":2}')]
+    assert ChangeLogEntry.objects.count() == 0

@@ -250,3 +250,24 @@ async def test_a_body_over_the_limit_is_413(api, settings):
 async def test_unknown_routes_and_methods_are_refused(api, method, path, status, code):
     response = await api(method, path, read_body("t", []))
     assert (response.status, response.json()["error"]["code"]) == (status, code)
+
+
+async def test_export_changes_returns_the_ranges_entries_after_a_seq(api, owned):
+    from tablet_app.services import rows_mutate
+
+    for key in ("a", "b", "x"):
+        await in_thread(rows_mutate, "t", [protocol.Mutation(op="upsert", key=key, cells={"k": 1})])
+    await in_thread(rows_mutate, "t", [protocol.Mutation(op="delete_row", key="a")])
+    request = {"table": "t", "start": "", "end": "m", "after_seq": 0, "limit": 10}
+    response = await api("POST", "/internal/v1/export-changes", request, role="tablet")
+    assert response.status == 200
+    body = protocol.ExportChangesResponse.model_validate(response.json())
+    assert [(e.key, e.op) for e in body.entries] == [("a", "put"), ("b", "put"), ("a", "delete")]
+    after = body.entries[1].seq
+    request["after_seq"] = after
+    again = protocol.ExportChangesResponse.model_validate(
+        (await api("POST", "/internal/v1/export-changes", request, role="master")).json()
+    )
+    assert [(e.key, e.op) for e in again.entries] == [("a", "delete")]
+    refused = await api("POST", "/internal/v1/export-changes", request, role="client")
+    assert refused.status == 403

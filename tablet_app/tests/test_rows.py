@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from distdb.protocol import Mutation
 from tablet_app.models import ChangeLogEntry, Row
-from tablet_app.services import range_freeze, rows_mutate, rows_read, rows_scan
+from tablet_app.services import freezes_resolve, range_freeze, rows_mutate, rows_read, rows_scan
 from tablet_app.services import rows as rows_module
 
 
@@ -242,9 +242,11 @@ def test_a_frozen_range_refuses_writes_retryably_but_still_serves_reads(owned):
 
 
 @pytest.mark.django_db
-def test_an_expired_freeze_no_longer_blocks_writes(owned):
+def test_an_ended_freeze_still_blocks_writes_until_the_master_is_asked(owned):
     rows_mutate("t", [m("insert", "a", {"x": 1})])
     range_freeze("t", "", None, timezone.now() - timedelta(seconds=1))
+    assert statuses(rows_mutate("t", [m("set", "a", {"x": 2})])) == ["error"]
+    freezes_resolve(owned, "test", timezone.now())
     assert statuses(rows_mutate("t", [m("set", "a", {"x": 2})])) == ["updated"]
 
 

@@ -8,6 +8,7 @@ prints where everything is. Ctrl-C stops every process it started.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -43,6 +44,12 @@ class Command(BaseCommand):
             "--fixture", type=Path, default=settings.BASE_DIR / "fixtures" / "products.jsonl"
         )
         parser.add_argument("--no-seed", action="store_true", help="Do not seed from the fixture.")
+        parser.add_argument(
+            "--prepare-only",
+            action="store_true",
+            help="Prepare every node, print the processes to run as JSON, and exit "
+            "(to run them under another supervisor, e.g. systemd or a test harness).",
+        )
 
     def handle(self, *args, **options):
         if settings.DISTDB_ROLE != "master":
@@ -62,6 +69,10 @@ class Command(BaseCommand):
         except RuntimeError as exc:
             raise CommandError(str(exc)) from None
 
+        if options["prepare_only"]:
+            procs = [{"name": n, "command": c, "env": e} for n, c, e in processes]
+            self.stdout.write(json.dumps({"processes": procs, **info}))
+            return
         manager = Manager()
         for name, command, env in processes:
             manager.add_process(name, command, env={**os.environ, **env})

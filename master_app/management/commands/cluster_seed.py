@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from fixtures.products import read_jsonl
+from master_app.services.leases import MAINTENANCE, held, holder_name
 from master_app.services.seed import table_seed
 from master_app.services.servers import tablet_servers_live
 
@@ -40,12 +41,18 @@ class Command(BaseCommand):
             rows = list(read_jsonl(fixture))
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        with tqdm(
-            total=len(rows),
-            desc=f"seeding {table}",
-            unit="row",
-            disable=options["no_progress"] or None,
-        ) as bar:
+        # Seeding copies rows into ranges before they are owned; a rebalance run would
+        # drop them as leftovers, so the two never overlap.
+        holder = holder_name(f"seeding {table}")
+        with (
+            held(MAINTENANCE, holder, settings.DISTDB_REBALANCE_LEASE_S, wait_s=timeout),
+            tqdm(
+                total=len(rows),
+                desc=f"seeding {table}",
+                unit="row",
+                disable=options["no_progress"] or None,
+            ) as bar,
+        ):
             result = table_seed(
                 table,
                 rows,

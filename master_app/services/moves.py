@@ -1,0 +1,260 @@
+"""Move one key range from one tablet server to another while the cluster keeps serving.
+
+MongoDB chunk-migration style (DESIGN §4), every step with a timeout:
+
+1. pin the source's change log at what the master has applied (no trim past it; the
+   catch-ups start there), clear any leftover copy of the range on the target;
+2. the target copies the rows from the source, chunk by chunk (progress);
+3. the target catches up on the source's changes to the range, in rounds, until few
+   remain; the master collects the source's log (no trim) so little is left for later;
+4. **freeze** the range on the source: a write lease; writes to it are refused
+   retryably (client servers retry: users see latency), every other range keeps going;
+5. final catch-up (now complete) and a last collect from the source, so the master's
+   copy has every source change of the range before the target can write any;
+6. **commit** the new metadata version (only while the lease still has a safety margin:
+   a source whose lease ends asks the master what happened, see
+   ``tablet_app.services.ownership``), then hand over: the target applies it, then the
+   source (which from then on answers ``outdated``); the freeze ends there;
+7. the source drops its copy; the log is unpinned.
+
+A failure before the commit undoes the move (unfreeze, drop the target's partial copy)
+and leaves the metadata as it was; after the commit the move has happened and what
+remains (hand-over, drop) is finished by the tablets themselves or the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from django.conf import settings
+
+from distdb.errors import DistdbError
+from distdb.protocol import (
+    ApplyMetadataCommand,
+    CatchUpCommand,
+    CopyCommand,
+    RangeCommand,
+)
+from master_app.models import Table, Tablet, TabletServer
+from master_app.services.collect import changes_collect, log_pin, log_unpin
+from master_app.services.consolidated import count_in, key_at
+from master_app.services.link import link_call, new_command_id
+from master_app.services.metadata import RangeAssignment, metadata_commit, metadata_current
+from master_app.services.plan import Move
+
+log = logging.getLogger(__name__)
+CATCH_UP_ROUNDS = 5
+CATCH_UP_SMALL = 500  # entries: few enough to apply under the freeze in a moment
+
+
+class MoveAborted(DistdbError):
+    code = "move_aborted"
+    status = 503
+    retryable = True
+    default_message = "the move was abandoned before its commit; nothing changed"
+
+
+@dataclass
+class MoveReport:
+    """What one move did: kept in the run's report (``RebalanceRun.moves``)."""
+
+    table: str
+    start: str
+    end: str | None
+    source: str
+    target: str
+    planned_rows: int
+    rows_copied: int = 0
+    catch_up_entries: int = 0
+    freeze_ms: float = 0.0
+    duration_s: float = 0.0
+    version: int | None = None
+    outcome: str = "running"
+    error: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+Progress = Callable[[str, int], None]  # (step description, rows copied so far)
+
+
+def move_range(move: Move, *, progress: Progress | None = None, check=lambda: None) -> MoveReport:
+    """Run one move to the end; returns its report, ``outcome`` "succeeded" or "failed"."""
+    report = MoveReport(move.table, move.start, move.end, move.source, move.target, move.rows)
+    began = time.monotonic()
+    table = Table.objects.get(name=move.table)
+    source = TabletServer.objects.get(node_id=move.source)
+    target = TabletServer.objects.get(node_id=move.target)
+    step_s = settings.DISTDB_MOVE_STEP_TIMEOUT_S
+    last_step = [""]
+
+    def say(step: str, rows: int) -> None:
+        if step != last_step[0]:
+            last_step[0] = step
+            log.info("move %s [%r, %r) %s -> %s: %s", move.table, move.start, move.end,
+                     move.source, move.target, step)  # fmt: skip
+        if progress:
+            progress(step, rows)
+
+    def command(server: TabletServer, cmd, timeout_s: float = step_s) -> dict:
+        check()
+        return link_call(server.node_id, cmd, timeout_s=timeout_s)
+
+    def range_command(server: TabletServer, kind: str, **extra) -> dict:
+        cmd = RangeCommand(
+            id=new_command_id(), type=kind, table=move.table, start=move.start, end=move.end,
+            **extra,
+        )  # fmt: skip
+        return command(server, cmd, timeout_s=extra.get("lease_s", step_s))
+
+    frozen_at: float | None = None
+    committed = False
+    floor = log_pin(source)
+    try:
+        say("clearing the target", 0)
+        range_command(target, "drop")
+
+        _copy(move, table, source, target, command, report, say)
+        # The copy's own position (first page) would do too; the pinned floor is below it
+        # and safe against a concurrent collect's trim (``collect.changes_trim``).
+        after = floor
+        for _ in range(CATCH_UP_ROUNDS):
+            say("catching up", report.rows_copied)
+            done = command(target, _catch_up(move, source, after))
+            report.catch_up_entries += done["entries"]
+            after = done["last_seq"]
+            if done["entries"] < CATCH_UP_SMALL:
+                break
+        changes_collect(source, trim=False)
+
+        say("freezing", report.rows_copied)
+        lease_s = settings.DISTDB_FREEZE_LEASE_S
+        frozen_at = time.monotonic()  # before sending: the source's lease ends later
+        range_command(source, "freeze", lease_s=lease_s)
+        done = command(target, _catch_up(move, source, after))
+        report.catch_up_entries += done["entries"]
+        changes_collect(source, trim=False)
+        left = lease_s - (time.monotonic() - frozen_at)
+        if left < settings.DISTDB_FREEZE_MARGIN_S:
+            raise MoveAborted(f"the freeze took too long ({lease_s - left:.1f}s of {lease_s}s)")
+
+        report.version = _commit(move, table, source, target)
+        committed = True
+        say("handing over", report.rows_copied)
+        report.freeze_ms = _hand_over(move, source, target, frozen_at, report)
+        try:
+            range_command(source, "drop")
+        except DistdbError as exc:  # its copy is unowned: the next run drops it
+            report.warnings.append(f"the source could not drop its copy yet: {exc}")
+        report.outcome = "succeeded"
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, and undone if it can be
+        report.outcome, report.error = "failed", f"{type(exc).__name__}: {exc}"
+        if not committed:
+            _undo(move, source, target, frozen_at is not None, report)
+            if frozen_at is not None:
+                report.freeze_ms = (time.monotonic() - frozen_at) * 1000
+        log.warning("move %s -> %s failed: %s", move.source, move.target, report.error)
+    finally:
+        log_unpin(source)
+        report.duration_s = time.monotonic() - began
+    return report
+
+
+def _copy(move, table, source, target, command, report: MoveReport, say) -> None:
+    """Copy in chunks of ``DISTDB_MOVE_COPY_CHUNK`` rows (cut from the master's copy)."""
+    chunk = settings.DISTDB_MOVE_COPY_CHUNK
+    rows = count_in(table, move.start, move.end)
+    cuts = [key_at(table, move.start, move.end, i) for i in range(chunk, rows, chunk)]
+    bounds = [move.start, *cuts, move.end]
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        say("copying", report.rows_copied)
+        cmd = CopyCommand(
+            id=new_command_id(), table=move.table, start=lo, end=hi, source_url=source.url
+        )
+        report.rows_copied += command(target, cmd)["rows"]
+    say("copied", report.rows_copied)
+
+
+def _catch_up(move: Move, source: TabletServer, after: int) -> CatchUpCommand:
+    return CatchUpCommand(
+        id=new_command_id(),
+        table=move.table,
+        start=move.start,
+        end=move.end,
+        source_url=source.url,
+        after_seq=after,
+    )
+
+
+def _commit(move: Move, table: Table, source: TabletServer, target: TabletServer) -> int:
+    """The table's tablets with [start, end) given to the target, as a new version."""
+    assignments: list[RangeAssignment] = []
+    inside = False
+    for t in Tablet.objects.filter(table=table).select_related("server").order_by("start_key"):
+        pieces = _split(t.start_key, t.end_key, move.start, move.end)
+        for lo, hi in pieces:
+            moving = lo >= move.start and (move.end is None or (hi is not None and hi <= move.end))
+            if moving:
+                if t.server_id != source.pk:
+                    raise MoveAborted(f"{move.table} [{lo!r}, {hi!r}) is no longer on {source}")
+                inside = True
+            owner = target.node_id if moving else t.server.node_id
+            assignments.append(RangeAssignment(move.table, lo, hi, owner))
+    if not inside:
+        raise MoveAborted(f"{move.table} [{move.start!r}, {move.end!r}) is not a current range")
+    reason = f"move {move.table} [{move.start!r}, {move.end!r}) {source} -> {target}"
+    return metadata_commit(table, _merge_adjacent(assignments), reason)
+
+
+def _split(start: str, end: str | None, *cuts: str | None) -> list[tuple[str, str | None]]:
+    inner = sorted({c for c in cuts if c and c > start and (end is None or c < end)})
+    bounds: list[str | None] = [start, *inner, end]
+    return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]  # type: ignore[misc]
+
+
+def _merge_adjacent(assignments: list[RangeAssignment]) -> list[RangeAssignment]:
+    merged: list[RangeAssignment] = []
+    for a in assignments:
+        if merged and merged[-1].server_id == a.server_id and merged[-1].end == a.start:
+            merged[-1] = RangeAssignment(a.table, merged[-1].start, a.end, a.server_id)
+        else:
+            merged.append(a)
+    return merged
+
+
+def _hand_over(move, source, target, frozen_at: float, report: MoveReport) -> float:
+    """Make the target serve, then the source answer ``outdated``; returns the freeze in ms.
+
+    A server that cannot be told now learns the version when it relinks, and a source
+    whose lease ends first asks the master (the commit is final), so a failure here is
+    only a warning.
+    """
+    metadata = metadata_current()
+    for server in (target, source):
+        try:
+            cmd = ApplyMetadataCommand(id=new_command_id(), metadata=metadata)
+            link_call(server.node_id, cmd, timeout_s=10)
+        except DistdbError as exc:
+            report.warnings.append(f"{server} did not apply v{metadata.version} yet: {exc}")
+    return (time.monotonic() - frozen_at) * 1000
+
+
+def _undo(move, source, target, frozen: bool, report: MoveReport) -> None:
+    """Best effort: reopen the source's range, drop the target's partial copy."""
+    steps = [(source, "unfreeze")] if frozen else []
+    steps.append((target, "drop"))
+    for server, kind in steps:
+        try:
+            cmd = RangeCommand(
+                id=new_command_id(), type=kind, table=move.table, start=move.start, end=move.end
+            )
+            link_call(server.node_id, cmd, timeout_s=10)
+        except DistdbError as exc:
+            # An unanswered unfreeze ends with the lease; a copy left behind is dropped
+            # by the next run (drop_unowned) before anything else moves.
+            report.warnings.append(f"undo {kind} on {server} failed: {exc}")

@@ -1,0 +1,198 @@
+"""A rebalance run: collect, clean up, plan, move, report (DESIGN §4).
+
+One run at a time: the run holds the ``maintenance`` lease (``leases``) from start to
+end; a second trigger is told who holds it and does nothing. The lease expires by
+itself if the process running it dies, and the next run then marks the dead run as
+interrupted and starts from a clean state: every step is idempotent, leftover copies
+are dropped before anything moves, and a move either committed (the metadata says so)
+or did not (nothing changed).
+
+Every run is recorded in ``RebalanceRun`` — trigger, plan, per-move rows, freeze and
+duration, outcome, error — for the admin and ``manage.py cluster_status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from distdb.errors import DistdbError
+from distdb.keys import decode_key
+from distdb.protocol import RangeCommand
+from master_app.models import RebalanceRun, Table, Tablet, TabletServer
+from master_app.services import leases
+from master_app.services.collect import changes_collect_all
+from master_app.services.consolidated import count_in, key_at
+from master_app.services.link import link_call, new_command_id
+from master_app.services.moves import MoveReport, move_range
+from master_app.services.plan import Move, TablePlan, TabletLoad, plan_table
+from master_app.services.servers import tablet_servers_expire
+
+log = logging.getLogger(__name__)
+
+# progress(event, info): "step" {"text"}, "plan" {"moves"}, "move" {"index", "move", "rows",
+# "step"}, "moved" {"index", "report"}
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+def rebalance_run(trigger: str, *, dry_run: bool = False, progress: Progress | None = None):
+    """Run one rebalance now (raises ``leases.LeaseHeld`` if one is already going)."""
+    say = progress or (lambda event, info: None)
+    holder = leases.holder_name(f"rebalance ({trigger})")
+    with leases.held(leases.MAINTENANCE, holder, settings.DISTDB_REBALANCE_LEASE_S) as lease:
+        _recover_interrupted()
+        run = RebalanceRun.objects.create(trigger=trigger, dry_run=dry_run, step="starting")
+        began = time.monotonic()
+        try:
+            _run(run, dry_run, lease, say)
+        except Exception as exc:
+            log.exception("rebalance run %s failed", run.pk)
+            run.outcome, run.error = RebalanceRun.Outcome.FAILED, f"{type(exc).__name__}: {exc}"
+        finally:
+            run.finished_at = timezone.now()
+            run.duration_s = time.monotonic() - began
+            run.step = ""
+            run.save()
+        return run
+
+
+def _run(run: RebalanceRun, dry_run: bool, lease: leases.HeldLease, say: Progress) -> None:
+    def step(text: str) -> None:
+        lease.check()
+        run.step = text
+        run.save(update_fields=["step"])
+        say("step", {"text": text})
+
+    step("collecting changes")
+    tablet_servers_expire()
+    collected = changes_collect_all()
+    failed = {k: v for k, v in collected.items() if isinstance(v, str)}
+    if failed:
+        raise DistdbError(f"could not collect from {sorted(failed)}: {failed}")
+
+    live = list(TabletServer.objects.filter(state=TabletServer.State.UP).order_by("node_id"))
+    if not dry_run:
+        step("dropping copies left by interrupted moves")
+        _drop_leftovers(live)
+
+    step("planning")
+    plans = plan_cluster(live)
+    moves = [m for p in plans for m in p.moves]
+    run.plan = [plan_as_dict(p) for p in plans]
+    run.save(update_fields=["plan"])
+    say("plan", {"plans": plans, "moves": moves})
+    if dry_run or not moves:
+        run.outcome = (
+            RebalanceRun.Outcome.NOTHING_TO_DO if not moves else RebalanceRun.Outcome.PLANNED
+        )
+        return
+
+    for index, move in enumerate(moves, 1):
+        step(f"move {index}/{len(moves)}: {describe(move)}")
+
+        def moving(text: str, rows: int, index=index, move=move) -> None:
+            say("move", {"index": index, "move": move, "rows": rows, "step": text})
+
+        report = move_range(move, progress=moving, check=lease.check)
+        _record(run, report)
+        say("moved", {"index": index, "report": report})
+        if report.outcome != "succeeded":
+            raise DistdbError(f"move {index} failed: {report.error}")
+
+    step("collecting changes")
+    changes_collect_all()
+    run.outcome = RebalanceRun.Outcome.SUCCEEDED
+
+
+def _record(run: RebalanceRun, report: MoveReport) -> None:
+    run.moves = [*run.moves, report.as_dict()]
+    run.rows_moved += report.rows_copied
+    run.longest_freeze_ms = max(run.longest_freeze_ms, report.freeze_ms)
+    run.save(update_fields=["moves", "rows_moved", "longest_freeze_ms"])
+
+
+def plan_cluster(live: list[TabletServer]) -> list[TablePlan]:
+    """A plan per table over the live servers (draining ones give their data away)."""
+    movable = [s.node_id for s in live]
+    targets = [s.node_id for s in live if not s.draining]
+    plans = []
+    for table in Table.objects.order_by("name"):
+        tablets = [
+            TabletLoad(
+                t.start_key, t.end_key, t.server.node_id, count_in(table, t.start_key, t.end_key)
+            )
+            for t in Tablet.objects.filter(table=table)
+            .select_related("server")
+            .order_by("start_key")
+        ]
+        plans.append(
+            plan_table(
+                table.name,
+                tablets,
+                targets=targets,
+                movable=movable,
+                key_at=lambda start, end, offset, table=table: key_at(table, start, end, offset),
+                threshold=settings.DISTDB_REBALANCE_THRESHOLD,
+                min_rows=settings.DISTDB_REBALANCE_MIN_ROWS,
+            )
+        )
+    return plans
+
+
+def _drop_leftovers(live: list[TabletServer]) -> None:
+    """Rows a server stores outside what it owns are left by interrupted moves: drop them."""
+    for server in live:
+        for name in Table.objects.values_list("name", flat=True):
+            cmd = RangeCommand(id=new_command_id(), type="drop_unowned", table=name)
+            dropped = link_call(server.node_id, cmd, timeout_s=settings.DISTDB_MOVE_STEP_TIMEOUT_S)
+            if dropped.get("rows"):
+                log.info("dropped %s leftover rows of %s on %s", dropped["rows"], name, server)
+
+
+def _recover_interrupted() -> None:
+    """Runs still marked running belong to a process that died (we hold the lease now)."""
+    for stale in RebalanceRun.objects.filter(outcome=RebalanceRun.Outcome.RUNNING):
+        stale.outcome = RebalanceRun.Outcome.FAILED
+        stale.error = (stale.error + "\n" if stale.error else "") + (
+            f"interrupted while {stale.step or 'running'}: the process running it stopped"
+        )
+        stale.finished_at = stale.finished_at or timezone.now()
+        stale.save()
+    TabletServer.objects.exclude(trim_floor=None).update(trim_floor=None)
+
+
+def display_key(table: str, key: str | None) -> str:
+    if key is None:
+        return "+inf"
+    if key == "":
+        return "-inf"
+    key_type = Table.objects.filter(name=table).values_list("key_type", flat=True).first()
+    return str(decode_key(key_type or "str", key))
+
+
+def describe(move: Move | MoveReport) -> str:
+    span = f"[{display_key(move.table, move.start)}, {display_key(move.table, move.end)})"
+    rows = getattr(move, "rows", getattr(move, "planned_rows", 0))
+    return f"{move.table} {span} {move.source} -> {move.target} ({rows} rows)"
+
+
+def plan_as_dict(plan: TablePlan) -> dict[str, Any]:
+    return {
+        "table": plan.table,
+        "before": plan.before,
+        "after": plan.after,
+        "note": plan.note,
+        "moves": [
+            {
+                **m.as_dict(),
+                "start_display": display_key(m.table, m.start),
+                "end_display": display_key(m.table, m.end),
+            }
+            for m in plan.moves
+        ],
+    }
