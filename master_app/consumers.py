@@ -16,6 +16,7 @@ import orjson
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import OperationalError
 from pydantic import ValidationError
 
 from distdb.auth import bearer_token, token_verify
@@ -75,7 +76,10 @@ class TabletLinkConsumer(AsyncWebsocketConsumer):
         if isinstance(message, Hello):
             await self._hello(message)
         elif isinstance(message, Heartbeat):
-            await database_sync_to_async(tablet_server_heartbeat)(self.node_id)
+            try:
+                await database_sync_to_async(tablet_server_heartbeat)(self.node_id)
+            except OperationalError as exc:  # a busy database must not cut the link
+                log.warning("heartbeat of %s not recorded: %s", self.node_id, exc)
         elif isinstance(message, Reply):
             reply_to = self.pending.pop(message.id, None)
             if reply_to:

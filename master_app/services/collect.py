@@ -9,12 +9,16 @@ trim, so a crash anywhere re-sends entries instead of losing them.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from typing import Any
 
-from django.db import transaction
+import orjson
+from django.db import connection, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from distdb.protocol import ChangesCommand, TrimCommand
+from distdb.sqlbulk import insert_many
 from master_app.models import ConsolidatedRow, Table, TabletServer
 from master_app.services.link import link_call, new_command_id
 
@@ -72,33 +76,55 @@ def log_pin(server: TabletServer) -> int:
 
 
 def changes_apply(server: TabletServer, entries: list[dict[str, Any]]) -> int:
-    """Apply entries (seq order) to the consolidated copy and advance ``acked_seq`` atomically."""
+    """Apply entries (seq order) to the consolidated copy and advance ``acked_seq`` atomically.
+
+    Entries are full row images, so only each key's last entry matters: one bulk upsert
+    and one delete per table, however long the batch — the transaction holds SQLite's
+    write lock, which the master's heartbeats also need.
+    """
     entries = sorted(entries, key=lambda e: e["seq"])
     tables = {t.name: t for t in Table.objects.filter(name__in={e["table"] for e in entries})}
     with transaction.atomic():
         locked = TabletServer.objects.select_for_update().get(pk=server.pk)
+        last: dict[tuple[str, str], dict[str, Any]] = {}
         for entry in entries:
-            if entry["seq"] <= locked.acked_seq:
-                continue  # already applied: a replayed batch changes nothing
-            table = tables.get(entry["table"])
+            if entry["seq"] > locked.acked_seq:  # a replayed batch changes nothing
+                last[(entry["table"], entry["key"])] = entry
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        puts: list[tuple] = []
+        deletes: dict[int, list[str]] = defaultdict(list)
+        for (name, key), entry in last.items():
+            table = tables.get(name)
             if table is None:
                 continue  # the table was dropped
             if entry["op"] == "delete":
-                ConsolidatedRow.objects.filter(table=table, key=entry["key"]).delete()
+                deletes[table.pk].append(key)
             else:
-                ConsolidatedRow.objects.update_or_create(
-                    table=table,
-                    key=entry["key"],
-                    defaults={
-                        "cells": entry["cells"],
-                        "source_server": server.node_id,
-                        "source_seq": entry["seq"],
-                    },
-                )
-        last = entries[-1]["seq"]
-        if last > locked.acked_seq:
-            TabletServer.objects.filter(pk=server.pk).update(acked_seq=last)
-    return last
+                cells = orjson.dumps(entry["cells"]).decode()
+                puts.append((table.pk, key, cells, server.node_id, entry["seq"], now))
+        _upsert_rows(puts)
+        for table_id, keys in deletes.items():
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                ConsolidatedRow.objects.filter(table_id=table_id, key__in=chunk).delete()
+        last_seq = entries[-1]["seq"]
+        if last_seq > locked.acked_seq:
+            TabletServer.objects.filter(pk=server.pk).update(acked_seq=last_seq)
+    return last_seq
+
+
+def _upsert_rows(values: list[tuple]) -> None:
+    qn = connection.ops.quote_name
+    columns = ["table_id", "key", "cells", "source_server", "source_seq", "updated_at"]
+    updated = ", ".join(f"{qn(c)} = excluded.{qn(c)}" for c in columns[2:])
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    insert_many(
+        ConsolidatedRow,
+        columns,
+        values,
+        placeholders=["%s", "%s", f"%s{cast}", "%s", "%s", "%s"],
+        suffix=f" ON CONFLICT ({qn('table_id')}, {qn('key')}) DO UPDATE SET {updated}",
+    )
 
 
 def changes_collect_all(*, trim: bool = True) -> dict[str, Any]:

@@ -126,7 +126,8 @@ class Writers:
         counts = Counter(k for k, _ in rows)
         dupes = [k for k, n in counts.items() if n > 1]
         assert not dupes, f"keys served twice: {dupes[:10]}"
-        stored = dict(rows)
+        # (``wait_serving`` may have added its probe cell to a key)
+        stored = {k: {c: v for c, v in cells.items() if c != "probe"} for k, cells in rows}
         lost = [k for k in self.acked if k not in stored]
         assert not lost, f"acknowledged writes lost: {lost[:10]}"
         wrong = [k for k, c in self.acked.items() if k not in self.uncertain and stored[k] != c]
