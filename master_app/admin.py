@@ -256,15 +256,15 @@ class RebalanceRunAdmin(admin.ModelAdmin):
     def moves_table(self, obj: RebalanceRun) -> str:
         rows = [
             format_html(
-                "<tr><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td><td>{:.0f}</td>"
-                "<td>{:.2f}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td><td>{}</td>"
+                "<td>{}</td><td>{}</td><td>{}</td></tr>",
                 m["table"],
                 m["source"],
                 m["target"],
                 m["rows_copied"],
                 m["catch_up_entries"],
-                m["freeze_ms"],
-                m["duration_s"],
+                f"{m['freeze_ms']:.0f}",
+                f"{m['duration_s']:.2f}",
                 m["outcome"],
                 "; ".join(filter(None, [m.get("error", ""), *m.get("warnings", [])])),
             )

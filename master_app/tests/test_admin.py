@@ -39,3 +39,65 @@ def test_adding_a_token_in_the_admin_shows_it_once(admin_client):
     assert response.status_code == 200
     assert ApiToken.objects.filter(name="bob").count() == 1
     assert b"copy it now" in response.content
+
+
+def test_a_run_report_shows_its_plan_and_moves(admin_client):
+    from master_app.models import RebalanceRun
+
+    run = RebalanceRun.objects.create(
+        trigger="admin",
+        outcome="succeeded",
+        plan=[
+            {
+                "table": "t",
+                "before": {"tablet-1": 10, "tablet-2": 0},
+                "after": {"tablet-1": 5, "tablet-2": 5},
+                "note": "",
+                "moves": [
+                    {
+                        "start_display": "6",
+                        "end_display": "+inf",
+                        "source": "tablet-1",
+                        "target": "tablet-2",
+                        "rows": 5,
+                    }
+                ],
+            }
+        ],
+        moves=[
+            {
+                "table": "t",
+                "source": "tablet-1",
+                "target": "tablet-2",
+                "rows_copied": 5,
+                "catch_up_entries": 1,
+                "freeze_ms": 42.0,
+                "duration_s": 0.5,
+                "outcome": "succeeded",
+                "error": "",
+                "warnings": [],
+            }
+        ],
+    )
+    page = admin_client.get(f"/admin/master_app/rebalancerun/{run.pk}/change/").content.decode()
+    assert "[6, +inf) tablet-1 → tablet-2: 5 rows" in page
+    assert "<td>42</td>" in page.replace("&nbsp;", "") or ">42<" in page
+
+
+def test_rebalance_now_queues_a_run_or_says_one_is_going(admin_client, monkeypatch):
+    from master_app import tasks
+    from master_app.services.leases import MAINTENANCE, lease_acquire
+
+    queued = []
+    monkeypatch.setattr(tasks.rebalance, "delay", lambda **kw: queued.append(kw))
+    url = "/admin/master_app/rebalancerun/rebalance-now/"
+    page = admin_client.post(url, {"dry_run": "1"}, follow=True).content.decode()
+    assert queued == [{"trigger": "admin", "dry_run": True}]
+    assert "A dry run (plan only) was queued" in page
+    assert "Rebalance now" in page and "Rows per tablet server" not in page  # no servers yet
+
+    lease_acquire(MAINTENANCE, "rebalance (beat) on host", 60)
+    page = admin_client.post(url, follow=True).content.decode()
+    assert len(queued) == 1
+    assert "A run is already going: rebalance (beat) on host" in page
+    assert admin_client.get(url).status_code == 302  # GET does nothing

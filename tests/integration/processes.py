@@ -65,7 +65,7 @@ class Harness:
                 "--master-port",
                 str(p["master"]),
                 "--tablet-ports",
-                f"{p['tablet-1']},{p['tablet-2']}",
+                f"{p['tablet-1']},{p['tablet-2']},{p['tablet-3']}",
                 "--client-ports",
                 f"{p['client-1']},{p['client-2']}",
             ],
@@ -190,10 +190,12 @@ class Harness:
 
 
 def start_harness(tmp: Path) -> Harness:
-    names = ["master", "tablet-1", "tablet-2", "client-1", "client-2", "redis"]
+    """The cluster with tablet-1 and tablet-2 up and seeded; tablet-3 is prepared, not started
+    (a server that joins later)."""
+    names = ["master", "tablet-1", "tablet-2", "tablet-3", "client-1", "client-2", "redis"]
     harness = Harness(tmp, dict(zip(names, free_ports(len(names)), strict=True)))
     harness.prepare()
-    harness.start()
+    harness.start(*(n for n in harness.specs if not n.startswith("tablet-3")))
     harness.wait_up("master", "tablet-1", "tablet-2", "client-1", "client-2")
     fixture = str(ROOT / "fixtures" / "products.jsonl")
     harness.manage("cluster_seed", "--fixture", fixture, "--tablets", "2", "--no-progress")

@@ -40,8 +40,9 @@ def insert(h: Harness, n: int, *, client: int = 1, batch: int = 500) -> list[int
     return keys
 
 
-def assert_balanced(h: Harness, tolerance: float = 0.10) -> dict[str, int]:
-    rows = h.rows_per_server()
+def assert_balanced(h: Harness | dict[str, int], tolerance: float = 0.10) -> dict[str, int]:
+    rows = h if isinstance(h, dict) else h.rows_per_server()
+    rows = {k: v for k, v in rows.items() if k != "tablet-3" or v}  # drained or not joined yet
     mean = sum(rows.values()) / len(rows)
     assert all(abs(n - mean) <= tolerance * mean for n in rows.values()), rows
     return rows
@@ -287,3 +288,39 @@ def test_a_tablet_restart_keeps_changes_the_master_has_not_collected(h):
         f"print(R.objects.filter(key__in=[e('int', k) for k in {keys!r}]).count())"
     )
     assert h.manage("shell", "-c", code).strip().splitlines()[-1] == str(len(keys))
+
+
+def test_a_tablet_server_that_joins_gets_its_share_at_the_next_run(h):
+    h.start("tablet-3", "tablet-3-link")
+    h.wait_up("tablet-3")
+    deadline = time.monotonic() + 30
+    while "tablet-3" not in h.rows_per_server():
+        assert time.monotonic() < deadline, "tablet-3 did not link"
+        time.sleep(0.5)
+    before = h.rows_per_server()
+    run = h.rebalance()
+    assert run["outcome"] == "succeeded", (run["error"], run["moves"])
+    assert {m["target"] for m in run["moves"]} == {"tablet-3"}
+    assert (
+        run["rows_moved"]
+        <= before["tablet-1"] + before["tablet-2"] - 2 * (sum(before.values()) // 3) + 100
+    )  # only the excess moves
+    assert_balanced(h)
+    assert len(h.scan_all(TABLE)) == sum(before.values())
+
+
+def test_a_drained_server_ends_up_with_no_rows_and_no_ranges(h):
+    h.manage(
+        "shell",
+        "-c",
+        "from master_app.models import TabletServer as S\n"
+        "S.objects.filter(node_id='tablet-3').update(draining=True)",
+    )
+    total = sum(h.rows_per_server().values())
+    run = h.rebalance()
+    assert run["outcome"] == "succeeded", (run["error"], run["moves"])
+    status = h.status(collect=True)
+    drained = next(s for s in status["servers"] if s["node_id"] == "tablet-3")
+    assert drained["rows"] == 0 and drained["tablets"] == []
+    assert len(h.scan_all(TABLE)) == total
+    assert_balanced({k: v for k, v in h.rows_per_server().items() if k != "tablet-3"})
