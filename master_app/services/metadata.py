@@ -54,11 +54,15 @@ def metadata_current() -> Metadata:
     return Metadata(version=version, tables=tables, tablets=tablets)
 
 
-def metadata_commit(table: Table, assignments: Iterable[RangeAssignment], reason: str) -> int:
+def metadata_commit(
+    table: Table, assignments: Iterable[RangeAssignment], reason: str, *, push: bool = True
+) -> int:
     """Replace ``table``'s tablets with ``assignments`` as one new metadata version.
 
     The assignments must cover the key space exactly (checked): a gap would make keys
-    unroutable and an overlap would give a key two owners.
+    unroutable and an overlap would give a key two owners. With ``push`` every linked
+    tablet server is sent the new version after the commit (a move tells the two servers
+    concerned first, then pushes).
     """
     ordered = sorted(assignments, key=lambda a: a.start)
     _check_cover(table.name, ordered)
@@ -92,11 +96,12 @@ def metadata_commit(table: Table, assignments: Iterable[RangeAssignment], reason
             )
             keep.add(a.start)
         Tablet.objects.filter(table=table).exclude(start_key__in=keep).delete()
-        transaction.on_commit(_push)
+        if push:
+            transaction.on_commit(metadata_push)
     return version
 
 
-def _push() -> None:
+def metadata_push() -> None:
     """Tell every linked tablet server about the new version (best effort: they also get
     the current metadata whenever they (re)connect)."""
     from master_app.services.link import link_push_metadata  # import cycle: link -> consumers

@@ -24,6 +24,7 @@ remains (hand-over, drop) is finished by the tablets themselves or the next run.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -41,8 +42,18 @@ from distdb.protocol import (
 from master_app.models import Table, Tablet, TabletServer
 from master_app.services.collect import changes_collect, log_pin, log_unpin
 from master_app.services.consolidated import count_in, key_at
-from master_app.services.link import link_call, new_command_id
-from master_app.services.metadata import RangeAssignment, metadata_commit, metadata_current
+from master_app.services.link import (
+    link_call,
+    link_call_async,
+    new_command_id,
+    run_on_link_loop,
+)
+from master_app.services.metadata import (
+    RangeAssignment,
+    metadata_commit,
+    metadata_current,
+    metadata_push,
+)
 from master_app.services.plan import Move
 
 log = logging.getLogger(__name__)
@@ -70,6 +81,7 @@ class MoveReport:
     rows_copied: int = 0
     catch_up_entries: int = 0
     freeze_ms: float = 0.0
+    freeze_steps_ms: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0
     version: int | None = None
     outcome: str = "running"
@@ -135,18 +147,26 @@ def move_range(move: Move, *, progress: Progress | None = None, check=lambda: No
         say("freezing", report.rows_copied)
         lease_s = settings.DISTDB_FREEZE_LEASE_S
         frozen_at = time.monotonic()  # before sending: the source's lease ends later
+        lap = _Laps(report.freeze_steps_ms, frozen_at)
         range_command(source, "freeze", lease_s=lease_s)
+        lap("freeze")
         done = command(target, _catch_up(move, source, after))
         report.catch_up_entries += done["entries"]
+        lap("final catch-up")
         changes_collect(source, trim=False)
+        lap("collect")
         left = lease_s - (time.monotonic() - frozen_at)
         if left < settings.DISTDB_FREEZE_MARGIN_S:
             raise MoveAborted(f"the freeze took too long ({lease_s - left:.1f}s of {lease_s}s)")
 
         report.version = _commit(move, table, source, target)
         committed = True
+        lap("commit")
         say("handing over", report.rows_copied)
-        report.freeze_ms = _hand_over(move, source, target, frozen_at, report)
+        _hand_over(source, target, report)
+        lap("hand-over")
+        report.freeze_ms = (time.monotonic() - frozen_at) * 1000
+        metadata_push()  # every other server (client servers learn it from "outdated")
         try:
             range_command(source, "drop")
         except DistdbError as exc:  # its copy is unowned: the next run drops it
@@ -208,7 +228,7 @@ def _commit(move: Move, table: Table, source: TabletServer, target: TabletServer
     if not inside:
         raise MoveAborted(f"{move.table} [{move.start!r}, {move.end!r}) is not a current range")
     reason = f"move {move.table} [{move.start!r}, {move.end!r}) {source} -> {target}"
-    return metadata_commit(table, _merge_adjacent(assignments), reason)
+    return metadata_commit(table, _merge_adjacent(assignments), reason, push=False)
 
 
 def _split(start: str, end: str | None, *cuts: str | None) -> list[tuple[str, str | None]]:
@@ -227,21 +247,42 @@ def _merge_adjacent(assignments: list[RangeAssignment]) -> list[RangeAssignment]
     return merged
 
 
-def _hand_over(move, source, target, frozen_at: float, report: MoveReport) -> float:
-    """Make the target serve, then the source answer ``outdated``; returns the freeze in ms.
+def _hand_over(source: TabletServer, target: TabletServer, report: MoveReport) -> None:
+    """Make the target serve and the source answer ``outdated`` (both told at once).
 
     A server that cannot be told now learns the version when it relinks, and a source
     whose lease ends first asks the master (the commit is final), so a failure here is
     only a warning.
     """
     metadata = metadata_current()
-    for server in (target, source):
-        try:
-            cmd = ApplyMetadataCommand(id=new_command_id(), metadata=metadata)
-            link_call(server.node_id, cmd, timeout_s=10)
-        except DistdbError as exc:
-            report.warnings.append(f"{server} did not apply v{metadata.version} yet: {exc}")
-    return (time.monotonic() - frozen_at) * 1000
+
+    async def tell_both() -> list:
+        calls = [
+            link_call_async(
+                server.node_id,
+                ApplyMetadataCommand(id=new_command_id(), metadata=metadata),
+                timeout_s=10,
+            )
+            for server in (target, source)
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    outcomes = run_on_link_loop(tell_both(), 10)
+    for server, outcome in zip((target, source), outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            report.warnings.append(f"{server} did not apply v{metadata.version} yet: {outcome}")
+
+
+class _Laps:
+    """Records how long each step under the write freeze took (the report's breakdown)."""
+
+    def __init__(self, into: dict[str, float], start: float) -> None:
+        self.into, self.last = into, start
+
+    def __call__(self, step: str) -> None:
+        now = time.monotonic()
+        self.into[step] = round((now - self.last) * 1000, 1)
+        self.last = now
 
 
 def _undo(move, source, target, frozen: bool, report: MoveReport) -> None:

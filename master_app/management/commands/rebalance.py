@@ -99,6 +99,9 @@ class _Display:
                 f"+{report.catch_up_entries} caught up, freeze {report.freeze_ms:.0f} ms"
                 + (f", error: {report.error}" if report.error else "")
             )
+            if report.freeze_steps_ms:
+                steps = ", ".join(f"{k} {v:.0f}" for k, v in report.freeze_steps_ms.items())
+                tqdm.write(f"  under the freeze (ms): {steps}")
 
     def close(self) -> None:
         if self.bar is not None:
