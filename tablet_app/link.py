@@ -59,6 +59,9 @@ from tablet_app import services as control
 log = logging.getLogger("distdb.tablet.link")
 COPY_BATCH = 2000
 CATCH_UP_BATCH = 5000
+# A reply must fit in one WebSocket message the master accepts (Daphne's default cap is
+# 1 MiB); change batches stop at about this size, leaving room for JSON overhead.
+LINK_REPLY_BYTES = 400 * 1024
 FREEZE_CHECK_S = 1.0  # how often expired freeze leases are looked for (see freezes_resolve)
 
 
@@ -196,7 +199,9 @@ class TabletLink:
             n = await _db(control.rows_ingest)(command.table, command.rows, log_changes=False)
             return {"rows": n}
         if isinstance(command, ChangesCommand):
-            entries = await _db(control.changes_since)(command.after_seq, command.limit)
+            entries = await _db(control.changes_since)(
+                command.after_seq, command.limit, max_bytes=LINK_REPLY_BYTES
+            )
             return {"entries": entries}
         if isinstance(command, TrimCommand):
             return {"trimmed": await _db(control.changes_trim)(command.upto_seq)}

@@ -45,9 +45,7 @@ def changes_collect(
         after = changes_apply(server, entries)
         if trim:
             changes_trim(server, after, timeout_s=timeout_s)
-        total += len(entries)
-        if len(entries) < batch:
-            return total
+        total += len(entries)  # a short batch may only be capped by size: ask again
 
 
 def changes_trim(server: TabletServer, upto_seq: int, *, timeout_s: float = 30) -> None:

@@ -92,3 +92,17 @@ def test_cluster_status_shows_servers_ranges_rows_and_the_last_run(servers, caps
     out = capsys.readouterr().out
     assert "tablet-1" in out and "t [-inf, m) 2 rows (v1)" in out
     assert "last rebalance run: #" in out
+
+
+def test_beat_runs_collection_and_rebalancing_on_intervals_editable_in_the_admin(settings):
+    from django_celery_beat.models import PeriodicTask
+
+    from master_app.schedule import schedule_ensure
+
+    schedule_ensure()
+    tasks = {t.task: t.interval.every for t in PeriodicTask.objects.select_related("interval")}
+    assert tasks["distdb.rebalance"] == settings.DISTDB_REBALANCE_INTERVAL_S == 3600
+    assert tasks["distdb.collect_changes"] == settings.DISTDB_COLLECT_INTERVAL_S
+    PeriodicTask.objects.filter(task="distdb.rebalance").update(interval=None)  # edited
+    schedule_ensure()  # a restart keeps the admin's edit
+    assert PeriodicTask.objects.get(task="distdb.rebalance").interval is None

@@ -242,27 +242,36 @@ def changes_append(table: str, changes: Sequence[tuple[str, str, str | None]]) -
     )
 
 
-def _entries(qs, limit: int) -> list[dict[str, Any]]:
+def _entries(qs, limit: int, max_bytes: int | None = None) -> list[dict[str, Any]]:
     rows = qs.order_by("seq").values_list("seq", "table", "key", "op", "cells")[:limit]
-    return [
-        {
-            "seq": seq,
-            "table": table,
-            "key": key,
-            "op": op,
-            "cells": orjson.loads(cells) if cells is not None else None,
-        }
-        for seq, table, key, op, cells in rows
-    ]
+    entries, size = [], 0
+    for seq, table, key, op, cells in rows:
+        size += len(key) + len(cells or "") + 64
+        if max_bytes is not None and entries and size > max_bytes:
+            break  # at least one entry, however large, so the reader always advances
+        entries.append(
+            {
+                "seq": seq,
+                "table": table,
+                "key": key,
+                "op": op,
+                "cells": orjson.loads(cells) if cells is not None else None,
+            }
+        )
+    return entries
 
 
-def changes_since(after_seq: int, limit: int) -> list[dict[str, Any]]:
+def changes_since(
+    after_seq: int, limit: int, *, max_bytes: int | None = None
+) -> list[dict[str, Any]]:
     """Change-log entries with seq > ``after_seq``, in seq order, at most ``limit``.
 
     Each is ``{"seq", "table", "key", "op": "put"|"delete", "cells": dict | None}``;
     ``cells`` is the row's full image after the change, so replaying is idempotent.
+    ``max_bytes`` stops early (after at least one entry) once the entries' size about
+    reaches it: the link's WebSocket messages are capped (Daphne: 1 MiB).
     """
-    return _entries(ChangeLogEntry.objects.filter(seq__gt=after_seq), limit)
+    return _entries(ChangeLogEntry.objects.filter(seq__gt=after_seq), limit, max_bytes)
 
 
 def changes_in_range_since(

@@ -315,3 +315,12 @@ def test_changes_apply_copied_applies_the_last_image_per_key_and_logs_nothing(as
     assert changes_apply_copied("t", entries) == 3  # again: nothing changes
     assert list(Row.objects.filter(table="t").values_list("key", "cells")) == [("b", '{"v":2}')]
     assert ChangeLogEntry.objects.count() == 0
+
+
+def test_changes_since_stops_near_max_bytes_but_always_returns_one_entry(assign):
+    assign(tablet("t"), version=1)
+    big = "x" * 1000
+    rows_mutate("t", [Mutation(op="upsert", key=f"k{i}", cells={"b": big}) for i in range(10)])
+    assert len(changes_since(0, 100, max_bytes=3500)) == 3
+    assert len(changes_since(0, 100, max_bytes=10)) == 1
+    assert len(changes_since(0, 100)) == 10

@@ -9,6 +9,8 @@ then SIGKILL a tablet server and the master in the middle of runs.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.integration.conftest import ROOT
 from tests.integration.processes import Harness, start_harness
 
 pytestmark = pytest.mark.timeout(900)
@@ -324,3 +327,53 @@ def test_a_drained_server_ends_up_with_no_rows_and_no_ranges(h):
     assert drained["rows"] == 0 and drained["tablets"] == []
     assert len(h.scan_all(TABLE)) == total
     assert_balanced({k: v for k, v in h.rows_per_server().items() if k != "tablet-3"})
+
+
+@pytest.mark.parametrize("who", ["missing", "forged", "client"])
+def test_a_wrong_or_missing_tablet_token_cannot_join(h, who, tmp_path):
+    import json as jsonlib
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from distdb.auth import generate_key_pair
+
+    url = f"ws://127.0.0.1:{h.ports['master']}/ws/tablet/"
+    if who == "missing":
+        headers = {}
+    elif who == "client":
+        headers = {
+            "Authorization": "Bearer "
+            + (h.data_dir / "tokens" / "client-1.jwt").read_text().strip()
+        }
+    else:  # signed with a key that is not the master's
+        import jwt
+
+        generate_key_pair(tmp_path / "k.pem", tmp_path / "k.pub.pem")
+        now = time.time()
+        claims = {
+            "sub": "tablet-9",
+            "role": "tablet",
+            "aud": "distdb",
+            "iat": now,
+            "exp": now + 600,
+        }
+        token = jwt.encode(claims, (tmp_path / "k.pem").read_text(), algorithm="RS256")
+        headers = {"Authorization": f"Bearer {token}"}
+    with connect(url, additional_headers=headers, open_timeout=10) as ws:
+        refusal = jsonlib.loads(ws.recv(timeout=10))  # sent at once, before any hello
+        assert refusal["error"]["code"].startswith("token_"), refusal
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+    assert ws.close_code in (4401, 4403)
+    assert "tablet-9" not in h.rows_per_server()
+    # The real link agent with a refused token stops with the reason (it does not retry).
+    env = {**h.base_env(), **h.specs["tablet-1-link"]["env"], "DISTDB_NODE_ID": "tablet-9"}
+    if who == "client":
+        env["DISTDB_TOKEN"] = headers["Authorization"].split()[1]
+        done = subprocess.run(
+            [sys.executable, "manage.py", "tablet_link"],
+            env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )  # fmt: skip
+        assert done.returncode != 0
+        assert "refused by the master" in done.stderr + done.stdout

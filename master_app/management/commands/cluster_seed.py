@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from fixtures.products import read_jsonl
-from master_app.services.leases import MAINTENANCE, held, holder_name
+from master_app.services.leases import MAINTENANCE, LeaseHeld, held, holder_name
 from master_app.services.seed import table_seed
 from master_app.services.servers import tablet_servers_live
 
@@ -44,6 +44,12 @@ class Command(BaseCommand):
         # Seeding copies rows into ranges before they are owned; a rebalance run would
         # drop them as leftovers, so the two never overlap.
         holder = holder_name(f"seeding {table}")
+        try:
+            self._seed(table, rows, servers[:tablets], holder, timeout, options)
+        except LeaseHeld as exc:
+            raise CommandError(f"cannot seed while a rebalance runs: {exc.message}") from None
+
+    def _seed(self, table, rows, servers, holder, timeout, options):
         with (
             held(MAINTENANCE, holder, settings.DISTDB_REBALANCE_LEASE_S, wait_s=timeout),
             tqdm(
@@ -56,7 +62,7 @@ class Command(BaseCommand):
             result = table_seed(
                 table,
                 rows,
-                [s.node_id for s in servers[:tablets]],
+                [s.node_id for s in servers],
                 progress=lambda n: bar.update(n - bar.n),
             )
         if result.already_seeded:
