@@ -31,5 +31,11 @@ format: $(PY)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+bench: $(PY)  ## the benchmark on a fresh local cluster; PROFILE=1 adds py-spy profiles
+	$(PY) -m bench $(if $(PROFILE),--profile) $(BENCH_ARGS)
+
+bench-quick: $(PY)  ## the same workloads, small: under 3 minutes
+	$(PY) -m bench --quick $(if $(PROFILE),--profile) $(BENCH_ARGS)
+
 clean:
 	rm -rf var .pytest_cache .ruff_cache

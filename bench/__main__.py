@@ -1,0 +1,309 @@
+"""``python -m bench``: run the benchmark and write ``bench/results/<run id>.json`` + report.
+
+Order of a run, chosen so that each measurement has the machine to itself:
+
+1. the storage-alone baseline, before any cluster process exists;
+2. a fresh cluster (``bench.cluster``) and a new table;
+3. the load phase end to end, then the one-hop load baseline;
+4. each workload end to end, immediately followed by its one-hop twin (pairs, so that
+   drift over the run — the master's change collection, a growing database — hits both);
+5. rebalance under load last, because it changes the table's layout;
+6. the cluster is stopped, its data dir removed, the results written and rendered.
+
+The exit status is 0 when the run completed, whatever the targets say: missing a target
+is a result, reported as such; a crash is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from bench import cluster as cl
+from bench import report
+from bench.baselines import storage_baseline
+from bench.config import BenchConfig, configure
+from bench.generators import Values
+from bench.profiling import Profiler, py_spy_path
+from bench.rebalance import run_rebalance
+from bench.transports import OneHop, PublicApi
+from bench.workloads import DESCRIPTIONS, KeySpace, run_load, run_mix, warm_up
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TABLE = "usertable"
+_T0 = time.monotonic()
+
+
+def say(text: str) -> None:
+    print(f"[bench {time.monotonic() - _T0:6.1f}s] {text}", flush=True)
+
+
+def _brief(s: dict) -> str:
+    rows = f", {s['rows_per_s']:,.0f} rows/s" if s.get("rows_per_s") != s.get("ops_per_s") else ""
+    return (
+        f"{s['ops_per_s']:,.0f} ops/s{rows}, p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, "
+        f"{s['errors']} errors" + (f" {s['error_kinds']}" if s["errors"] else "")
+    )
+
+
+def machine_info() -> dict:
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_avg_at_start": os.getloadavg(),
+    }
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu_model"] = next(
+            line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line
+        )
+        meminfo = Path("/proc/meminfo").read_text().split()
+        info["memory_gb"] = round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1)
+    except (OSError, StopIteration, ValueError):
+        pass
+    return info
+
+
+def git_info() -> dict:
+    """The commit measured and whether the tree had uncommitted changes (read-only git)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=cl.ROOT, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or "?",
+        "dirty": bool(git("status", "--porcelain")),
+    }
+
+
+class Profiling:
+    """Profiles each cluster workload when asked; a no-op otherwise."""
+
+    def __init__(self, enabled: bool, cluster: cl.Cluster, out_dir: Path) -> None:
+        self.profiler = None
+        self.results: dict = {"workloads": {}, "dir": str(out_dir)}
+        if not enabled:
+            return
+        if py_spy_path() is None:
+            self.results["error"] = "py-spy is not installed (make install)"
+            return
+        pids = cl.server_pids(cluster)
+        self.results["pids"] = pids
+        self.profiler = Profiler(out_dir, {n: p for n, p in pids.items() if n != "master"})
+
+    def start(self, tag: str) -> None:
+        if self.profiler:
+            self.profiler.start(tag)
+
+    def stop(self, tag: str) -> None:
+        if self.profiler:
+            self.results["workloads"][tag] = self.profiler.stop()
+
+
+async def drive(cluster: cl.Cluster, cfg: BenchConfig, out_dir: Path) -> dict:
+    """Everything that runs against the cluster; returns the results' cluster parts."""
+    await asyncio.to_thread(cl.table_create, cluster, TABLE)
+    meta = await asyncio.to_thread(cl.metadata, cluster)
+    owner = next(t for t in meta["tablets"] if t["table"] == TABLE and t["start"] == "")
+    api = PublicApi(cluster.client_urls, cluster.api_token, TABLE, cfg.concurrency)
+    hop = OneHop(
+        owner["url"], cluster.server_token("client-1"), TABLE, meta["version"], cfg.concurrency
+    )
+    prof = Profiling(cfg.profile, cluster, out_dir / "profiles")
+    keys = KeySpace()
+    values = Values(cfg.fields, cfg.field_bytes, rng=random.Random(cfg.seed))
+    e2e: dict = {}
+    onehop: dict = {}
+    try:
+        say(f"load: {cfg.rows:,} rows through {len(cluster.client_urls)} client servers")
+        await warm_up(api, cfg.concurrency)
+        await warm_up(hop, cfg.concurrency)
+        prof.start("load")
+        e2e["load"] = await run_load(
+            api, keys, values, rows=cfg.rows, batch=cfg.batch_rows, concurrency=cfg.concurrency
+        )
+        prof.stop("load")
+        say(f"load e2e: {_brief(e2e['load'])}")
+        if "load" in cfg.onehop_workloads:
+            onehop["load"] = await run_load(
+                hop,
+                keys,
+                values,
+                rows=cfg.onehop_load_rows,
+                batch=cfg.batch_rows,
+                concurrency=cfg.concurrency,
+            )
+            say(f"load one-hop ({owner['server']}): {_brief(onehop['load'])}")
+        for i, name in enumerate(cfg.workloads):
+            common = {
+                "concurrency": cfg.concurrency,
+                "duration_s": cfg.duration_s,
+                "warmup_s": cfg.warmup_s,
+                "seed": cfg.seed + i,
+            }
+            prof.start(name)
+            e2e[name] = await run_mix(api, name, keys, values, **common)
+            prof.stop(name)
+            say(f"{name} e2e: {_brief(e2e[name])}")
+            if name in cfg.onehop_workloads:
+                onehop[name] = await run_mix(hop, name, keys, values, **common)
+                say(f"{name} one-hop: {_brief(onehop[name])}")
+        if cfg.rebalance:
+            say("rebalance under workload A")
+            e2e["rebalance"] = await run_rebalance(
+                cluster,
+                api,
+                TABLE,
+                keys,
+                values,
+                concurrency=cfg.concurrency,
+                before_s=cfg.rebalance_before_s,
+                after_s=cfg.rebalance_after_s,
+                bucket_s=cfg.rebalance_bucket_s,
+                min_move_fraction=cfg.rebalance_min_move,
+                command_timeout_s=cfg.rebalance_timeout_s,
+                seed=cfg.seed + 100,
+            )
+            r = e2e["rebalance"]
+            if r.get("skipped"):
+                say(f"rebalance skipped: {r['reason']}")
+            else:
+                say(f"rebalance: {_brief(r)}; command {json.dumps(r['command'])[:300]}")
+    finally:
+        await api.close()
+        await hop.close()
+    return {
+        "workloads": e2e,
+        "onehop": onehop,
+        "layout": {"metadata_version": meta["version"], "tablets": meta["tablets"]},
+        "onehop_server": owner["server"],
+        "rows_written": keys.next_key,
+        "profile": prof.results if cfg.profile else None,
+    }
+
+
+def run(cfg: BenchConfig, keep_data: bool) -> Path:
+    started = dt.datetime.now(dt.UTC)
+    run_id = (
+        started.strftime("%Y%m%d-%H%M%S") + f"-{cfg.preset}" + ("-profile" if cfg.profile else "")
+    )
+    out_dir = RESULTS_DIR / run_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    machine = machine_info()
+
+    say(f"run {run_id}: storage-alone baseline ({cfg.rows:,} rows, in-process)")
+    try:
+        storage = storage_baseline(
+            rows=cfg.rows,
+            duration_s=cfg.storage_duration_s,
+            warmup_s=cfg.warmup_s,
+            workloads=cfg.storage_workloads,
+            seed=cfg.seed,
+            out=out_dir / "storage.json",
+        )
+        for name, s in storage.items():
+            say(f"{name} storage: {_brief(s)}")
+    except RuntimeError as exc:
+        say(str(exc))
+        storage = {"error": str(exc)[-2000:]}
+
+    data_dir = Path(tempfile.mkdtemp(prefix="distdb-bench-"))
+    say(f"starting a cluster in {data_dir}")
+    cluster = cl.start_cluster(data_dir, out_dir / "cluster.log")
+    say(f"cluster up: clients {cluster.client_ports}, tablets {cluster.tablet_ports}")
+    try:
+        driven = asyncio.run(drive(cluster, cfg, out_dir))
+    finally:
+        say("stopping the cluster")
+        cl.stop_cluster(cluster)
+        if not keep_data:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+    storage_ok = {} if "error" in storage else storage
+    ratios = report.compute_ratios(driven["workloads"], driven["onehop"], storage_ok)
+    results = {
+        "schema": report.SCHEMA_VERSION,
+        "run_id": run_id,
+        "timestamp": started.isoformat(timespec="seconds"),
+        "duration_s": round(time.monotonic() - _T0, 1),
+        "machine": machine,
+        "git": git_info(),
+        "config": asdict(cfg),
+        "cluster": {
+            "tablet_servers": len(cluster.tablet_ports),
+            "client_servers": len(cluster.client_ports),
+            "table": TABLE,
+            "rows_written": driven["rows_written"],
+            "onehop_server": driven["onehop_server"],
+            "layout_before_rebalance": driven["layout"],
+        },
+        "descriptions": DESCRIPTIONS,
+        "workloads": driven["workloads"],
+        "baselines": {"onehop": driven["onehop"], "storage": storage},
+        "ratios": ratios,
+        "targets": report.compute_targets(ratios, driven["workloads"].get("rebalance")),
+        "profile": driven["profile"],
+    }
+    machine["load_avg_at_end"] = os.getloadavg()
+    json_path = RESULTS_DIR / f"{run_id}.json"
+    report.write_results(results, json_path)
+    report_path = report.render_report(json.loads(json_path.read_text()), out_dir)
+    for problem in report.shape_problems(results):
+        say(f"results shape: {problem}")
+    print("\n".join(report.results_table(results)))
+    for name, t in results["targets"].items():
+        print(f"  target {name:<30} {t['status']:<8} value={t.get('value')}")
+    say(f"results: {json_path.relative_to(cl.ROOT)}; report: {report_path.relative_to(cl.ROOT)}")
+    return json_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the small preset (< 3 minutes)")
+    parser.add_argument("--profile", action="store_true", help="py-spy profiles of the servers")
+    parser.add_argument("--rows", type=int)
+    parser.add_argument("--concurrency", type=int)
+    parser.add_argument("--duration", type=float, dest="duration_s")
+    parser.add_argument("--warmup", type=float, dest="warmup_s")
+    parser.add_argument("--workloads", help="comma-separated subset of a,b,c,e,batch_read")
+    parser.add_argument("--no-rebalance", action="store_true")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--keep-data", action="store_true", help="keep the cluster's data dir")
+    parser.add_argument("--report", type=Path, help="re-render the report of a results JSON")
+    args = parser.parse_args(argv)
+    if args.report:
+        results = json.loads(args.report.read_text())
+        path = report.render_report(results, args.report.with_suffix(""))
+        print(path)
+        return 0
+    cfg = configure(
+        "quick" if args.quick else "full",
+        rows=args.rows,
+        concurrency=args.concurrency,
+        duration_s=args.duration_s,
+        warmup_s=args.warmup_s,
+        workloads=args.workloads.split(",") if args.workloads else None,
+        rebalance=False if args.no_rebalance else None,
+        seed=args.seed,
+        profile=args.profile or None,
+    )
+    run(cfg, keep_data=args.keep_data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Benchmark settings: two presets (``full`` for ``make bench``, ``quick`` for
+``make bench-quick``, which must finish in under 3 minutes on the 2-core machine) and the
+command-line overrides. The quick preset runs the same workloads, only smaller and shorter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+E2E_WORKLOADS = ["a", "b", "c", "e", "batch_read"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    preset: str
+    rows: int  # rows of the load phase (~1 KB each)
+    concurrency: int  # workers of every cluster workload (closed loop)
+    duration_s: float  # measured seconds per workload
+    warmup_s: float  # unrecorded seconds before each workload
+    onehop_load_rows: int  # rows the one-hop load baseline inserts (after the e2e load)
+    storage_duration_s: float
+    rebalance_before_s: float
+    rebalance_after_s: float
+    rebalance_bucket_s: float  # time-series resolution of the rebalance plot
+    batch_rows: int = 100
+    fields: int = 10
+    field_bytes: int = 100
+    workloads: list[str] = field(default_factory=lambda: list(E2E_WORKLOADS))
+    onehop_workloads: list[str] = field(default_factory=lambda: ["load", *E2E_WORKLOADS])
+    storage_workloads: list[str] = field(default_factory=lambda: list(E2E_WORKLOADS))
+    rebalance: bool = True
+    rebalance_min_move: float = 0.3  # share of the rows the rebalance must move
+    rebalance_timeout_s: float = 900.0
+    seed: int = 42
+    profile: bool = False
+
+
+PRESETS = {
+    "full": BenchConfig(
+        preset="full",
+        rows=100_000,
+        concurrency=16,
+        duration_s=30.0,
+        warmup_s=2.0,
+        onehop_load_rows=50_000,
+        storage_duration_s=10.0,
+        rebalance_before_s=15.0,
+        rebalance_after_s=15.0,
+        rebalance_bucket_s=1.0,
+    ),
+    "quick": BenchConfig(
+        preset="quick",
+        rows=5_000,
+        concurrency=8,
+        duration_s=3.0,
+        warmup_s=0.5,
+        onehop_load_rows=2_000,
+        storage_duration_s=1.0,
+        rebalance_before_s=3.0,
+        rebalance_after_s=3.0,
+        rebalance_bucket_s=0.25,
+        rebalance_timeout_s=60.0,
+    ),
+}
+
+
+def configure(preset: str, **overrides) -> BenchConfig:
+    """A preset with the overrides that were given (None means "keep the preset's")."""
+    return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
