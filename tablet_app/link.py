@@ -199,10 +199,10 @@ class TabletLink:
             n = await _db(control.rows_ingest)(command.table, command.rows, log_changes=False)
             return {"rows": n}
         if isinstance(command, ChangesCommand):
-            entries = await _db(control.changes_since)(
+            entries, more = await _db(control.changes_batch)(
                 command.after_seq, command.limit, max_bytes=LINK_REPLY_BYTES
             )
-            return {"entries": entries}
+            return {"entries": entries, "more": more}
         if isinstance(command, TrimCommand):
             return {"trimmed": await _db(control.changes_trim)(command.upto_seq)}
         if isinstance(command, RangeCommand):

@@ -64,6 +64,7 @@ def rebalance_run(trigger: str, *, dry_run: bool = False, progress: Progress | N
 def _run(run: RebalanceRun, dry_run: bool, lease: leases.HeldLease, say: Progress) -> None:
     def step(text: str) -> None:
         lease.check()
+        log.info("rebalance run %s: %s", run.pk, text)
         run.step = text
         run.save(update_fields=["step"])
         say("step", {"text": text})

@@ -9,6 +9,7 @@ call it from async code through one thread hop (``distdb.internal_http.run_sync`
 from tablet_app.services.control import (
     changes_append,
     changes_apply_copied,
+    changes_batch,
     changes_in_range_since,
     changes_last_seq,
     changes_since,
@@ -43,6 +44,7 @@ __all__ = [
     "ScanResult",
     "changes_append",
     "changes_apply_copied",
+    "changes_batch",
     "changes_in_range_since",
     "changes_last_seq",
     "changes_since",

@@ -41,6 +41,7 @@ from tablet_app.services.ownership import (
 
 __all__ = [
     "changes_append",
+    "changes_batch",
     "changes_apply_copied",
     "changes_in_range_since",
     "changes_last_seq",
@@ -242,13 +243,14 @@ def changes_append(table: str, changes: Sequence[tuple[str, str, str | None]]) -
     )
 
 
-def _entries(qs, limit: int, max_bytes: int | None = None) -> list[dict[str, Any]]:
+def _entries(qs, limit: int, max_bytes: int | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """Entries in seq order, and whether the batch was cut short by ``limit`` or ``max_bytes``."""
     rows = qs.order_by("seq").values_list("seq", "table", "key", "op", "cells")[:limit]
     entries, size = [], 0
     for seq, table, key, op, cells in rows:
         size += len(key) + len(cells or "") + 64
         if max_bytes is not None and entries and size > max_bytes:
-            break  # at least one entry, however large, so the reader always advances
+            return entries, True  # at least one entry, however large: the reader advances
         entries.append(
             {
                 "seq": seq,
@@ -258,7 +260,7 @@ def _entries(qs, limit: int, max_bytes: int | None = None) -> list[dict[str, Any
                 "cells": orjson.loads(cells) if cells is not None else None,
             }
         )
-    return entries
+    return entries, len(entries) == limit
 
 
 def changes_since(
@@ -271,6 +273,14 @@ def changes_since(
     ``max_bytes`` stops early (after at least one entry) once the entries' size about
     reaches it: the link's WebSocket messages are capped (Daphne: 1 MiB).
     """
+    return changes_batch(after_seq, limit, max_bytes=max_bytes)[0]
+
+
+def changes_batch(
+    after_seq: int, limit: int, *, max_bytes: int | None = None
+) -> tuple[list[dict[str, Any]], bool]:
+    """``changes_since`` and whether more entries were left out by ``limit``/``max_bytes``
+    (so a collector stops at what it saw, even while writes keep coming)."""
     return _entries(ChangeLogEntry.objects.filter(seq__gt=after_seq), limit, max_bytes)
 
 
@@ -279,7 +289,7 @@ def changes_in_range_since(
 ) -> list[dict[str, Any]]:
     """``changes_since`` restricted to keys in [start, end) of ``table`` (a move's catch-up)."""
     qs = _in_range(ChangeLogEntry.objects.filter(table=table, seq__gt=after_seq), start, end)
-    return _entries(qs, limit)
+    return _entries(qs, limit)[0]
 
 
 def changes_trim(upto_seq: int) -> int:
