@@ -362,13 +362,13 @@ def test_a_wrong_or_missing_tablet_token_cannot_join(h, who, tmp_path):
         headers = {"Authorization": f"Bearer {token}"}
     with connect(url, additional_headers=headers, open_timeout=10) as ws:
         refusal = jsonlib.loads(ws.recv(timeout=10))  # sent at once, before any hello
-        assert refusal["error"]["code"].startswith("token_"), refusal
+        assert refusal["error"]["code"] in {"unauthenticated", "token_invalid", "token_wrong_role"}
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=10)
     assert ws.close_code in (4401, 4403)
     assert "tablet-9" not in h.rows_per_server()
     # The real link agent with a refused token stops with the reason (it does not retry).
-    env = {**h.base_env(), **h.specs["tablet-1-link"]["env"], "DISTDB_NODE_ID": "tablet-9"}
+    env = {**h.base_env(), **h.specs["tablet-3-link"]["env"]}  # a migrated node, drained
     if who == "client":
         env["DISTDB_TOKEN"] = headers["Authorization"].split()[1]
         done = subprocess.run(
