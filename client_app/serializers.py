@@ -9,10 +9,13 @@ answers for drf-spectacular: views render plain dicts.
 
 from __future__ import annotations
 
+import copy
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -54,6 +57,39 @@ class StrictSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
         return super().to_internal_value(data)
+
+
+class StrictSerializerSchema(OpenApiSerializerExtension):
+    """Documents what a ``StrictSerializer`` enforces, so that the schema tells the truth.
+
+    Unknown fields are refused (``additionalProperties: false``), lists and cells that
+    refuse to be empty say so (``minItems``/``minProperties``), and a PATCH body is
+    validated whole (drf-spectacular would document DRF's partial update: all optional).
+    A serializer whose valid shapes depend on a field has ``schema_variants``.
+    """
+
+    target_class = StrictSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        target = self.target
+        if getattr(target, "partial", False):  # our PATCH views never validate partially
+            target = copy.copy(target)
+            target.partial = False
+        schema = auto_schema._map_serializer(target, direction, bypass_extensions=True)
+        schema["additionalProperties"] = False
+        if schema.get("description") == inspect.getdoc(StrictSerializer):
+            del schema["description"]  # inherited by every request body: says nothing there
+        properties = schema.get("properties", {})
+        for name, field in target.fields.items():
+            if name not in properties or getattr(field, "allow_empty", True):
+                continue
+            if isinstance(field, CellsField):
+                properties[name] = {**properties[name], "minProperties": 1}
+            elif isinstance(field, serializers.ListField | serializers.ListSerializer):
+                properties[name] = {**properties[name], "minItems": 1}
+        variants = getattr(target, "schema_variants", None)
+        return variants(schema) if variants is not None else schema
 
 
 @extend_schema_field(KEY_SCHEMA)
@@ -119,7 +155,11 @@ class RowErrorSerializer(serializers.Serializer):
 
 
 class TableCreateSerializer(StrictSerializer):
-    name = serializers.RegexField(r"^[A-Za-z0-9_-]+$", min_length=1, max_length=64)
+    # \Z, not $ (which also matches before a final newline), and no trimming: a name
+    # with spaces or a newline is refused, never silently turned into another name.
+    name = serializers.RegexField(
+        r"^[A-Za-z0-9_-]+\Z", min_length=1, max_length=64, trim_whitespace=False
+    )
     key_type = serializers.ChoiceField(choices=("int", "str"))
     columns = columns_field(required=False, allow_null=True, default=None)
 
@@ -170,8 +210,13 @@ class ScanPageSerializer(serializers.Serializer):
 
 
 class ScanQuerySerializer(StrictSerializer):
-    start = serializers.CharField(required=False, help_text="First key (inclusive).")
-    end = serializers.CharField(required=False, help_text="End key (exclusive).")
+    # Keys are taken as given: " a" is a key of its own, not "a" (no trimming).
+    start = serializers.CharField(
+        required=False, trim_whitespace=False, help_text="First key (inclusive)."
+    )
+    end = serializers.CharField(
+        required=False, trim_whitespace=False, help_text="End key (exclusive)."
+    )
     limit = serializers.IntegerField(
         required=False,
         default=100,
@@ -179,7 +224,9 @@ class ScanQuerySerializer(StrictSerializer):
         max_value=settings.DISTDB_MAX_SCAN_LIMIT,
         help_text="Rows per page.",
     )
-    cursor = serializers.CharField(required=False, help_text="From the previous page.")
+    cursor = serializers.CharField(
+        required=False, trim_whitespace=False, help_text="From the previous page."
+    )
 
 
 class RowResultSerializer(serializers.Serializer):
@@ -215,6 +262,27 @@ class MutationSerializer(StrictSerializer):
         "delete_cells": {"key", "columns"},
         "delete_row": {"key"},
     }
+
+    @classmethod
+    def schema_variants(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        """The schema of a mutation: one object per op, with exactly the fields it takes."""
+        properties = schema["properties"]
+        variants = []
+        for op, needs in cls.NEEDS.items():
+            fields = {name: properties[name] for name in sorted(needs | {"key"})}
+            if op == "set":
+                fields["cells"] = {**fields["cells"], "minProperties": 1}
+            variants.append(
+                {
+                    "type": "object",
+                    # a pattern, not a one-value enum: drf-spectacular's enum hook would
+                    # merge the five into one component
+                    "properties": {"op": {"type": "string", "pattern": f"^{op}$"}, **fields},
+                    "required": ["op", *sorted(needs)],
+                    "additionalProperties": False,
+                }
+            )
+        return {"oneOf": variants}
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         op = attrs["op"]

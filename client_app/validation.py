@@ -15,6 +15,11 @@ from distdb.errors import ColumnNotAllowed, ValidationFailed
 from distdb.protocol import TableInfo
 
 MAX_COLUMN_CHARS = 128
+# Arrays and objects a cell value may nest (MongoDB's limit for a document, which the
+# original system stored). Every server re-encodes cells inside its wire messages, and
+# pydantic and orjson refuse JSON nested ~200-250 deep: a deeper value would be accepted
+# here, then make its row unreadable and stop the master collecting its tablet's changes.
+MAX_VALUE_DEPTH = 100
 
 
 def invalid(loc: str, msg: str) -> ValidationFailed:
@@ -42,9 +47,27 @@ def cells(value: Any, loc: str, *, allow_empty: bool = True) -> dict[str, Any]:
         raise invalid(loc, "cells is an object of column name -> JSON value")
     if not value and not allow_empty:
         raise invalid(loc, "give at least one cell")
-    for name in value:
+    for name, cell in value.items():
         column_name(name, f"{loc}.{name}" if isinstance(name, str) else loc)
+        if isinstance(cell, dict | list) and _nests_deeper(cell, MAX_VALUE_DEPTH):
+            raise invalid(
+                f"{loc}.{name}".strip("."),
+                f"a cell value nests at most {MAX_VALUE_DEPTH} arrays and objects",
+            )
     return value
+
+
+def _nests_deeper(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether a JSON array/object nests more than ``limit`` arrays and objects."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
 def columns(value: Any, loc: str) -> list[str]:

@@ -17,13 +17,14 @@ from drf_spectacular.utils import (
     PolymorphicProxySerializer,
     extend_schema,
 )
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework.response import Response
 
 from distdb.errors import DistdbError
 
 from . import serializers as s
 from . import services, validation
-from .base import ApiView
+from .base import ApiView, JsonRenderer
 from .errors import error_headers
 from .services.results import RowResult, error_brief, results_outcome
 
@@ -297,3 +298,17 @@ class CompatView(ApiView):
         answer = await services.db_query(data["queryTitle"], data["queryBody"])
         headers = error_headers(answer.error) if answer.error is not None else None
         return Response(answer.body, status=answer.status, headers=headers)
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI schema (YAML; ``?format=json`` for JSON). Public: no token needed.
+
+    Its errors (a 405 for a POST...) are rendered in JSON like every other error of the
+    API, not in the YAML the schema itself is served in.
+    """
+
+    def finalize_response(self, request: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(response, Response) and response.status_code >= 400:
+            request.accepted_renderer = JsonRenderer()
+            request.accepted_media_type = JsonRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 ROWS = "/api/v1/tables/products/rows"
@@ -154,3 +156,51 @@ async def test_a_method_the_endpoint_lacks_is_a_405(api, cluster):
 async def test_an_unknown_path_under_the_api_is_a_404_in_the_error_shape(api, cluster):
     for path in ("/api/v2/tables/", "/api/v1/tables/products/rows/a/b/c", "/api/"):
         assert_error(await api("GET", path), 404, "not_found")
+
+
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("POST", ROWS, [{"key": 1, "cells": {"a": nested(101)}}]),
+        ("PATCH", f"{ROWS}/1", {"cells": {"a": {"b": nested(100)}}}),
+        (
+            "POST",
+            f"{ROWS}:batch",
+            {"mutations": [{"op": "upsert", "key": 1, "cells": {"a": nested(600)}}]},
+        ),
+        (
+            "POST",
+            "/api/v1/client/send-db-query",
+            {"queryTitle": "add-rows", "queryBody": {"data": [{"id": 1, "a": nested(300)}]}},
+        ),
+    ],
+)
+async def test_a_cell_value_nested_over_100_deep_is_a_400_not_an_unreadable_row(
+    api, cluster, method, path, body
+):
+    # Accepted, such a value broke every later read of its row (and a 251-deep one was a 500).
+    answer = await api(method, path, body=json.dumps(body).encode())  # orjson stops at 254
+    assert_error(answer, 400, "validation_failed")
+    assert "100" in answer.json["error"]["message"]
+    assert cluster.rows.get("products", {}) == {}
+
+
+async def test_a_cell_value_nested_exactly_100_deep_is_stored_and_read_back(api, cluster):
+    cells = {"a": nested(100), "b": {"c": nested(99)}}
+    assert (await api("POST", ROWS, [{"key": 1, "cells": cells}])).status == 201
+    answer = await api("GET", f"{ROWS}/1")
+    assert (answer.status, answer.json["cells"]) == (200, cells)
+
+
+@pytest.mark.parametrize("name", ["users\n", " users", "users ", "us ers"])
+async def test_a_table_name_with_whitespace_is_a_400_not_another_name(api, cluster, name):
+    answer = await api("POST", "/api/v1/tables/", {"name": name, "key_type": "str"})
+    assert_error(answer, 400, "validation_failed")
+    assert "users" not in {t["name"] for t in (await api("GET", "/api/v1/tables/")).json["tables"]}

@@ -96,3 +96,14 @@ async def test_a_cursor_of_another_table_is_rejected(api, cluster):
     first = await api("GET", "/api/v1/tables/other/rows?limit=1")
     answer = await api("GET", f"/api/v1/tables/products/rows?cursor={first.json['cursor']}")
     assert (answer.status, answer.error_code) == (400, "invalid_cursor")
+
+
+async def test_scan_bounds_are_keys_as_given_whitespace_included(api, cluster):
+    cluster.layout("names", "str", [(None, "tablet-1")])
+    for key in (" ", " a", "a", "b", "b "):
+        cluster.put("names", "str", key, {})
+    start, end = quote(" a"), quote("b ")
+    answer = await api("GET", f"/api/v1/tables/names/rows?start={start}&end={end}")
+    assert [row["key"] for row in answer.json["rows"]] == [" a", "a", "b"]
+    answer = await api("GET", "/api/v1/tables/names/rows?start=%20&end=a")
+    assert [row["key"] for row in answer.json["rows"]] == [" ", " a"]

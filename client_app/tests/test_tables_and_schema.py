@@ -68,3 +68,43 @@ async def test_the_docs_page_answers(api, cluster):
     answer = await api("GET", "/api/docs/", token=None)
     assert answer.status == 200
     assert b"swagger" in answer.body.lower()
+
+
+async def test_the_schema_documents_what_request_bodies_must_be(api, cluster):
+    schema = orjson.loads((await api("GET", "/api/v1/schema/?format=json", token=None)).body)
+    components = schema["components"]["schemas"]
+    objects = [
+        schema
+        for name, component in components.items()
+        if name.endswith("Request")
+        for schema in component.get("oneOf", [component])
+    ]
+    assert len(objects) > 5 and all(s["additionalProperties"] is False for s in objects)
+    patch = schema["paths"]["/api/v1/tables/{table}/rows/{key}"]["patch"]["requestBody"]
+    assert patch["required"] is True
+    cells_set = components[patch["content"]["application/json"]["schema"]["$ref"].split("/")[-1]]
+    assert cells_set["required"] == ["cells"]
+    assert cells_set["properties"]["cells"]["minProperties"] == 1
+    assert components["BatchRequest"]["properties"]["mutations"]["minItems"] == 1
+    assert components["TableCreateRequest"]["properties"]["columns"]["minItems"] == 1
+    variants = {
+        v["properties"]["op"]["pattern"].strip("^$"): v
+        for v in components["MutationRequest"]["oneOf"]
+    }
+    assert {op: sorted(v["required"]) for op, v in variants.items()} == {
+        "insert": ["cells", "op"],
+        "upsert": ["cells", "key", "op"],
+        "set": ["cells", "key", "op"],
+        "delete_cells": ["columns", "key", "op"],
+        "delete_row": ["key", "op"],
+    }
+    assert all(v["additionalProperties"] is False for v in variants.values())
+    assert variants["set"]["properties"]["cells"]["minProperties"] == 1
+    assert "minProperties" not in variants["upsert"]["properties"]["cells"]
+
+
+async def test_an_error_of_the_schema_endpoint_is_json_in_the_error_shape(api, cluster):
+    answer = await api("POST", "/api/v1/schema/", {}, token=None)
+    assert (answer.status, answer.headers["content-type"]) == (405, "application/json")
+    assert answer.error_code == "method_not_allowed"
+    assert (await api("GET", "/api/v1/schema/", token=None)).status == 200
