@@ -59,7 +59,7 @@ class TabletLinkConsumer(AsyncWebsocketConsumer):
             log.warning("refused a tablet link: %s", exc.code)
             await self.accept()
             await self.send(bytes_data=orjson.dumps(exc.as_dict()))
-            await self.close(code=4401 if exc.status == 401 else 4403)
+            await self.close(code=4401 if exc.status == 401 else 4403, reason=exc.code)
             return
         self.node_id = claims.sub
         await self.accept()

@@ -63,6 +63,7 @@ CATCH_UP_BATCH = 5000
 # 1 MiB); change batches stop at about this size, leaving room for JSON overhead.
 LINK_REPLY_BYTES = 400 * 1024
 FREEZE_CHECK_S = 1.0  # how often expired freeze leases are looked for (see freezes_resolve)
+REFUSED_CLOSE_CODES = (4401, 4403)  # the master's answer to a missing or wrong token
 
 
 def master_ws_url() -> str:
@@ -102,6 +103,15 @@ class TabletLink:
             try:
                 await self.run_once()
                 delay = 0.2
+            except websockets.ConnectionClosed as exc:
+                # The master refuses a bad token with an error message and close code
+                # 4401/4403; if the close wins the race with our hello, only the code is
+                # left to say so. Retrying would not help: stop with the reason.
+                if exc.rcvd is not None and exc.rcvd.code in REFUSED_CLOSE_CODES:
+                    reason = exc.rcvd.reason or "token refused"
+                    log.error("the master refused this tablet server: %s", reason)
+                    raise SystemExit(f"refused by the master: {reason}") from None
+                log.warning("link to master %s lost: %s", master_ws_url(), exc)
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
                 log.warning("link to master %s lost: %s", master_ws_url(), exc)
             self.connected.clear()
