@@ -112,7 +112,8 @@ def _run(run: RebalanceRun, dry_run: bool, lease: leases.HeldLease, say: Progres
 
 def _record(run: RebalanceRun, report: MoveReport) -> None:
     run.moves = [*run.moves, report.as_dict()]
-    run.rows_moved += report.rows_copied
+    if report.outcome == "succeeded":  # a failed move's copy was dropped: nothing moved
+        run.rows_moved += report.rows_copied
     run.longest_freeze_ms = max(run.longest_freeze_ms, report.freeze_ms)
     run.save(update_fields=["moves", "rows_moved", "longest_freeze_ms"])
 
