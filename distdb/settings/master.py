@@ -23,6 +23,8 @@ DATABASES = {"default": database_config(DISTDB_NODE_ID)}
 DISTDB_REBALANCE_INTERVAL_S = env_int("DISTDB_REBALANCE_INTERVAL_S", 3600, minimum=10)
 DISTDB_COLLECT_INTERVAL_S = env_int("DISTDB_COLLECT_INTERVAL_S", 60, minimum=1)
 DISTDB_HEARTBEAT_S = env_int("DISTDB_HEARTBEAT_S", 5, minimum=1)
+# A tablet server whose link sent nothing for this long is marked down (and gets no data).
+DISTDB_HEARTBEAT_TIMEOUT_S = env_int("DISTDB_HEARTBEAT_TIMEOUT_S", 20, minimum=2)
 DISTDB_KEY_BLOCK = env_int("DISTDB_KEY_BLOCK", 1000, minimum=1)
 # A table moves nothing while every server is within this fraction of the mean, or
 # while no server is more than DISTDB_REBALANCE_MIN_ROWS above its share.

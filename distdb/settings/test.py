@@ -45,6 +45,7 @@ CELERY_TASK_ALWAYS_EAGER = True
 DISTDB_REBALANCE_INTERVAL_S = 3600
 DISTDB_COLLECT_INTERVAL_S = 60
 DISTDB_HEARTBEAT_S = 1
+DISTDB_HEARTBEAT_TIMEOUT_S = 20
 DISTDB_KEY_BLOCK = 100
 # The public API is configured exactly as on a client server, rebalancing as on the master.
 from .client import REST_FRAMEWORK, SPECTACULAR_SETTINGS  # noqa: E402, F401

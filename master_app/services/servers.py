@@ -31,7 +31,7 @@ def tablet_server_disconnect(node_id: str) -> None:
 
 def tablet_servers_expire() -> int:
     """Mark servers whose heartbeats stopped (e.g. the master's process died) as down."""
-    cutoff = timezone.now() - timedelta(seconds=3 * settings.DISTDB_HEARTBEAT_S)
+    cutoff = timezone.now() - timedelta(seconds=settings.DISTDB_HEARTBEAT_TIMEOUT_S)
     return TabletServer.objects.filter(
         state=TabletServer.State.UP, last_heartbeat__lt=cutoff
     ).update(state=TabletServer.State.DOWN)

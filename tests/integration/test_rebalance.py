@@ -297,7 +297,7 @@ def test_a_tablet_server_that_joins_gets_its_share_at_the_next_run(h):
     h.start("tablet-3", "tablet-3-link")
     h.wait_up("tablet-3")
     deadline = time.monotonic() + 30
-    while "tablet-3" not in h.rows_per_server():
+    while not any(s["node_id"] == "tablet-3" and s["state"] == "up" for s in h.status()["servers"]):
         assert time.monotonic() < deadline, "tablet-3 did not link"
         time.sleep(0.5)
     before = h.rows_per_server()
