@@ -147,6 +147,8 @@ class TabletLink:
                 await self.resolve_expired_freezes()
             except (OSError, aiohttp.ClientError, TimeoutError, DistdbError) as exc:
                 log.warning("could not settle expired freezes with the master: %s", exc)
+            except Exception:  # noqa: BLE001 - this loop must outlive any one failure
+                log.exception("settling expired freezes failed; trying again")
 
     async def resolve_expired_freezes(self) -> int:
         """Lift or give away ranges whose freeze lease ended; returns how many were lifted."""
