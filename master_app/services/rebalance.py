@@ -23,12 +23,13 @@ from django.utils import timezone
 
 from distdb.errors import DistdbError
 from distdb.keys import decode_key
-from distdb.protocol import RangeCommand
+from distdb.protocol import ApplyMetadataCommand, RangeCommand
 from master_app.models import RebalanceRun, Table, Tablet, TabletServer
 from master_app.services import leases
 from master_app.services.collect import changes_collect_all
 from master_app.services.consolidated import count_in, key_at
 from master_app.services.link import link_call, new_command_id
+from master_app.services.metadata import metadata_current
 from master_app.services.moves import MoveReport, move_range
 from master_app.services.plan import Move, TablePlan, TabletLoad, plan_table
 from master_app.services.servers import tablet_servers_expire
@@ -147,8 +148,15 @@ def plan_cluster(live: list[TabletServer]) -> list[TablePlan]:
 
 
 def _drop_leftovers(live: list[TabletServer]) -> None:
-    """Rows a server stores outside what it owns are left by interrupted moves: drop them."""
+    """Rows a server stores outside what it owns are left by interrupted moves: drop them.
+
+    Each server first applies the current metadata: one that missed a hand-over (its link
+    was down) would otherwise take a range it was given for a leftover and drop it.
+    """
+    metadata = metadata_current()
     for server in live:
+        cmd = ApplyMetadataCommand(id=new_command_id(), metadata=metadata)
+        link_call(server.node_id, cmd, timeout_s=30)
         for name in Table.objects.values_list("name", flat=True):
             cmd = RangeCommand(id=new_command_id(), type="drop_unowned", table=name)
             dropped = link_call(server.node_id, cmd, timeout_s=settings.DISTDB_MOVE_STEP_TIMEOUT_S)
