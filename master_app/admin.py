@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from django.contrib import admin, messages
 from django.db.models import Count
 from django.shortcuts import redirect
@@ -100,13 +102,19 @@ class TabletServerAdmin(admin.ModelAdmin):
     def tablet_count(self, obj: TabletServer) -> int:
         return obj.tablets.count()
 
+    _page = threading.local()  # this request's counts; the admin instance is shared
+
     def changelist_view(self, request, extra_context=None):
-        self._rows = server_rows()  # one count per tablet for the page, not per server cell
-        return super().changelist_view(request, extra_context)
+        self._page.rows = server_rows()  # one count per tablet for the page, not per cell
+        try:
+            response = super().changelist_view(request, extra_context)
+            return response.render() if hasattr(response, "render") else response
+        finally:
+            self._page.rows = None
 
     @admin.display(description="rows (master's copy)")
     def row_count(self, obj: TabletServer) -> int:
-        rows = getattr(self, "_rows", None)
+        rows = getattr(self._page, "rows", None)
         return (rows if rows is not None else server_rows()).get(obj.pk, 0)
 
     @admin.action(description="Drain: move their data away at the next rebalance")

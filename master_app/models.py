@@ -8,6 +8,13 @@ from distdb.fields import KeyField
 from distdb.keys import decode_key
 
 
+def bound_display(key_type: str, key: str | None) -> str:
+    """A stored range bound as users write keys: "" is -inf, None is +inf."""
+    if key is None:
+        return "+inf"
+    return str(decode_key(key_type, key)) if key else "-inf"
+
+
 class Table(models.Model):
     """A table: its key type, its allowed columns and the allocator for generated int keys."""
 
@@ -95,10 +102,10 @@ class Tablet(models.Model):
         return f"{self.table.name}[{self.start_display()}, {self.end_display()})"
 
     def start_display(self) -> str:
-        return str(decode_key(self.table.key_type, self.start_key)) if self.start_key else "-inf"
+        return bound_display(self.table.key_type, self.start_key)
 
     def end_display(self) -> str:
-        return str(decode_key(self.table.key_type, self.end_key)) if self.end_key else "+inf"
+        return bound_display(self.table.key_type, self.end_key or None)
 
 
 class ConsolidatedRow(models.Model):

@@ -155,7 +155,9 @@ class TabletLink:
         if not await _db(control.freezes_expired_exist)():
             return 0
         fetched_at = timezone.now()  # before the request: the answer is at least this new
-        payload = await self._get(settings.DISTDB_MASTER_URL + "/internal/v1/metadata")
+        payload = await self._request(
+            "GET", settings.DISTDB_MASTER_URL + "/internal/v1/metadata", timeout_s=10
+        )
         metadata = Metadata.model_validate(payload)
         lifted = await _db(control.freezes_resolve)(metadata, self.node_id, fetched_at)
         log.info("settled expired freezes with metadata v%s (%d lifted)", metadata.version, lifted)
@@ -250,18 +252,18 @@ class TabletLink:
             )
         return self._http
 
-    async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST JSON to a peer's internal API; an error answer raises it."""
-        async with self._session().post(
-            url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+    async def _request(
+        self, method: str, url: str, body: dict[str, Any] | None = None, timeout_s: float = 60
+    ) -> dict[str, Any]:
+        """A JSON request to a peer's or the master's internal API; an error answer raises it."""
+        data = orjson.dumps(body) if body is not None else None
+        async with self._session().request(
+            method,
+            url,
+            data=data,
+            headers={"Content-Type": "application/json"} if data is not None else None,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
         ) as resp:
-            payload = orjson.loads(await resp.read())
-            if resp.status != 200:
-                raise error_from_dict(payload)
-            return payload
-
-    async def _get(self, url: str) -> dict[str, Any]:
-        async with self._session().get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
             payload = orjson.loads(await resp.read())
             if resp.status != 200:
                 raise error_from_dict(payload)
@@ -270,13 +272,11 @@ class TabletLink:
     async def _copy(self, c: CopyCommand) -> dict[str, Any]:
         """Pull a range from its current owner over the internal API, in key order.
 
-        Returns the rows copied and ``source_seq``, the source's log position read
-        before the FIRST page: a write that commits between pages has a larger seq,
-        so a catch-up from there misses nothing (module ``control``, ``rows_export``).
+        The master catches the copy up afterwards from the source's log position it
+        pinned before the copy began (``master_app.services.moves``).
         """
         after: str | None = None
         copied = 0
-        first_seq: int | None = None
         while True:
             body = {
                 "table": c.table,
@@ -285,15 +285,13 @@ class TabletLink:
                 "after": after,
                 "limit": COPY_BATCH,
             }
-            payload = await self._post(c.source_url + "/internal/v1/export", body)
+            payload = await self._request("POST", c.source_url + "/internal/v1/export", body)
             rows = [Row(key=r["key"], cells=r["cells"]) for r in payload["rows"]]
-            if first_seq is None:
-                first_seq = int(payload.get("last_seq") or 0)
             if rows:
                 copied += await _db(control.rows_ingest)(c.table, rows, log_changes=False)
                 after = rows[-1].key
             if len(rows) < COPY_BATCH:
-                return {"rows": copied, "source_seq": first_seq or 0}
+                return {"rows": copied}
 
     async def _catch_up(self, c: CatchUpCommand) -> dict[str, Any]:
         """Apply the source's changes to the range since ``after_seq``; returns the new position."""
@@ -307,7 +305,9 @@ class TabletLink:
                 "after_seq": after,
                 "limit": CATCH_UP_BATCH,
             }
-            payload = await self._post(c.source_url + "/internal/v1/export-changes", body)
+            payload = await self._request(
+                "POST", c.source_url + "/internal/v1/export-changes", body
+            )
             entries = [ChangeEntry.model_validate(e) for e in payload["entries"]]
             if entries:
                 applied += await _db(control.changes_apply_copied)(c.table, entries)

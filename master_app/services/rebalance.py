@@ -22,9 +22,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from distdb.errors import DistdbError
-from distdb.keys import decode_key
 from distdb.protocol import ApplyMetadataCommand, RangeCommand
-from master_app.models import RebalanceRun, Table, Tablet, TabletServer
+from master_app.models import RebalanceRun, Table, Tablet, TabletServer, bound_display
 from master_app.services import leases
 from master_app.services.collect import changes_collect_all
 from master_app.services.consolidated import count_in, key_at
@@ -85,9 +84,11 @@ def _run(run: RebalanceRun, dry_run: bool, lease: leases.HeldLease, say: Progres
     step("planning")
     plans = plan_cluster(live)
     moves = [m for p in plans for m in p.moves]
-    run.plan = [plan_as_dict(p) for p in plans]
+    key_types = dict(Table.objects.values_list("name", "key_type"))
+    run.plan = [plan_as_dict(p, key_types[p.table]) for p in plans]
     run.save(update_fields=["plan"])
-    say("plan", {"plans": plans, "moves": moves})
+    lines = [describe(m, key_types[m.table]) for m in moves]
+    say("plan", {"plans": plans, "moves": moves, "lines": lines})
     if dry_run or not moves:
         run.outcome = (
             RebalanceRun.Outcome.NOTHING_TO_DO if not moves else RebalanceRun.Outcome.PLANNED
@@ -95,7 +96,7 @@ def _run(run: RebalanceRun, dry_run: bool, lease: leases.HeldLease, say: Progres
         return
 
     for index, move in enumerate(moves, 1):
-        step(f"move {index}/{len(moves)}: {describe(move)}")
+        step(f"move {index}/{len(moves)}: {lines[index - 1]}")
 
         def moving(text: str, rows: int, index=index, move=move) -> None:
             say("move", {"index": index, "move": move, "rows": rows, "step": text})
@@ -176,22 +177,13 @@ def _recover_interrupted() -> None:
     TabletServer.objects.exclude(trim_floor=None).update(trim_floor=None)
 
 
-def display_key(table: str, key: str | None) -> str:
-    if key is None:
-        return "+inf"
-    if key == "":
-        return "-inf"
-    key_type = Table.objects.filter(name=table).values_list("key_type", flat=True).first()
-    return str(decode_key(key_type or "str", key))
-
-
-def describe(move: Move | MoveReport) -> str:
-    span = f"[{display_key(move.table, move.start)}, {display_key(move.table, move.end)})"
+def describe(move: Move | MoveReport, key_type: str) -> str:
+    span = f"[{bound_display(key_type, move.start)}, {bound_display(key_type, move.end)})"
     rows = getattr(move, "rows", getattr(move, "planned_rows", 0))
     return f"{move.table} {span} {move.source} -> {move.target} ({rows} rows)"
 
 
-def plan_as_dict(plan: TablePlan) -> dict[str, Any]:
+def plan_as_dict(plan: TablePlan, key_type: str) -> dict[str, Any]:
     return {
         "table": plan.table,
         "before": plan.before,
@@ -200,8 +192,8 @@ def plan_as_dict(plan: TablePlan) -> dict[str, Any]:
         "moves": [
             {
                 **m.as_dict(),
-                "start_display": display_key(m.table, m.start),
-                "end_display": display_key(m.table, m.end),
+                "start_display": bound_display(key_type, m.start),
+                "end_display": bound_display(key_type, m.end),
             }
             for m in plan.moves
         ],

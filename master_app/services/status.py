@@ -10,7 +10,6 @@ from master_app.models import RebalanceRun, Table, Tablet, TabletServer
 from master_app.services.consolidated import count_in
 from master_app.services.leases import MAINTENANCE, lease_current
 from master_app.services.metadata import metadata_version_current
-from master_app.services.rebalance import display_key
 
 
 def run_as_dict(run: RebalanceRun) -> dict[str, Any]:
@@ -33,19 +32,25 @@ def run_as_dict(run: RebalanceRun) -> dict[str, Any]:
     }
 
 
-def server_rows() -> dict[int, int]:
+def tablet_rows() -> list[tuple[Tablet, int]]:
+    """Every tablet (table and server loaded) with its rows in the master's copy."""
+    tablets = Tablet.objects.select_related("table", "server").order_by("table__name", "start_key")
+    return [(t, count_in(t.table, t.start_key, t.end_key)) for t in tablets]
+
+
+def server_rows(counted: list[tuple[Tablet, int]] | None = None) -> dict[int, int]:
     """Rows per tablet server (by pk), from the master's copy."""
     totals: dict[int, int] = {}
-    for t in Tablet.objects.select_related("table"):
-        totals[t.server_id] = totals.get(t.server_id, 0) + count_in(t.table, t.start_key, t.end_key)
+    for tablet, rows in counted if counted is not None else tablet_rows():
+        totals[tablet.server_id] = totals.get(tablet.server_id, 0) + rows
     return totals
 
 
 def cluster_status() -> dict[str, Any]:
-    rows = server_rows()
+    counted = tablet_rows()  # one COUNT per tablet, shared by the totals and the listing
+    rows = server_rows(counted)
     servers = []
     for server in TabletServer.objects.order_by("node_id"):
-        tablets = Tablet.objects.filter(server=server).select_related("table")
         servers.append(
             {
                 "node_id": server.node_id,
@@ -60,12 +65,13 @@ def cluster_status() -> dict[str, Any]:
                 "tablets": [
                     {
                         "table": t.table.name,
-                        "start": display_key(t.table.name, t.start_key or ""),
-                        "end": display_key(t.table.name, t.end_key),
-                        "rows": count_in(t.table, t.start_key, t.end_key),
+                        "start": t.start_display(),
+                        "end": t.end_display(),
+                        "rows": n,
                         "version": t.version,
                     }
-                    for t in tablets.order_by("table__name", "start_key")
+                    for t, n in counted
+                    if t.server_id == server.pk
                 ],
             }
         )

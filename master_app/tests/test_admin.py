@@ -81,7 +81,7 @@ def test_a_run_report_shows_its_plan_and_moves(admin_client):
     )
     page = admin_client.get(f"/admin/master_app/rebalancerun/{run.pk}/change/").content.decode()
     assert "[6, +inf) tablet-1 → tablet-2: 5 rows" in page
-    assert "<td>42</td>" in page.replace("&nbsp;", "") or ">42<" in page
+    assert "<td>42</td>" in page
 
 
 def test_rebalance_now_queues_a_run_or_says_one_is_going(admin_client, monkeypatch):

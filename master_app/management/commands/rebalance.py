@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from master_app.services.leases import LeaseHeld
-from master_app.services.rebalance import describe, rebalance_run
+from master_app.services.rebalance import rebalance_run
 from master_app.services.status import run_as_dict
 
 
@@ -79,10 +79,9 @@ class _Display:
         if event == "step" and not info["text"].startswith("move "):
             tqdm.write(f"- {info['text']}")
         elif event == "plan":
-            moves = info["moves"]
-            tqdm.write(f"- {len(moves)} move(s) planned")
-            for move in moves:
-                tqdm.write(f"    {describe(move)}")
+            tqdm.write(f"- {len(info['moves'])} move(s) planned")
+            for line in info["lines"]:
+                tqdm.write(f"    {line}")
         elif event == "move":
             move = info["move"]
             if self.bar is None:
