@@ -85,8 +85,11 @@ def plan_table(
     mean = total / len(targets)
     deviation = max(abs(counts[s] - mean) for s in targets)
     largest_excess = max(counts[s] - quotas.get(s, 0) for s in movable)
-    if not must_drain and (deviation <= threshold * mean or largest_excess < min_rows):
+    if not must_drain and deviation <= threshold * mean:
         note = f"balanced: every server within {deviation:.0f} rows of the mean {mean:.0f}"
+        return TablePlan(table, before, before, note=note)
+    if not must_drain and largest_excess < min_rows:
+        note = f"too little to move: {largest_excess} rows above a share, under {min_rows}"
         return TablePlan(table, before, before, note=note)
 
     deficits = {s: quotas[s] - counts[s] for s in targets if quotas[s] > counts[s]}
