@@ -26,19 +26,6 @@ from .authentication import REALM, AuthFailed
 log = logging.getLogger(__name__)
 
 
-class NotAcceptable(errors.DistdbError):
-    code = "not_acceptable"
-    status = 406
-    default_message = "this API answers application/json only"
-
-
-class Throttled(errors.DistdbError):
-    code = "throttled"
-    status = 429
-    retryable = True
-    default_message = "too many requests"
-
-
 def _flatten(detail: Any, loc: str = "") -> list[dict[str, str]]:
     """DRF's nested validation errors as [{"loc": "rows.3.cells", "msg": "..."}]."""
     if isinstance(detail, dict):
@@ -82,9 +69,9 @@ def as_distdb_error(exc: BaseException) -> errors.DistdbError:
     if isinstance(exc, exceptions.UnsupportedMediaType):
         return errors.UnsupportedMediaType(f"{exc.detail} Send application/json.")
     if isinstance(exc, exceptions.NotAcceptable):
-        return NotAcceptable()
+        return errors.NotAcceptable()
     if isinstance(exc, exceptions.Throttled):
-        return Throttled(str(exc.detail))
+        return errors.Throttled(str(exc.detail))
     if isinstance(exc, RequestDataTooBig):
         return errors.PayloadTooLarge()
     if isinstance(exc, exceptions.APIException):

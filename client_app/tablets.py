@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import orjson
@@ -173,14 +173,13 @@ async def tablet_call(
 # --- master -------------------------------------------------------------------------------------
 
 
-async def _master(method: str, path: str, body: Any = None) -> tuple[int, bytes]:
-    raw_body = None
-    if body is not None:
-        raw_body = protocol.dumps(body) if isinstance(body, BaseModel) else orjson.dumps(body)
+async def _master(
+    method: str, path: str, body: protocol.Message | None = None
+) -> tuple[int, bytes]:
     return await _call(
         method,
         f"{settings.DISTDB_MASTER_URL}/internal/v1/{path}",
-        raw_body,
+        protocol.dumps(body) if body is not None else None,
         timeout_s=settings.DISTDB_TABLET_TIMEOUT_S,
         unavailable=MasterUnavailable,
         peer="master",
@@ -195,29 +194,23 @@ async def master_metadata() -> protocol.Metadata:
 async def master_table_create(
     name: str, key_type: str, columns: list[str] | None
 ) -> protocol.Metadata:
-    status, raw = await _master(
-        "POST", "tables", {"name": name, "key_type": key_type, "columns": columns}
-    )
+    request = protocol.TableCreateRequest(name=name, key_type=key_type, columns=columns)
+    status, raw = await _master("POST", "tables", request)
     return _decode(status, raw, protocol.Metadata, unavailable=MasterUnavailable, peer="master")
 
 
 async def master_key_block(table: str, count: int) -> protocol.KeyBlock:
-    status, raw = await _master("POST", f"tables/{table}/keys", {"count": count})
+    request = protocol.KeyBlockRequest(count=count)
+    status, raw = await _master("POST", f"tables/{table}/keys", request)
     return _decode(status, raw, protocol.KeyBlock, unavailable=MasterUnavailable, peer="master")
 
 
 async def master_revoked_tokens() -> frozenset[str]:
     status, raw = await _master("GET", "api-tokens/revoked")
-    if status >= 400:
-        _decode(status, raw, protocol.Metadata, unavailable=MasterUnavailable, peer="master")
-    try:
-        body = orjson.loads(raw)
-        revoked = body["revoked"]
-        if not isinstance(revoked, list):
-            raise TypeError
-        return frozenset(str(jti) for jti in revoked)
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        raise MasterUnavailable("the master sent a malformed revocation list") from None
+    answer = _decode(
+        status, raw, protocol.RevokedTokens, unavailable=MasterUnavailable, peer="master"
+    )
+    return frozenset(answer.revoked)
 
 
 def is_not_sent(exc: DistdbError) -> bool:

@@ -157,6 +157,31 @@ class PayloadTooLarge(DistdbError):
     default_message = "the request body is too large"
 
 
+class InvalidCursor(BadRequest):
+    code = "invalid_cursor"
+    default_message = "the cursor is not one this API gave out for this table"
+
+
+class NotAcceptable(DistdbError):
+    code = "not_acceptable"
+    status = 406
+    default_message = "this API answers application/json only"
+
+
+class LeaseHeld(Conflict):
+    """Someone else holds the lease (e.g. a rebalance run is already going)."""
+
+    code = "already_running"
+    default_message = "another run holds the maintenance lease"
+
+
+class Throttled(DistdbError):
+    code = "throttled"
+    status = 429
+    retryable = True
+    default_message = "too many requests"
+
+
 class UnsupportedMediaType(DistdbError):
     code = "unsupported_media_type"
     status = 415
@@ -189,6 +214,16 @@ class RangeFrozen(Unavailable):
 class MasterUnavailable(Unavailable):
     code = "master_unavailable"
     default_message = "the master is unavailable"
+
+
+class LeaseLost(Unavailable):
+    code = "lease_lost"
+    default_message = "the maintenance lease was lost"
+
+
+class MoveAborted(Unavailable):
+    code = "move_aborted"
+    default_message = "the move was abandoned before its commit; nothing changed"
 
 
 ERRORS_BY_CODE: dict[str, type[DistdbError]] = {}

@@ -208,6 +208,25 @@ class ExportChangesResponse(Message):
 # --- client/tablet -> master ------------------------------------------------------------------
 
 
+MAX_KEY_BLOCK = 100_000  # keys one request may reserve
+
+
+class TableCreateRequest(Message):
+    """Create a table (a client server relays the public API's create to the master)."""
+
+    type: Literal["table_create"] = "table_create"
+    name: TableName
+    key_type: Literal["int", "str"] = "int"
+    columns: list[str] | None = None
+
+
+class KeyBlockRequest(Message):
+    """Reserve ``count`` fresh integer keys of a table (the table is in the URL)."""
+
+    type: Literal["key_block_request"] = "key_block_request"
+    count: int = Field(ge=1, le=MAX_KEY_BLOCK)
+
+
 class KeyBlock(Message):
     """A block of fresh integer keys [first, first + count) reserved for one client server."""
 
@@ -215,6 +234,13 @@ class KeyBlock(Message):
     table: TableName
     first: int
     count: int = Field(ge=1)
+
+
+class RevokedTokens(Message):
+    """The ids (``jti``) of every revoked public API token."""
+
+    type: Literal["revoked_tokens"] = "revoked_tokens"
+    revoked: list[str]
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -8,30 +8,14 @@ GET  /internal/v1/api-tokens/revoked      ids of revoked public API tokens
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
-
 from distdb.internal_http import InternalApp, InternalRequest, run_sync
-from distdb.protocol import Message, TableName
+from distdb.protocol import KeyBlockRequest, RevokedTokens, TableCreateRequest
 from master_app.services.metadata import metadata_current
-from master_app.services.tables import MAX_KEY_BLOCK, keys_allocate, table_create
+from master_app.services.tables import keys_allocate, table_create
 from master_app.services.tokens import api_tokens_revoked
 
 app = InternalApp()
 SERVERS = ("client", "tablet", "master")
-
-
-class TableCreateRequest(Message):
-    type: Literal["table_create"] = "table_create"
-    name: TableName
-    key_type: Literal["int", "str"] = "int"
-    columns: list[str] | None = None
-
-
-class KeyBlockRequest(Message):
-    type: Literal["key_block_request"] = "key_block_request"
-    count: int = Field(ge=1, le=MAX_KEY_BLOCK)
 
 
 @app.route("GET", "/internal/v1/metadata", roles=SERVERS)
@@ -58,4 +42,4 @@ async def allocate_keys(request: InternalRequest):
 
 @app.route("GET", "/internal/v1/api-tokens/revoked", roles=("client",))
 async def revoked_tokens(request: InternalRequest):
-    return {"revoked": await run_sync(api_tokens_revoked)}
+    return RevokedTokens(revoked=await run_sync(api_tokens_revoked))

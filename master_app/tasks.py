@@ -7,8 +7,8 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from distdb.errors import LeaseHeld
 from master_app.services.collect import changes_collect_all
-from master_app.services.leases import LeaseHeld
 from master_app.services.servers import tablet_servers_expire
 
 log = logging.getLogger(__name__)

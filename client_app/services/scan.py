@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from distdb.errors import BadRequest, DistdbError
+from distdb.errors import DistdbError, InvalidCursor
 from distdb.keys import decode_key, parse_key_text
 from distdb.protocol import ScanRequest, ScanResponse
 
@@ -31,11 +31,6 @@ from .engine import RETRY_CODES, UNREACHABLE_REFRESH_S, backoff_s, exhausted, me
 from .tables import table_resolve
 
 DEFAULT_LIMIT = 100
-
-
-class InvalidCursor(BadRequest):
-    code = "invalid_cursor"
-    default_message = "the cursor is not one this API gave out for this table"
 
 
 @dataclass

@@ -21,26 +21,11 @@ from datetime import timedelta
 from django.db import close_old_connections, connections, transaction
 from django.utils import timezone
 
-from distdb.errors import DistdbError
+from distdb.errors import LeaseHeld, LeaseLost
 from master_app.models import Lease
 
 log = logging.getLogger(__name__)
 MAINTENANCE = "maintenance"
-
-
-class LeaseHeld(DistdbError):
-    """Someone else holds the lease (e.g. a rebalance run is already going)."""
-
-    status = 409
-    code = "already_running"
-    default_message = "another run holds the maintenance lease"
-
-
-class LeaseLost(DistdbError):
-    status = 503
-    code = "lease_lost"
-    default_message = "the maintenance lease was lost"
-    retryable = True
 
 
 def holder_name(what: str) -> str:

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
 
-from distdb.errors import DistdbError
+from distdb.errors import DistdbError, MoveAborted
 from distdb.protocol import (
     ApplyMetadataCommand,
     CatchUpCommand,
@@ -59,13 +59,6 @@ from master_app.services.plan import Move
 log = logging.getLogger(__name__)
 CATCH_UP_ROUNDS = 5
 CATCH_UP_SMALL = 500  # entries: few enough to apply under the freeze in a moment
-
-
-class MoveAborted(DistdbError):
-    code = "move_aborted"
-    status = 503
-    retryable = True
-    default_message = "the move was abandoned before its commit; nothing changed"
 
 
 @dataclass

@@ -41,7 +41,7 @@ Progress = Callable[[str, dict[str, Any]], None]
 
 
 def rebalance_run(trigger: str, *, dry_run: bool = False, progress: Progress | None = None):
-    """Run one rebalance now (raises ``leases.LeaseHeld`` if one is already going)."""
+    """Run one rebalance now (raises ``LeaseHeld`` if one is already going)."""
     say = progress or (lambda event, info: None)
     holder = leases.holder_name(f"rebalance ({trigger})")
     with leases.held(leases.MAINTENANCE, holder, settings.DISTDB_REBALANCE_LEASE_S) as lease:

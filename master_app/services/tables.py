@@ -9,12 +9,11 @@ from django.db.models import Count, F
 
 from distdb.errors import BadRequest, Conflict, TableExists, TableNotFound, ValidationFailed
 from distdb.keys import KEY_TYPES
-from distdb.protocol import KeyBlock
+from distdb.protocol import MAX_KEY_BLOCK, KeyBlock
 from master_app.models import Table, TabletServer
 from master_app.services.metadata import RangeAssignment, metadata_commit
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-MAX_KEY_BLOCK = 100_000
 
 
 def table_create(name: str, key_type: str, columns: list[str] | None = None) -> Table:

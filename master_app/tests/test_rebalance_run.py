@@ -9,6 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from distdb.errors import LeaseHeld
 from master_app.models import ConsolidatedRow, Lease, RebalanceRun, Table, TabletServer
 from master_app.services import leases
 from master_app.services.metadata import RangeAssignment, metadata_commit
@@ -32,7 +33,7 @@ def test_a_lease_has_one_holder_until_it_expires():
 def test_held_reports_who_holds_the_lease():
     leases.lease_acquire(leases.MAINTENANCE, "rebalance (beat) host pid 7", 60)
     expected = r"rebalance \(beat\) host pid 7 holds"
-    with pytest.raises(leases.LeaseHeld, match=expected), leases.held(leases.MAINTENANCE, "me", 60):
+    with pytest.raises(LeaseHeld, match=expected), leases.held(leases.MAINTENANCE, "me", 60):
         pass
 
 
@@ -49,7 +50,7 @@ def test_held_renews_and_releases():
 
 def test_a_run_while_another_is_going_is_refused_and_not_recorded():
     leases.lease_acquire(leases.MAINTENANCE, "someone else", 60)
-    with pytest.raises(leases.LeaseHeld):
+    with pytest.raises(LeaseHeld):
         rebalance_run("command")
     assert RebalanceRun.objects.count() == 0
     with pytest.raises(CommandError, match="a run is already going: someone else holds"):

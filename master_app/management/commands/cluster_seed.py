@@ -9,8 +9,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from distdb.errors import LeaseHeld
 from fixtures.products import read_jsonl
-from master_app.services.leases import MAINTENANCE, LeaseHeld, held, holder_name
+from master_app.services.leases import MAINTENANCE, held, holder_name
 from master_app.services.seed import table_seed
 from master_app.services.servers import tablet_servers_live
 

@@ -7,7 +7,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from master_app.services.leases import LeaseHeld
+from distdb.errors import LeaseHeld
 from master_app.services.rebalance import rebalance_run
 from master_app.services.status import run_as_dict
 
