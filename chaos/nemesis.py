@@ -1,0 +1,177 @@
+"""The nemesis: faults injected into a running local cluster, chosen by a seeded RNG.
+
+Each fault is a start action and a heal action some seconds later; several may be active
+at once (at most ``max_active``). Every fault is recorded with its start and end on the
+workload's clock, so the report can mark it on the latency plot and a failing seed can be
+replayed: the choices depend only on the seed (the timing of the system under test does
+not feed back into the RNG).
+
+Faults (``NEMESES``):
+
+* ``kill``: SIGKILL one process (master server, worker, beat, a tablet server or its link,
+  a client server, Redis), restart it after a pause;
+* ``pause``: SIGSTOP one process, SIGCONT it later (a long GC, a stalled VM);
+* ``db_lock``: hold one node's SQLite write lock (``BEGIN IMMEDIATE``) for seconds, as a
+  slow disk or a long transaction would;
+* ``move``: force data to move — drain a random tablet server, or stop draining it, then
+  rebalance now (every move runs the whole copy/catch-up/freeze/commit protocol);
+* ``rebalance``: trigger a rebalance run as the beat or an operator would.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+log = logging.getLogger("chaos.nemesis")
+
+
+class Controls(Protocol):
+    """What the nemesis needs from the cluster launcher."""
+
+    def process_names(self) -> list[str]: ...
+    def kill(self, name: str) -> None: ...
+    def restart(self, name: str) -> None: ...
+    def pause(self, name: str) -> None: ...
+    def resume(self, name: str) -> None: ...
+    def database_path(self, node_id: str) -> Path | None: ...
+    def master_manage(self, *args: str, timeout_s: float = 120) -> tuple[int, str]: ...
+    def tablet_ids(self) -> list[str]: ...
+
+
+@dataclass
+class Fault:
+    kind: str
+    target: str
+    start: float
+    end: float | None = None
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("kind", "target", "start", "end", "note")}
+
+
+@dataclass
+class Nemesis:
+    """Runs random faults against ``controls`` until told to stop, then heals everything."""
+
+    controls: Controls
+    rng: random.Random
+    now: Callable[[], float]
+    kinds: tuple[str, ...] = ("kill", "pause", "db_lock", "move", "rebalance")
+    interval_s: tuple[float, float] = (1.0, 4.0)  # between fault starts
+    fault_s: tuple[float, float] = (1.0, 8.0)  # how long a fault lasts
+    max_active: int = 2
+    faults: list[Fault] = field(default_factory=list)
+    moves_triggered: int = 0
+    _active: list[threading.Thread] = field(default_factory=list)
+    _busy: set[str] = field(default_factory=set)  # targets with a fault on them now
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.rng.uniform(*self.interval_s)):
+            self._active = [t for t in self._active if t.is_alive()]
+            if len(self._active) >= self.max_active:
+                continue
+            kind = self.rng.choice(self.kinds)
+            plan = self._plan(kind)
+            if plan is None:
+                continue
+            thread = threading.Thread(target=self._one, args=(kind, *plan), name=f"nemesis-{kind}")
+            thread.start()
+            self._active.append(thread)
+        for thread in self._active:
+            thread.join()
+
+    def _plan(self, kind: str) -> tuple[str, float, bool] | None:
+        """Pick target, duration and variant now, from the seeded RNG, in the caller's thread
+        (so the sequence of choices depends on the seed alone)."""
+        duration = self.rng.uniform(*self.fault_s)
+        variant = self.rng.random() < 0.5
+        if kind in ("kill", "pause"):
+            choices = [n for n in self.controls.process_names() if n not in self._busy]
+        elif kind == "db_lock":
+            choices = [n for n in ["master", *self.controls.tablet_ids()] if n not in self._busy]
+        elif kind == "move":
+            choices = self.controls.tablet_ids()
+        else:
+            choices = ["master"]
+        if not choices:
+            return None
+        target = self.rng.choice(sorted(choices))
+        if kind in ("kill", "pause", "db_lock"):
+            with self._lock:
+                self._busy.add(target)
+        return target, duration, variant
+
+    def _one(self, kind: str, target: str, duration: float, variant: bool) -> None:
+        fault = Fault(kind, target, self.now())
+        with self._lock:
+            self.faults.append(fault)
+        try:
+            getattr(self, f"_{kind}")(target, duration, variant, fault)
+        except Exception as exc:  # noqa: BLE001 - a fault that failed is recorded, not fatal
+            fault.note = f"{fault.note} error: {type(exc).__name__}: {exc}".strip()
+            log.warning("nemesis %s on %s: %s", kind, target, exc)
+        finally:
+            fault.end = self.now()
+            with self._lock:
+                self._busy.discard(target)
+
+    def _kill(self, target: str, duration: float, variant: bool, fault: Fault) -> None:
+        self.controls.kill(target)
+        time.sleep(duration)
+        self.controls.restart(target)
+
+    def _pause(self, target: str, duration: float, variant: bool, fault: Fault) -> None:
+        self.controls.pause(target)
+        try:
+            time.sleep(duration)
+        finally:
+            self.controls.resume(target)
+
+    def _db_lock(self, target: str, duration: float, variant: bool, fault: Fault) -> None:
+        path = self.controls.database_path(target)
+        if path is None:
+            fault.note = "not SQLite: skipped"
+            return
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            time.sleep(duration)
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+
+    def _move(self, target: str, duration: float, drain: bool, fault: Fault) -> None:
+        self.controls.master_manage("drain", target, *([] if drain else ["--undo"]))
+        fault.note = "drain; " if drain else "undrain; "
+        self._rebalance(target, duration, drain, fault)
+
+    def _rebalance(self, target: str, duration: float, variant: bool, fault: Fault) -> None:
+        rc, out = self.controls.master_manage("rebalance", "--no-progress", "--json")
+        moved, failed = _moves(out)
+        fault.note += f"{moved} moves succeeded, {failed} failed" + (
+            "" if rc == 0 else f" (rc {rc})"
+        )
+        with self._lock:
+            self.moves_triggered += moved
+
+
+def _moves(out: str) -> tuple[int, int]:
+    """(succeeded, failed) moves in ``rebalance --json``'s report (its last line)."""
+    try:
+        report = orjson.loads(out.strip().splitlines()[-1])
+    except (orjson.JSONDecodeError, IndexError):
+        return 0, 0
+    outcomes = [m.get("outcome") for m in report.get("moves") or []]
+    return outcomes.count("succeeded"), outcomes.count("failed")
