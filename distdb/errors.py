@@ -121,6 +121,11 @@ class RowNotFound(NotFound):
     default_message = "no such row"
 
 
+class TabletServerNotFound(NotFound):
+    code = "tablet_server_not_found"
+    default_message = "no such tablet server"
+
+
 class MethodNotAllowed(DistdbError):
     code = "method_not_allowed"
     status = 405

@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from distdb.errors import TabletServerNotFound
 from master_app.models import TabletServer
 
 
@@ -39,3 +40,15 @@ def tablet_servers_expire() -> int:
 
 def tablet_servers_live() -> list[TabletServer]:
     return list(TabletServer.objects.filter(state=TabletServer.State.UP).order_by("node_id"))
+
+
+def tablet_server_drain(node_id: str, draining: bool = True) -> TabletServer:
+    """Mark a server to be emptied (or no longer) by the next rebalance run.
+
+    Draining moves a server's ranges to the others (decommissioning, maintenance); it is
+    what the admin's "Drain" action and ``manage.py drain`` do.
+    """
+    updated = TabletServer.objects.filter(node_id=node_id).update(draining=draining)
+    if not updated:
+        raise TabletServerNotFound(f"no tablet server {node_id!r}", node_id=node_id)
+    return TabletServer.objects.get(node_id=node_id)
