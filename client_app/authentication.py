@@ -24,7 +24,8 @@ from rest_framework.authentication import BaseAuthentication
 from distdb.auth import API_ROLE, Claims, api_audience, bearer_token, token_verify
 from distdb.errors import DistdbError, TokenRevoked
 
-from . import tablets
+from . import internal_client
+from .process_local import ProcessLocal
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class RevokedTokens:
 
     async def _refresh(self) -> None:
         try:
-            self.jtis = await tablets.master_revoked_tokens()
+            self.jtis = await internal_client.master_revoked_tokens()
             self.loaded = True
         except DistdbError as exc:
             log.warning(
@@ -92,17 +93,7 @@ class RevokedTokens:
         return claims.jti is not None and claims.jti in self.jtis
 
 
-_revoked = RevokedTokens()
-
-
-def revoked_tokens() -> RevokedTokens:
-    return _revoked
-
-
-def revoked_tokens_reset() -> None:
-    """Forget the revocation list (tests)."""
-    global _revoked
-    _revoked = RevokedTokens()
+revoked_tokens: ProcessLocal[RevokedTokens] = ProcessLocal(RevokedTokens)
 
 
 class ApiTokenAuthentication(BaseAuthentication):
@@ -112,7 +103,7 @@ class ApiTokenAuthentication(BaseAuthentication):
         try:
             token = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
             claims = token_verify(token, roles=(API_ROLE,), audience=api_audience())
-            if _revoked.is_revoked(claims):
+            if revoked_tokens.get().is_revoked(claims):
                 raise TokenRevoked()
         except DistdbError as exc:
             raise AuthFailed(exc) from None

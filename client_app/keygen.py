@@ -17,7 +17,8 @@ import time
 
 from distdb.errors import MasterUnavailable
 
-from . import tablets
+from . import internal_client
+from .process_local import ProcessLocal
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Keys asked per block: one master round trip per ~1000 keyless rows of this server.
@@ -51,7 +52,7 @@ class KeyAllocator:
                     pool.pop(0)
             if len(keys) < count:
                 want = min(max(count - len(keys), KEY_BLOCK), MAX_BLOCK)
-                block = await tablets.master_key_block(table, want)
+                block = await internal_client.master_key_block(table, want)
                 if block.table != table:
                     raise MasterUnavailable("the master sent a key block for another table")
                 self._blocks.setdefault(table, []).append([block.first, block.first + block.count])
@@ -77,14 +78,4 @@ class KeyAllocator:
         return "".join(reversed(chars))
 
 
-_allocator = KeyAllocator()
-
-
-def key_allocator() -> KeyAllocator:
-    return _allocator
-
-
-def key_allocator_reset() -> None:
-    """Forget every cached block (tests)."""
-    global _allocator
-    _allocator = KeyAllocator()
+key_allocator: ProcessLocal[KeyAllocator] = ProcessLocal(KeyAllocator)

@@ -1,7 +1,7 @@
 """Views of the public REST API under /api/v1/ (client server role).
 
 Thin on purpose (CONVENTIONS §4): parse and validate the request, call one service,
-render. Every view is async (``client_app.base.ApiView``); the per-row status rules are
+render. Every view is async (``client_app.api_view.ApiView``); the per-row status rules are
 ``client_app.services.results``; errors are rendered by ``client_app.errors``.
 """
 
@@ -24,7 +24,7 @@ from distdb.errors import DistdbError
 
 from . import serializers as s
 from . import services, validation
-from .base import ApiView, JsonRenderer
+from .api_view import ApiView, JsonRenderer
 from .errors import error_headers
 from .services.results import RowResult, error_brief, results_outcome
 

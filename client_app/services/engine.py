@@ -34,8 +34,8 @@ from distdb.errors import (
 )
 from distdb.protocol import Metadata, TabletAssignment
 
-from ..routing import metadata_cache
-from ..tablets import is_not_sent
+from ..internal_client import is_not_sent
+from ..metadata_cache import metadata_cache
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ async def route_keys(table: str, keys: Sequence[str], send: Send) -> list[Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.DISTDB_ROUTING_DEADLINE_S
     max_tries = settings.DISTDB_ROUTING_MAX_TRIES
-    cache = metadata_cache()
+    cache = metadata_cache.get()
     results: list[Any] = [None] * len(keys)
     pending = list(range(len(keys)))
     routing = await cache.get()

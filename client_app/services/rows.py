@@ -40,8 +40,8 @@ from distdb.protocol import (
 )
 
 from .. import validation
+from ..internal_client import tablet_call
 from ..keygen import key_allocator
-from ..tablets import tablet_call
 from .engine import Batch, route_keys
 from .results import OK_STATUSES, RowResult, error_from_info
 from .tables import table_resolve
@@ -84,8 +84,8 @@ def rows_count_check(count: int, what: str = "rows") -> None:
 async def keys_generate(table: str, info: TableInfo, count: int) -> list[str]:
     """Stored forms of ``count`` fresh keys (see ``client_app.keygen``)."""
     if info.key_type == "int":
-        return [encode_key("int", k) for k in await key_allocator().int_keys(table, count)]
-    return key_allocator().str_keys(count)
+        return [encode_key("int", k) for k in await key_allocator.get().int_keys(table, count)]
+    return key_allocator.get().str_keys(count)
 
 
 # --- reads --------------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from distdb.keys import decode_key, parse_key_text
 from distdb.protocol import ScanRequest, ScanResponse
 
 from .. import validation
-from ..routing import metadata_cache
-from ..tablets import is_not_sent, tablet_call
+from ..internal_client import is_not_sent, tablet_call
+from ..metadata_cache import metadata_cache
 from .engine import RETRY_CODES, UNREACHABLE_REFRESH_S, backoff_s, exhausted, metadata_in
 from .tables import table_resolve
 
@@ -80,7 +80,7 @@ async def rows_scan(
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.DISTDB_ROUTING_DEADLINE_S
-    cache = metadata_cache()
+    cache = metadata_cache.get()
     routing = await cache.get()
     rows: list[Any] = []
     next_cursor: str | None = None

@@ -7,8 +7,8 @@ from typing import Any
 from distdb.errors import MasterUnavailable, TableNotFound
 from distdb.protocol import TableInfo
 
-from .. import tablets
-from ..routing import metadata_cache
+from .. import internal_client
+from ..metadata_cache import metadata_cache
 
 
 def table_dict(name: str, info: TableInfo) -> dict[str, Any]:
@@ -17,7 +17,7 @@ def table_dict(name: str, info: TableInfo) -> dict[str, Any]:
 
 async def table_resolve(name: str) -> TableInfo:
     """The table's info; an unknown name refreshes the metadata once before a 404."""
-    cache = metadata_cache()
+    cache = metadata_cache.get()
     info = (await cache.get()).table(name)
     if info is None:
         info = (await cache.refresh()).table(name)
@@ -28,7 +28,7 @@ async def table_resolve(name: str) -> TableInfo:
 
 async def tables_list() -> list[dict[str, Any]]:
     """Every table, sorted by name, from fresh metadata (the cached copy if the master is down)."""
-    cache = metadata_cache()
+    cache = metadata_cache.get()
     try:
         routing = await cache.refresh()
     except MasterUnavailable:
@@ -42,8 +42,8 @@ async def tables_list() -> list[dict[str, Any]]:
 
 async def table_create(name: str, key_type: str, columns: list[str] | None) -> dict[str, Any]:
     """Ask the master to create a table (409 ``table_exists`` if it does) and adopt the result."""
-    metadata = await tablets.master_table_create(name, key_type, columns)
-    routing = metadata_cache().adopt(metadata)
+    metadata = await internal_client.master_table_create(name, key_type, columns)
+    routing = metadata_cache.get().adopt(metadata)
     info = routing.table(name) if routing is not None else None
     if info is None:  # the answer was older than our cache: trust the request
         info = metadata.tables.get(name) or TableInfo(key_type=key_type, columns=columns)  # type: ignore[arg-type]

@@ -19,10 +19,10 @@ from django.conf import settings as django_settings
 from distdb import auth
 from distdb.lean import LeanASGIHandler
 
-from ..authentication import revoked_tokens_reset
-from ..keygen import key_allocator_reset
-from ..routing import metadata_cache_reset
-from ..tablets import sessions_close
+from ..authentication import revoked_tokens
+from ..internal_client import sessions_close
+from ..keygen import key_allocator
+from ..metadata_cache import metadata_cache
 from .fakes import FakeCluster
 
 _UNSET = object()
@@ -44,9 +44,9 @@ def client_role(settings, key_pair, tmp_path):
     settings.DISTDB_ROUTING_DEADLINE_S = 5.0
     settings.DISTDB_TABLET_TIMEOUT_S = 2.0
     auth._own_token.cache_clear()
-    metadata_cache_reset()
-    key_allocator_reset()
-    revoked_tokens_reset()
+    metadata_cache.reset()
+    key_allocator.reset()
+    revoked_tokens.reset()
     yield settings
     auth._own_token.cache_clear()
 

@@ -55,9 +55,9 @@ async def test_a_newly_revoked_token_is_refused_after_the_refresh(api, cluster):
     token = token_sign("mallory", "api", jti=jti)
     assert (await api("GET", ROW, token=token)).status == 404
     cluster.revoked.add(jti)
-    authentication.revoked_tokens().checked_at -= authentication.REVOKED_REFRESH_S
+    authentication.revoked_tokens.get().checked_at -= authentication.REVOKED_REFRESH_S
     await api("GET", ROW)  # starts the refresh in the background
-    task = authentication.revoked_tokens()._task
+    task = authentication.revoked_tokens.get()._task
     assert task is not None
     await task
     assert (await api("GET", ROW, token=token)).error_code == "token_revoked"
@@ -69,9 +69,9 @@ async def test_the_last_revocation_list_is_kept_while_the_master_is_down(api, cl
     token = token_sign("mallory", "api", jti=jti)
     assert (await api("GET", ROW, token=token)).error_code == "token_revoked"
     await cluster.master.stop()
-    authentication.revoked_tokens().checked_at -= authentication.REVOKED_REFRESH_S
+    authentication.revoked_tokens.get().checked_at -= authentication.REVOKED_REFRESH_S
     await api("GET", ROW, token=token)
-    await authentication.revoked_tokens()._task
+    await authentication.revoked_tokens.get()._task
     assert (await api("GET", ROW, token=token)).error_code == "token_revoked"
 
 

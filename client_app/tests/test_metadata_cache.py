@@ -7,7 +7,7 @@ import asyncio
 from distdb.keys import encode_key
 from distdb.protocol import Metadata, TableInfo, TabletAssignment
 
-from ..routing import MetadataCache, RoutingTable, metadata_cache
+from ..metadata_cache import MetadataCache, RoutingTable, metadata_cache
 
 
 def metadata(version: int, splits: list[tuple[str, str | None, str]]) -> Metadata:
@@ -57,7 +57,7 @@ def test_the_cache_adopts_only_newer_metadata():
 
 
 async def test_concurrent_refreshes_share_one_fetch_from_the_master(cluster):
-    cache = metadata_cache()
+    cache = metadata_cache.get()
     await asyncio.gather(*(cache.refresh() for _ in range(20)))
     assert cluster.master_calls["metadata"] == 1
     await cache.refresh()

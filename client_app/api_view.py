@@ -85,7 +85,7 @@ class ApiView(APIView):
         self.headers = self.default_response_headers
         try:
             if self.authentication_classes:
-                await revoked_tokens().ensure_fresh()  # cheap unless ~10 s went by
+                await revoked_tokens.get().ensure_fresh()  # cheap unless ~10 s went by
             self.initial(request, *args, **kwargs)  # inline: CPU-only, see the module docstring
             method = request.method.lower()
             handler = getattr(self, method, None) if method in self.http_method_names else None

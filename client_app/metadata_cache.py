@@ -1,7 +1,6 @@
-"""The client server's routing cache: which tablet server serves which key (DESIGN §3).
+"""The client server's cache of the routing metadata: which tablet server serves which key.
 
-Loaded by the client server role (this is the metadata cache, not a Channels routing
-module: client servers serve no WebSockets). The metadata is fetched from the master
+Loaded by the client server role (DESIGN §3). The metadata is fetched from the master
 lazily on first use and again whenever a tablet server's answer shows that ours is
 stale; only strictly newer versions are adopted, so a late answer carrying an old
 version can never roll the cache back. Fetches are single-flight: concurrent requests
@@ -21,7 +20,8 @@ from dataclasses import dataclass, field
 
 from distdb.protocol import Metadata, TableInfo, TabletAssignment
 
-from . import tablets
+from . import internal_client
+from .process_local import ProcessLocal
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ class MetadataCache:
             fresh = time.monotonic() - self.fetched_at < min_interval_s
             if self.current is not None and (self.fetches != seen or fresh):
                 return self.current
-            metadata = await tablets.master_metadata()
+            metadata = await internal_client.master_metadata()
             self.fetches += 1
             self.fetched_at = time.monotonic()
             self.adopt(metadata)
@@ -141,14 +141,4 @@ class MetadataCache:
         return self.current
 
 
-_cache = MetadataCache()
-
-
-def metadata_cache() -> MetadataCache:
-    return _cache
-
-
-def metadata_cache_reset() -> None:
-    """Forget everything (tests)."""
-    global _cache
-    _cache = MetadataCache()
+metadata_cache: ProcessLocal[MetadataCache] = ProcessLocal(MetadataCache)
