@@ -1,7 +1,9 @@
 """ASGI entry point of every role (served by Daphne through ``manage.py runserver``).
 
-HTTP paths under ``settings.HOT_PATH_PREFIXES`` go to the role's lean hot-path app
-(``settings.HOT_PATH_APP``); everything else (admin, docs) to Django's handler.
+HTTP paths under ``settings.HOT_PATH_PREFIXES`` go to the role's hot-path app
+(``settings.HOT_PATH_APP``: ``distdb.api_handler.PublicApiASGIHandler`` on a client server,
+a ``distdb.internal_http`` app on the master and the tablets); everything else (admin,
+docs) to Django's handler.
 WebSockets go to the role's Channels routes (``settings.WEBSOCKET_ROUTES``).
 """
 

@@ -72,9 +72,10 @@ INSTALLED_APPS = [
     "channels",
 ]
 
-# Middleware of the Django handler (admin, docs). The hot path (public API, tablet
-# internal API) is served by distdb.lean with HOT_PATH_MIDDLEWARE instead, so that it
-# does not pay a sync<->async thread hop per middleware hook (DESIGN §9).
+# Middleware of the Django handler (admin, docs). The client's public API is served by
+# distdb.api_handler with HOT_PATH_MIDDLEWARE instead (async-capable middleware only), so
+# that it does not pay a sync<->async thread hop per middleware hook (DESIGN §9); the
+# internal APIs of the tablet and the master are distdb.internal_http apps, no middleware.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -20,7 +20,7 @@ INSTALLED_APPS = [
     "client_app",
 ]
 ROOT_URLCONF = "distdb.urls.client"
-HOT_PATH_APP = "distdb.lean.LeanASGIHandler"
+HOT_PATH_APP = "distdb.api_handler.PublicApiASGIHandler"
 HOT_PATH_PREFIXES = ("/api/",)
 DATABASES = {"default": database_config(DISTDB_NODE_ID)}
 
