@@ -4,34 +4,45 @@ Integer-keyed tables: the master hands out blocks of fresh keys (``KeyBlock``); 
 client server keeps the rest of its block per table and hands keys out locally, asking
 again only when it runs out. Blocks never overlap, so client servers never collide.
 
-String-keyed tables: keys are made locally, ULID-style: 48 bits of milliseconds then 80
-random bits, in Crockford base32 (26 characters). They sort roughly by creation time, and
-two client servers collide only if they draw the same 80 random bits in the same
-millisecond. Within one process they are strictly increasing.
+String-keyed tables: keys are ULIDs made locally (the ``python-ulid`` package): 48 bits
+of milliseconds then 80 random bits, in Crockford base32 (26 characters). They sort
+roughly by creation time, and two client servers collide only if they draw the same 80
+random bits in the same millisecond. Within one process they are strictly increasing:
+keys of one millisecond count up from its first random value, and the clock the
+generator reads never steps back.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
+from collections.abc import Callable
+
+from ulid import LaxMonotonicPolicy, ULIDGenerator
 
 from distdb.errors import MasterUnavailable
 
 from . import internal_client
 from .process_local import ProcessLocal
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Keys asked per block: one master round trip per ~1000 keyless rows of this server.
 KEY_BLOCK = 1000
 MAX_BLOCK = 100_000  # the most the master hands out in one block
 
 
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class KeyAllocator:
     """Fresh keys of one client server (one per process; tests make several)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock_ms: Callable[[], int] = wall_clock_ms) -> None:
         self._blocks: dict[str, list[list[int]]] = {}  # table -> [[next, end), ...]
-        self._last_ulid = (0, 0)
+        self._clock_ms = clock_ms
+        self._last_ms = 0
+        # Lax: should the 80 random bits of one millisecond run out, draw new ones
+        # instead of raising (the strict policy's choice) in the middle of a request.
+        self._ulids = ULIDGenerator(clock=self._clock, policy=LaxMonotonicPolicy())
 
     async def int_keys(self, table: str, count: int) -> list[int]:
         """``count`` integer keys never handed out before, from this server's blocks.
@@ -52,30 +63,21 @@ class KeyAllocator:
                     pool.pop(0)
             if len(keys) < count:
                 want = min(max(count - len(keys), KEY_BLOCK), MAX_BLOCK)
-                block = await internal_client.master_key_block(table, want)
-                if block.table != table:
+                granted = await internal_client.master_key_block(table, want)
+                if granted.table != table:
                     raise MasterUnavailable("the master sent a key block for another table")
-                self._blocks.setdefault(table, []).append([block.first, block.first + block.count])
+                self._blocks.setdefault(table, []).append(
+                    [granted.first, granted.first + granted.count]
+                )
         return keys
 
     def str_keys(self, count: int) -> list[str]:
-        return [self._ulid() for _ in range(count)]
+        return [str(self._ulids.generate()) for _ in range(count)]
 
-    def _ulid(self) -> str:
-        ms = time.time_ns() // 1_000_000
-        last_ms, last_rand = self._last_ulid
-        if ms <= last_ms:
-            # Same millisecond (or the clock stepped back): keep increasing.
-            ms, rand = last_ms, (last_rand + 1) % (1 << 80)
-        else:
-            rand = secrets.randbits(80)
-        self._last_ulid = (ms, rand)
-        value = (ms << 80) | rand
-        chars = []
-        for _ in range(26):
-            chars.append(_CROCKFORD[value & 31])
-            value >>= 5
-        return "".join(reversed(chars))
+    def _clock(self) -> int:
+        """Milliseconds since the epoch, never less than last time (the clock may step back)."""
+        self._last_ms = max(self._last_ms, self._clock_ms())
+        return self._last_ms
 
 
 key_allocator: ProcessLocal[KeyAllocator] = ProcessLocal(KeyAllocator)

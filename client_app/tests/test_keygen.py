@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from ulid import ULID
+
 from .. import keygen
 from ..keygen import KeyAllocator
 
@@ -37,3 +39,10 @@ def test_string_keys_are_unique_increasing_and_26_characters():
     assert keys == sorted(keys) and len(set(keys)) == 5000
     assert all(len(k) == 26 and k.isalnum() for k in keys)
     assert not set(keys) & set(two.str_keys(5000))
+
+
+def test_string_keys_keep_increasing_when_the_clock_steps_back():
+    readings = iter([5_000, 5_000, 4_000, 4_000, 5_001, 3_000])
+    keys = KeyAllocator(clock_ms=lambda: next(readings)).str_keys(6)
+    assert keys == sorted(keys) and len(set(keys)) == 6
+    assert [ULID.from_str(k).milliseconds for k in keys] == [5_000] * 4 + [5_001] * 2
