@@ -7,6 +7,9 @@ claim, and checks the audience and the role. Tokens are long-lived and signed
 once (``manage.py sign_jwt`` / ``issue_api_token``), never per request; verified
 tokens are cached until they expire because the hot path sees the same token on
 every request.
+
+Time comes from the module's ``clock`` (``time.time``), read at each call, so that tests
+move it forward instead of sleeping (CONVENTIONS §12).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +41,9 @@ API_ROLE = "api"
 API_AUDIENCE_SUFFIX = "-api"
 DEFAULT_SERVER_TTL_S = 365 * 24 * 3600
 _REQUIRED = ["exp", "iat", "sub", "aud", "role"]
+
+clock: Callable[[], float] = time.time
+"""Seconds since the epoch: when tokens are issued and when they expire. Tests replace it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +129,7 @@ def token_sign(
     """Sign a token with the master's private key (master-only: other nodes lack the key)."""
     if role not in (*SERVER_ROLES, API_ROLE):
         raise ValueError(f"unknown role {role!r}")
-    now = int(time.time())
+    now = int(clock())
     claims = {
         "sub": sub,
         "role": role,
@@ -155,7 +161,9 @@ def token_verify(token: str, *, roles: Iterable[str], audience: str | None = Non
         if len(_verified) >= _VERIFIED_MAX:
             _verified.clear()
         _verified[(token, audience)] = cached
-    elif cached.exp <= time.time():
+    # PyJWT checked the expiry against the wall clock when it decoded the token; a cached
+    # token is checked here on every use, against ``clock`` (the same rule: exp <= now).
+    if cached.exp <= clock():
         _verified.pop((token, audience), None)
         raise TokenExpired()
     if cached.role not in allowed:

@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 
+from distdb import auth
 from distdb.auth import bearer_token, private_key, public_key, token_sign, token_verify
 from distdb.errors import (
     TokenExpired,
@@ -37,6 +38,26 @@ def _claims(**overrides):
 
 def _sign(claims, **kwargs):
     return jwt.encode(claims, private_key(), algorithm="RS256", **kwargs)
+
+
+class FakeClock:
+    """``auth.clock`` for a test: starts at the wall clock and moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(auth, "clock", fake)
+    return fake
 
 
 def test_it_accepts_a_valid_token_and_returns_its_claims():
@@ -112,12 +133,23 @@ def test_it_rejects_a_token_signed_by_another_key():
         token_verify(token, roles=("tablet",))
 
 
-def test_a_cached_token_still_expires():
-    token = _sign(_claims(exp=int(time.time()) + 1))
-    token_verify(token, roles=("tablet",))
-    time.sleep(1.1)
+def test_a_cached_token_still_expires(clock):
+    token = _sign(_claims(exp=int(clock.now) + 60))
+    token_verify(token, roles=("tablet",))  # verified once, now served from the cache
+    clock.advance(59)
+    assert token_verify(token, roles=("tablet",)).sub == "tablet-9"
+    clock.advance(1)  # now == exp: expired
     with pytest.raises(TokenExpired):
         token_verify(token, roles=("tablet",))
+    with pytest.raises(TokenExpired):  # and dropped from the cache, not revived
+        token_verify(token, roles=("tablet",))
+
+
+def test_a_token_is_issued_at_the_clocks_time(clock):
+    clock.advance(-3600)  # an hour ago, so that PyJWT's wall-clock checks still pass
+    claims = token_verify(token_sign("tablet-1", "tablet", ttl_s=7200), roles=("tablet",))
+    assert claims.iat == int(clock.now)
+    assert claims.exp == int(clock.now) + 7200
 
 
 @pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer", "Bearer   "])

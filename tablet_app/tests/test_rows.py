@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 
 import orjson
@@ -93,29 +92,55 @@ def test_concurrent_upserts_of_new_keys_create_each_row_exactly_once(owned):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_freeze_waits_for_a_write_in_flight_to_commit(owned):
-    """The write's ownership check and its commit cannot straddle a freeze."""
-    from django.db import transaction
+    """The write's ownership check and its commit cannot straddle a freeze.
+
+    While the writer's transaction is open (ownership checked, row not yet written), the
+    freezer tries once without waiting for locks: that attempt must be refused. Only then
+    does the writer go on and commit, while the freezer tries again, waiting this time.
+    """
+    from django.db import OperationalError, transaction
 
     from tablet_app.services.ownership import spans_for_write
 
     order: list[str] = []
-    checked = threading.Event()
+    checked = threading.Event()  # the writer holds its ownership check
+    refused = threading.Event()  # the freezer's lock-free attempt is over
+    first_attempt: list[BaseException | None] = []
 
     def writer_then_freezer(i: int) -> None:
         if i == 0:
             with transaction.atomic():
                 assert spans_for_write("t").find("a") is not None  # checked: owned, not frozen
                 checked.set()
-                time.sleep(0.3)  # a freeze arriving now must wait for this commit
+                assert refused.wait(60), "the freezer never tried"
                 Row.objects.create(table="t", key="a", cells="{}")
-                order.append("write committed")
+                order.append("write committed")  # (committed as the block exits)
         else:
-            checked.wait(10)
+            assert checked.wait(60), "the writer never checked"
+            try:
+                _fail_instead_of_waiting_for_locks()
+                range_freeze("t", "", None, timezone.now() + timedelta(seconds=30))
+                first_attempt.append(None)
+            except OperationalError as exc:  # "database is locked" / lock_timeout
+                first_attempt.append(exc)
+            finally:
+                refused.set()
+            connection.close()  # a fresh connection waits for locks as configured again
             range_freeze("t", "", None, timezone.now() + timedelta(seconds=30))
             order.append("freeze committed")
 
     assert run_threads(writer_then_freezer, 2) == []
+    assert isinstance(first_attempt[0], OperationalError), "a freeze got past a write in flight"
     assert order == ["write committed", "freeze committed"]
+
+
+def _fail_instead_of_waiting_for_locks() -> None:
+    """Make this thread's connection fail at once where it would wait for a lock."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("PRAGMA busy_timeout = 0")  # BEGIN IMMEDIATE: "database is locked"
+        else:
+            cursor.execute("SET lock_timeout = '1ms'")  # 0 would mean "wait forever"
 
 
 # --- mutations ------------------------------------------------------------------------------------
