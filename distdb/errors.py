@@ -243,11 +243,34 @@ def _register(cls: type[DistdbError]) -> None:
 _register(DistdbError)
 
 
+def error_from_code(
+    code: str | None,
+    message: str | None = None,
+    detail: dict[str, Any] | None = None,
+    *,
+    retryable: bool | None = None,
+) -> DistdbError:
+    """Rebuild an error another server reported by its code (an error body or a row result).
+
+    An unknown code (from a peer that knows more codes) becomes the base class, keeping
+    the peer's code and ``retryable`` flag so that callers can still branch on them.
+    """
+    cls = ERRORS_BY_CODE.get(str(code))
+    if cls is not None:
+        return cls(str(message or cls.default_message), **(detail or {}))
+    error = DistdbError(str(message or DistdbError.default_message), **(detail or {}))
+    if isinstance(code, str) and code:
+        error.code = code  # type: ignore[misc]
+        error.retryable = bool(retryable)  # type: ignore[misc]
+    return error
+
+
 def error_from_dict(body: dict[str, Any]) -> DistdbError:
-    """Rebuild an error received from another server (unknown codes become the base class)."""
+    """Rebuild an error received from another server, from its JSON shape."""
     err = body.get("error") if isinstance(body, dict) else None
     if not isinstance(err, dict):
         return DistdbError("malformed error from a peer")
-    cls = ERRORS_BY_CODE.get(str(err.get("code")), DistdbError)
     detail = err.get("detail") if isinstance(err.get("detail"), dict) else {}
-    return cls(str(err.get("message") or cls.default_message), **detail)
+    return error_from_code(
+        err.get("code"), err.get("message"), detail, retryable=err.get("retryable")
+    )

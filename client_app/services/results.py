@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from distdb.errors import ERRORS_BY_CODE, DistdbError
-from distdb.protocol import ErrorInfo
+from distdb.errors import DistdbError
 
 OK_STATUSES = frozenset({"created", "updated", "deleted", "unchanged"})
 
@@ -38,19 +37,6 @@ class RowResult:
 
 def error_brief(error: DistdbError) -> dict[str, Any]:
     return {"code": error.code, "message": error.message, "retryable": error.retryable}
-
-
-def error_from_info(info: ErrorInfo | None, **detail: Any) -> DistdbError:
-    """Rebuild a per-row error a tablet server reported."""
-    if info is None:
-        return DistdbError("the tablet server reported an error without details", **detail)
-    cls = ERRORS_BY_CODE.get(info.code)
-    if cls is not None:
-        return cls(info.message, **detail)
-    error = DistdbError(info.message, **detail)
-    error.code = info.code  # type: ignore[misc]  # keep the peer's code for the caller
-    error.retryable = info.retryable  # type: ignore[misc]
-    return error
 
 
 @dataclass(frozen=True, slots=True)

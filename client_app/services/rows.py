@@ -26,6 +26,7 @@ from distdb.errors import (
     PayloadTooLarge,
     RangeFrozen,
     RowNotFound,
+    error_from_code,
 )
 from distdb.keys import decode_key, encode_key, parse_key_text
 from distdb.protocol import (
@@ -43,7 +44,7 @@ from .. import validation
 from ..internal_client import tablet_call
 from ..keygen import key_allocator
 from .engine import Batch, route_keys
-from .results import OK_STATUSES, RowResult, error_from_info
+from .results import OK_STATUSES, RowResult
 from .tables import table_resolve
 
 # Mutations per tablet call: keeps each internal body far below the tablet's body limit
@@ -230,9 +231,16 @@ def row_result(user_key: int | str, answer: MutationResult | DistdbError) -> Row
         return RowResult(user_key, "error", answer)
     if answer.status in OK_STATUSES:
         return RowResult(user_key, answer.status)
-    if answer.status == "error":
-        return RowResult(user_key, "error", error_from_info(answer.error, key=user_key))
-    return RowResult(user_key, "error", DistdbError(f"unexpected status {answer.status!r}"))
+    info = answer.error
+    if answer.status == "error" and info is not None:
+        error = error_from_code(
+            info.code, info.message, {"key": user_key}, retryable=info.retryable
+        )
+    elif answer.status == "error":
+        error = DistdbError("the tablet server reported an error without details", key=user_key)
+    else:
+        error = DistdbError(f"unexpected status {answer.status!r}")
+    return RowResult(user_key, "error", error)
 
 
 async def _apply(table: str, info: TableInfo, mutations: list[Mutation]) -> list[RowResult]:
