@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import orjson
 
 log = logging.getLogger("chaos.nemesis")
+NEMESES = ("kill", "pause", "db_lock", "move", "rebalance")
 
 
 class Controls(Protocol):
@@ -67,10 +68,11 @@ class Nemesis:
     controls: Controls
     rng: random.Random
     now: Callable[[], float]
-    kinds: tuple[str, ...] = ("kill", "pause", "db_lock", "move", "rebalance")
+    kinds: tuple[str, ...] = NEMESES
     interval_s: tuple[float, float] = (1.0, 4.0)  # between fault starts
     fault_s: tuple[float, float] = (1.0, 8.0)  # how long a fault lasts
     max_active: int = 2
+    inline: bool = False  # run each fault to its end before the next (tests, replays by hand)
     faults: list[Fault] = field(default_factory=list)
     moves_triggered: int = 0
     _active: list[threading.Thread] = field(default_factory=list)
@@ -79,39 +81,41 @@ class Nemesis:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self.rng.uniform(*self.interval_s)):
-            self._active = [t for t in self._active if t.is_alive()]
-            if len(self._active) >= self.max_active:
-                continue
+            # Draw every choice before looking at what is running, so the RNG's sequence
+            # (and so the schedule a seed replays) does not depend on timing.
             kind = self.rng.choice(self.kinds)
-            plan = self._plan(kind)
-            if plan is None:
+            targets = self._targets(kind)
+            target = targets[self.rng.randrange(len(targets))] if targets else None
+            duration = self.rng.uniform(*self.fault_s)
+            variant = self.rng.random() < 0.5
+            self._active = [t for t in self._active if t.is_alive()]
+            if target is None or len(self._active) >= self.max_active:
                 continue
-            thread = threading.Thread(target=self._one, args=(kind, *plan), name=f"nemesis-{kind}")
+            exclusive = kind in ("kill", "pause", "db_lock")
+            with self._lock:
+                if exclusive and target in self._busy:
+                    continue
+                if exclusive:
+                    self._busy.add(target)
+            if self.inline:
+                self._one(kind, target, duration, variant)
+                continue
+            thread = threading.Thread(
+                target=self._one, args=(kind, target, duration, variant), name=f"nemesis-{kind}"
+            )
             thread.start()
             self._active.append(thread)
         for thread in self._active:
             thread.join()
 
-    def _plan(self, kind: str) -> tuple[str, float, bool] | None:
-        """Pick target, duration and variant now, from the seeded RNG, in the caller's thread
-        (so the sequence of choices depends on the seed alone)."""
-        duration = self.rng.uniform(*self.fault_s)
-        variant = self.rng.random() < 0.5
+    def _targets(self, kind: str) -> list[str]:
         if kind in ("kill", "pause"):
-            choices = [n for n in self.controls.process_names() if n not in self._busy]
-        elif kind == "db_lock":
-            choices = [n for n in ["master", *self.controls.tablet_ids()] if n not in self._busy]
-        elif kind == "move":
-            choices = self.controls.tablet_ids()
-        else:
-            choices = ["master"]
-        if not choices:
-            return None
-        target = self.rng.choice(sorted(choices))
-        if kind in ("kill", "pause", "db_lock"):
-            with self._lock:
-                self._busy.add(target)
-        return target, duration, variant
+            return sorted(self.controls.process_names())
+        if kind == "db_lock":
+            return ["master", *sorted(self.controls.tablet_ids())]
+        if kind == "move":
+            return sorted(self.controls.tablet_ids())
+        return ["master"]
 
     def _one(self, kind: str, target: str, duration: float, variant: bool) -> None:
         fault = Fault(kind, target, self.now())

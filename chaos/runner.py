@@ -1,0 +1,285 @@
+"""One fault-harness run: a fresh local cluster, the workloads, the nemesis, the verdict.
+
+``python -m chaos --seed N --duration S`` (``make chaos``) and the short seeded run in
+``make test`` (``tests/integration/test_chaos.py``) both call ``chaos_run``. The run:
+
+1. starts a cluster with ``distdb.cluster.LocalCluster`` on free ports, with short leases
+   and timeouts so that faults and moves happen often;
+2. runs the workloads (``chaos.workload``) through both client servers while the nemesis
+   (``chaos.nemesis``) injects seeded faults, for ``duration_s``;
+3. stops the faults, heals the cluster (every process running and answering) and measures
+   how long it takes until every register answers again (must be within ``recover_s``);
+4. reads every register once more, and every inserted row;
+5. checks: per-key linearizability, acknowledged inserts, one owner per range;
+6. writes ``<out>/``: ``history.jsonl``, ``faults.json``, ``verdict.json``, ``latency.png``.
+
+The same seed replays the same fault schedule (what the system does in between may of
+course differ: it is a real, concurrent system).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from chaos.checker import check_history, inserts_check
+from chaos.nemesis import Nemesis
+from chaos.ownership import ownership_check
+from chaos.workload import (
+    INSERT_TABLE,
+    REGISTER_TABLE,
+    Client,
+    Mix,
+    Recorder,
+    Worker,
+    final_inserts,
+    register_keys,
+    tables_create,
+)
+from distdb.cluster import ClusterConfig, ClusterError, LocalCluster
+
+log = logging.getLogger("chaos")
+
+# Short leases and timeouts: faults and their healing happen many times per minute.
+CLUSTER_ENV = {
+    "DISTDB_COLLECT_INTERVAL_S": "5",
+    "DISTDB_HEARTBEAT_TIMEOUT_S": "6",
+    "DISTDB_FREEZE_LEASE_S": "6",
+    "DISTDB_FREEZE_MARGIN_S": "2",
+    "DISTDB_MOVE_STEP_TIMEOUT_S": "20",
+    "DISTDB_REBALANCE_MIN_ROWS": "1",
+    "DISTDB_REBALANCE_THRESHOLD": "0.01",
+    "DISTDB_TABLET_TIMEOUT_S": "3",
+}
+
+
+@dataclass
+class ChaosConfig:
+    seed: int
+    duration_s: float
+    out_dir: Path
+    workers: int = 6
+    registers: int = 16
+    kinds: tuple[str, ...] = ("kill", "pause", "db_lock", "move", "rebalance")
+    max_active: int = 2
+    recover_s: float = 60.0
+    filler_rows: int = 400  # rows in the inserts table before the run, so moves carry data
+
+
+@dataclass
+class ChaosResult:
+    seed: int
+    duration_s: float
+    ok: bool
+    ops: int
+    faults: int
+    moves: int
+    recovery_s: float | None
+    linearizability: dict[str, Any]
+    inserts: dict[str, Any]
+    ownership: dict[str, Any]
+    fault_counts: dict[str, int] = field(default_factory=dict)
+    out_dir: str = ""
+
+    def summary(self) -> str:
+        verdict = "PASS" if self.ok else "FAIL"
+        return (
+            f"chaos seed={self.seed} duration={self.duration_s:.0f}s: {verdict} — {self.ops} ops, "
+            f"{self.faults} faults {self.fault_counts}, {self.moves} moves, recovery "
+            f"{'none' if self.recovery_s is None else f'{self.recovery_s:.1f}s'}; "
+            f"linearizability {self.linearizability['verdict']}, inserts "
+            f"{self.inserts['verdict']}, ownership {self.ownership['verdict']} -> {self.out_dir}"
+        )
+
+
+class _Controls:
+    """``chaos.nemesis.Controls`` over a LocalCluster."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+
+    def process_names(self) -> list[str]:
+        return sorted(self.cluster.processes)
+
+    def kill(self, name: str) -> None:
+        self.cluster.kill(name)
+
+    def restart(self, name: str) -> None:
+        self.cluster.kill(name)
+        self.cluster.start(name)
+
+    def pause(self, name: str) -> None:
+        self.cluster.pause(name)
+
+    def resume(self, name: str) -> None:
+        self.cluster.resume(name)
+
+    def database_path(self, node_id: str) -> Path | None:
+        path = self.cluster.data_dir / f"{node_id}.sqlite3"
+        return path if path.exists() else None
+
+    def master_manage(self, *args: str, timeout_s: float = 120) -> tuple[int, str]:
+        try:
+            return 0, self.cluster.manage(*args, timeout=timeout_s)
+        except ClusterError as exc:
+            return 1, str(exc)
+        except subprocess.TimeoutExpired as exc:
+            return 1, f"timed out: {exc}"
+
+    def tablet_ids(self) -> list[str]:
+        return [f"tablet-{i}" for i in range(1, len(self.cluster.tablet_ports) + 1)]
+
+
+def chaos_run(cfg: ChaosConfig) -> ChaosResult:
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    cluster_cfg = ClusterConfig.on_free_ports(cfg.out_dir / "cluster", env=dict(CLUSTER_ENV))
+    with LocalCluster(cluster_cfg).up() as cluster:
+        return asyncio.run(_run(cfg, cluster))
+
+
+async def _run(cfg: ChaosConfig, cluster: LocalCluster) -> ChaosResult:
+    rng = random.Random(cfg.seed)
+    rec = Recorder()
+    keys = register_keys(cfg.registers)
+    token = cluster.api_token()
+    urls = cluster.client_urls()
+    setup = Client(urls, token)
+    try:
+        await tables_create(setup)
+        await _fill(setup, cfg.filler_rows)
+    finally:
+        await setup.close()
+
+    controls = _Controls(cluster)
+    nemesis = Nemesis(
+        controls, random.Random(rng.random()), rec.now, kinds=cfg.kinds, max_active=cfg.max_active
+    )
+    stop_faults = threading.Event()
+    nemesis_thread = threading.Thread(target=nemesis.run, args=(stop_faults,), name="nemesis")
+    stop_work = asyncio.Event()
+    clients = [Client(urls, token) for _ in range(cfg.workers)]
+    workers = [
+        Worker(f"w{i}", c, rec, keys, random.Random(rng.random())) for i, c in enumerate(clients)
+    ]
+    tasks = [asyncio.create_task(w.run(stop_work, Mix())) for w in workers]
+    nemesis_thread.start()
+    try:
+        await asyncio.sleep(cfg.duration_s)
+        stop_faults.set()
+        await asyncio.to_thread(nemesis_thread.join)
+        healed_at = rec.now()
+        await asyncio.to_thread(_heal, cluster)
+        recovery = await _until_serving(clients[0], rec, keys, cfg.recover_s)
+        recovery_s = None if recovery is None else recovery - healed_at
+        await asyncio.sleep(min(10.0, cfg.duration_s / 6))  # the workload on a healed cluster
+    finally:
+        stop_work.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        await _final_reads(clients[0], rec, keys)
+        found = await final_inserts(clients[0])
+    finally:
+        for c in clients:
+            await c.close()
+
+    lin = check_history(rec.ops)
+    ins = inserts_check(rec.acked_inserts, rec.attempted_inserts, found)
+    own = ownership_check(cluster)
+    fault_counts: dict[str, int] = {}
+    for f in nemesis.faults:
+        fault_counts[f.kind] = fault_counts.get(f.kind, 0) + 1
+    result = ChaosResult(
+        seed=cfg.seed,
+        duration_s=cfg.duration_s,
+        ok=lin.ok and ins.ok and own["ok"] and recovery_s is not None,
+        ops=len(rec.ops),
+        faults=len(nemesis.faults),
+        moves=nemesis.moves_triggered,
+        recovery_s=recovery_s,
+        linearizability={
+            "verdict": "ok" if lin.ok else "ANOMALIES",
+            "keys": lin.keys,
+            "ops": lin.ops,
+            "anomalies": [v.explain() for v in lin.anomalies],
+            "undecided": [v.key for v in lin.undecided],
+        },
+        inserts={
+            "verdict": "ok" if ins.ok else "FAILED",
+            "acked": ins.acked,
+            "attempted": len(rec.attempted_inserts),
+            "lost": ins.lost[:50],
+            "duplicated": dict(list(ins.duplicated.items())[:50]),
+            "wrong_value": {k: list(v) for k, v in list(ins.wrong_value.items())[:50]},
+            "phantom": ins.phantom[:50],
+        },
+        ownership=own,
+        fault_counts=fault_counts,
+        out_dir=str(cfg.out_dir),
+    )
+    _write(cfg, rec, nemesis, result)
+    return result
+
+
+async def _fill(client: Client, rows: int) -> None:
+    for start in range(0, rows, 200):
+        batch = [{"cells": {"t": f"fill-{i}"}} for i in range(start, min(rows, start + 200))]
+        answer = await client.send("POST", f"/{INSERT_TABLE}/rows", batch)
+        if answer.status != 201:
+            raise RuntimeError(f"could not fill: {answer.status} {answer.body}")
+
+
+def _heal(cluster: LocalCluster) -> None:
+    """Every process running and not paused, then ready."""
+    for name, proc in cluster.processes.items():
+        if proc.running:
+            cluster.resume(name)
+        else:
+            cluster.start(name)
+    cluster.wait_ready(timeout=180)
+
+
+async def _until_serving(client: Client, rec: Recorder, keys: list[str], within_s: float):
+    """The time at which every register answered a read, or None past ``within_s``."""
+    deadline = time.monotonic() + within_s
+    pending = set(keys)
+    while pending and time.monotonic() < deadline:
+        for key in sorted(pending):
+            answer = await client.send("GET", f"/{REGISTER_TABLE}/rows/{key}")
+            if answer.status in (200, 404):
+                pending.discard(key)
+        if pending:
+            await asyncio.sleep(0.5)
+    return None if pending else rec.now()
+
+
+async def _final_reads(client: Client, rec: Recorder, keys: list[str]) -> None:
+    reader = Worker("final", client, rec, keys, random.Random(0))
+    for key in keys:
+        reader.keys = [key]
+        await reader.read()
+
+
+def _write(cfg: ChaosConfig, rec: Recorder, nemesis: Nemesis, result: ChaosResult) -> None:
+    out = cfg.out_dir
+    with (out / "history.jsonl").open("wb") as f:
+        for op in rec.ops:
+            f.write(orjson.dumps(op.as_dict()) + b"\n")
+    (out / "faults.json").write_bytes(
+        orjson.dumps([f.as_dict() for f in nemesis.faults], option=orjson.OPT_INDENT_2)
+    )
+    (out / "verdict.json").write_bytes(orjson.dumps(asdict(result), option=orjson.OPT_INDENT_2))
+    try:
+        from chaos.plot import latency_plot
+
+        latency_plot(rec.latencies, [f.as_dict() for f in nemesis.faults], out / "latency.png")
+    except Exception as exc:  # noqa: BLE001 - a missing plot must not hide the verdict
+        log.warning("no latency plot: %s", exc)

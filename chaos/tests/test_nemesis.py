@@ -1,0 +1,121 @@
+"""The nemesis's schedule (seeded, replayable) and the ownership comparison, without a cluster."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+from chaos.nemesis import Nemesis
+from chaos.ownership import merged, ownership_compare
+
+
+class FakeControls:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def _record(self, what: str, name: str) -> None:
+        with self.lock:
+            self.calls.append((what, name))
+
+    def process_names(self) -> list[str]:
+        return ["client-1", "master", "tablet-1", "tablet-1-link", "worker"]
+
+    def kill(self, name: str) -> None:
+        self._record("kill", name)
+
+    def restart(self, name: str) -> None:
+        self._record("restart", name)
+
+    def pause(self, name: str) -> None:
+        self._record("pause", name)
+
+    def resume(self, name: str) -> None:
+        self._record("resume", name)
+
+    def database_path(self, node_id: str) -> Path | None:
+        return None
+
+    def master_manage(self, *args: str, timeout_s: float = 120) -> tuple[int, str]:
+        self._record("manage", " ".join(args))
+        return 0, '{"moves": [{"outcome": "succeeded"}, {"outcome": "failed"}]}'
+
+    def tablet_ids(self) -> list[str]:
+        return ["tablet-1", "tablet-2"]
+
+
+class Ticks:
+    """A clock that advances one second per reading."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 1
+        return self.t
+
+
+def run_schedule(seed: int, ticks: int) -> tuple[Nemesis, FakeControls]:
+    controls = FakeControls()
+    nemesis = Nemesis(
+        controls, random.Random(seed), Ticks(), interval_s=(0, 0), fault_s=(0, 0), inline=True
+    )
+    stop = threading.Event()
+    waits = iter(range(ticks))
+    stop.wait = lambda timeout=None: next(waits, None) is None  # type: ignore[method-assign]
+    nemesis.run(stop)
+    return nemesis, controls
+
+
+def test_every_fault_is_healed_and_recorded_with_its_times():
+    nemesis, controls = run_schedule(seed=1, ticks=40)
+    assert nemesis.faults
+    for fault in nemesis.faults:
+        assert fault.end is not None and fault.end >= fault.start
+    kills = [n for what, n in controls.calls if what == "kill"]
+    restarts = [n for what, n in controls.calls if what == "restart"]
+    pauses = [n for what, n in controls.calls if what == "pause"]
+    resumes = [n for what, n in controls.calls if what == "resume"]
+    assert sorted(kills) == sorted(restarts) and sorted(pauses) == sorted(resumes)
+
+
+def test_forced_moves_are_counted_from_the_rebalance_report():
+    nemesis, controls = run_schedule(seed=3, ticks=60)
+    rebalances = [n for what, n in controls.calls if what == "manage" and n.startswith("rebalance")]
+    assert rebalances and nemesis.moves_triggered == len(rebalances)  # one succeeded each
+    assert any(n.startswith("drain tablet-") for what, n in controls.calls if what == "manage")
+
+
+def test_the_same_seed_draws_the_same_faults():
+    first = [(f.kind, f.target) for f in run_schedule(seed=7, ticks=50)[0].faults]
+    again = [(f.kind, f.target) for f in run_schedule(seed=7, ticks=50)[0].faults]
+    other = [(f.kind, f.target) for f in run_schedule(seed=8, ticks=50)[0].faults]
+    assert first == again and first != other
+
+
+def test_adjacent_owned_ranges_merge():
+    assert merged([("t", "m", None), ("t", "", "m"), ("u", "", None)]) == [
+        ("t", "", None),
+        ("u", "", None),
+    ]
+
+
+def test_ownership_that_matches_the_metadata_has_no_problem():
+    assigned = [("t", "", "m", "tablet-1"), ("t", "m", None, "tablet-2")]
+    owned = {"tablet-1": [("t", "", "c"), ("t", "c", "m")], "tablet-2": [("t", "m", None)]}
+    assert ownership_compare(assigned, owned) == []
+
+
+def test_a_range_owned_twice_or_by_nobody_is_a_problem():
+    assigned = [("t", "", "m", "tablet-1"), ("t", "m", None, "tablet-2")]
+    twice = {"tablet-1": [("t", "", None)], "tablet-2": [("t", "m", None)]}
+    assert any("tablet-1 owns" in p for p in ownership_compare(assigned, twice))
+    nobody = {"tablet-1": [("t", "", "m")], "tablet-2": []}
+    assert any("tablet-2 owns" in p for p in ownership_compare(assigned, nobody))
+
+
+def test_metadata_with_a_hole_is_a_problem():
+    assigned = [("t", "", "f", "tablet-1"), ("t", "m", None, "tablet-2")]
+    owned = {"tablet-1": [("t", "", "f")], "tablet-2": [("t", "m", None)]}
+    assert any("gap or overlap" in p for p in ownership_compare(assigned, owned))
