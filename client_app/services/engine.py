@@ -35,7 +35,7 @@ from distdb.errors import (
 from distdb.protocol import Metadata, TabletAssignment
 
 from ..internal_client import is_not_sent
-from ..metadata_cache import metadata_cache
+from ..metadata_cache import RoutingTable, metadata_cache
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,29 @@ def backoff_s(attempt: int) -> float:
     return step / 2 + random.uniform(0, step / 2)
 
 
+def call_timeout_s(deadline: float) -> float:
+    """One tablet call's timeout: the configured one, cut to what is left of the deadline."""
+    left = deadline - asyncio.get_running_loop().time()
+    return max(0.05, min(settings.DISTDB_TABLET_TIMEOUT_S, left))
+
+
+async def master_reroute(
+    routing: RoutingTable, table: str, *, unreachable: bool = False
+) -> RoutingTable:
+    """The master's metadata when ours did not help; ours while the master cannot answer.
+
+    For an ``unreachable`` tablet a fetch done in the last ``UNREACHABLE_REFRESH_S`` is
+    reused, so that a dead server does not send every request on to the master.
+    """
+    try:
+        return await metadata_cache.get().refresh(
+            min_interval_s=UNREACHABLE_REFRESH_S if unreachable else 0.0
+        )
+    except DistdbError:  # the master is down or refused: keep routing with ours
+        log.warning("master unavailable while re-routing %s", table)
+        return routing
+
+
 def exhausted(error: DistdbError, tries: int) -> DistdbError:
     """The retryable error a key gets when its retries ran out."""
     if error.code == "range_frozen":
@@ -138,7 +161,7 @@ async def route_keys(table: str, keys: Sequence[str], send: Send) -> list[Any]:
         outcome = Batch()
         for i in unrouted:  # a gap in this version: the metadata is changing
             outcome.retry[i] = Outdated("no tablet serves this key in this metadata version")
-        timeout_s = max(0.05, min(settings.DISTDB_TABLET_TIMEOUT_S, deadline - loop.time()))
+        timeout_s = call_timeout_s(deadline)
         batches = await asyncio.gather(
             *(
                 _guarded(send, tablet, routing.version, indexes, timeout_s)
@@ -157,12 +180,7 @@ async def route_keys(table: str, keys: Sequence[str], send: Send) -> list[Any]:
         outdated = any(e.code == "outdated" for e in outcome.retry.values())
         if (outdated and routing.version == before) or outcome.unreachable:
             # The tablet knew no newer version (or is dead): ask the master.
-            try:
-                routing = await cache.refresh(
-                    min_interval_s=0.0 if outdated else UNREACHABLE_REFRESH_S
-                )
-            except DistdbError:  # the master is down or refused: keep routing with ours
-                log.warning("master unavailable while re-routing %s", table)
+            routing = await master_reroute(routing, table, unreachable=not outdated)
         moved = routing.version > before
         retry = dict(outcome.retry)
         for i, exc in outcome.unreachable.items():

@@ -33,6 +33,7 @@ from distdb.protocol import (
     MutateRequest,
     MutateResponse,
     Mutation,
+    MutationOp,
     MutationResult,
     ReadRequest,
     ReadResponse,
@@ -291,6 +292,32 @@ async def rows_add(
     return [r for r in results if r is not None]
 
 
+async def _apply_to_keys(
+    table: str,
+    keys: Sequence[Any],
+    op: MutationOp,
+    *,
+    cells: dict[str, Any] | None = None,
+    columns: list[str] | None = None,
+    text: bool,
+    lenient: bool,
+) -> list[RowResult]:
+    """Apply one mutation (``op`` with these cells or columns) to the row of every key."""
+    info = await table_resolve(table)
+    rows_count_check(len(keys), "keys")
+    validation.columns_allowed(info, cells or columns or ())
+    mutations = [
+        Mutation(
+            op=op,
+            key=key_store(info, k, f"keys.{i}", text=text, lenient=lenient),
+            cells=cells,
+            columns=columns,
+        )
+        for i, k in enumerate(keys)
+    ]
+    return await _apply(table, info, mutations)
+
+
 async def cells_set(
     table: str,
     keys: Sequence[Any],
@@ -300,16 +327,7 @@ async def cells_set(
     lenient: bool = False,
 ) -> list[RowResult]:
     """Merge ``cells`` into each row (``row_not_found`` for a row that does not exist)."""
-    info = await table_resolve(table)
-    rows_count_check(len(keys), "keys")
-    validation.columns_allowed(info, cells)
-    mutations = [
-        Mutation(
-            op="set", key=key_store(info, k, f"keys.{i}", text=text, lenient=lenient), cells=cells
-        )
-        for i, k in enumerate(keys)
-    ]
-    return await _apply(table, info, mutations)
+    return await _apply_to_keys(table, keys, "set", cells=cells, text=text, lenient=lenient)
 
 
 async def cells_delete(
@@ -321,31 +339,16 @@ async def cells_delete(
     lenient: bool = False,
 ) -> list[RowResult]:
     """Remove ``columns`` from each row."""
-    info = await table_resolve(table)
-    rows_count_check(len(keys), "keys")
-    validation.columns_allowed(info, columns)
-    mutations = [
-        Mutation(
-            op="delete_cells",
-            key=key_store(info, k, f"keys.{i}", text=text, lenient=lenient),
-            columns=columns,
-        )
-        for i, k in enumerate(keys)
-    ]
-    return await _apply(table, info, mutations)
+    return await _apply_to_keys(
+        table, keys, "delete_cells", columns=columns, text=text, lenient=lenient
+    )
 
 
 async def rows_delete(
     table: str, keys: Sequence[Any], *, text: bool = False, lenient: bool = False
 ) -> list[RowResult]:
     """Delete rows; a row that does not exist fails with ``row_not_found``."""
-    info = await table_resolve(table)
-    rows_count_check(len(keys), "keys")
-    mutations = [
-        Mutation(op="delete_row", key=key_store(info, k, f"keys.{i}", text=text, lenient=lenient))
-        for i, k in enumerate(keys)
-    ]
-    results = await _apply(table, info, mutations)
+    results = await _apply_to_keys(table, keys, "delete_row", text=text, lenient=lenient)
     for r in results:
         if r.status == "unchanged":  # nothing was there to delete
             r.status, r.error = "error", RowNotFound(f"no row {r.key!r} in table {table!r}")

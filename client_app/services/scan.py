@@ -27,7 +27,14 @@ from distdb.protocol import ScanRequest, ScanResponse
 from .. import validation
 from ..internal_client import is_not_sent, tablet_call
 from ..metadata_cache import metadata_cache
-from .engine import RETRY_CODES, UNREACHABLE_REFRESH_S, backoff_s, exhausted, metadata_in
+from .engine import (
+    RETRY_CODES,
+    backoff_s,
+    call_timeout_s,
+    exhausted,
+    master_reroute,
+    metadata_in,
+)
 from .tables import table_resolve
 
 DEFAULT_LIMIT = 100
@@ -99,10 +106,13 @@ async def rows_scan(
                 end=sub_end,
                 limit=want + 1,
             )
-            timeout_s = max(0.05, min(settings.DISTDB_TABLET_TIMEOUT_S, deadline - loop.time()))
             try:
                 answer = await tablet_call(
-                    tablet.url, tablet.server, request, ScanResponse, timeout_s=timeout_s
+                    tablet.url,
+                    tablet.server,
+                    request,
+                    ScanResponse,
+                    timeout_s=call_timeout_s(deadline),
                 )
             except DistdbError as exc:
                 if exc.code not in RETRY_CODES and not is_not_sent(exc):
@@ -126,13 +136,8 @@ async def rows_scan(
         )
         routing = cache.adopt(metadata) or routing
         if routing.version == before:
-            try:
-                unreachable = error is not None and is_not_sent(error)
-                routing = await cache.refresh(
-                    min_interval_s=UNREACHABLE_REFRESH_S if unreachable else 0.0
-                )
-            except DistdbError:  # the master is down or refused: keep routing with ours
-                pass
+            unreachable = error is not None and is_not_sent(error)
+            routing = await master_reroute(routing, table, unreachable=unreachable)
         if error is not None and is_not_sent(error) and routing.version == before:
             raise error  # the tablet is down and the range did not move
         delay = 0.0 if routing.version > before else backoff_s(failures)
