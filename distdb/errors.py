@@ -259,7 +259,7 @@ def error_from_code(
     if cls is not None:
         return cls(str(message or cls.default_message), **(detail or {}))
     error = DistdbError(str(message or DistdbError.default_message), **(detail or {}))
-    if isinstance(code, str) and code:
+    if code:
         error.code = code  # type: ignore[misc]
         error.retryable = bool(retryable)  # type: ignore[misc]
     return error
@@ -270,7 +270,11 @@ def error_from_dict(body: dict[str, Any]) -> DistdbError:
     err = body.get("error") if isinstance(body, dict) else None
     if not isinstance(err, dict):
         return DistdbError("malformed error from a peer")
+    code = err.get("code")
     detail = err.get("detail") if isinstance(err.get("detail"), dict) else {}
     return error_from_code(
-        err.get("code"), err.get("message"), detail, retryable=err.get("retryable")
+        code if isinstance(code, str) else None,
+        err.get("message"),
+        detail,
+        retryable=err.get("retryable"),
     )
