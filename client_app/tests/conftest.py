@@ -1,8 +1,8 @@
 """Fixtures of the client server's tests: keys and tokens, a fake cluster, an ASGI driver.
 
-Requests go through the real hot-path stack, ``distdb.lean.LeanASGIHandler`` with the
-client URL conf, driven by asgiref's ``ApplicationCommunicator`` on the test's event
-loop, the same loop the fake master and tablet servers run on.
+Requests go through the real hot-path stack, ``distdb.api_handler.PublicApiASGIHandler``
+with the client URL conf, driven by asgiref's ``ApplicationCommunicator`` on the test's
+event loop, the same loop the fake master and tablet servers run on.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from asgiref.testing import ApplicationCommunicator
 from django.conf import settings as django_settings
 
 from distdb import auth
-from distdb.lean import LeanASGIHandler
+from distdb.api_handler import PublicApiASGIHandler
 
 from ..authentication import revoked_tokens
 from ..internal_client import sessions_close
@@ -87,7 +87,7 @@ class Api:
     """Send HTTP requests through the client server's ASGI stack."""
 
     def __init__(self, token: str) -> None:
-        self.app = LeanASGIHandler()
+        self.app = PublicApiASGIHandler()
         self.token = token
 
     async def __call__(
