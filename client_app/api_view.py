@@ -74,6 +74,8 @@ class JsonOnly(BaseContentNegotiation):
 
 
 class ApiView(APIView):
+    """Base of the public API's views: JSON only, dispatched on the event loop."""
+
     parser_classes = [JsonParser]
     renderer_classes = [JsonRenderer]
     content_negotiation_class = JsonOnly
