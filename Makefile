@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: install run test test-postgres lint format bench bench-quick clean
+.PHONY: install run test test-postgres lint typecheck format bench bench-quick clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "distdb needs Python 3.11+"'
@@ -26,6 +26,9 @@ test-postgres: $(PY)  ## the database-facing tests again on PostgreSQL (DISTDB_D
 lint: $(PY)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+typecheck: $(PY)  ## mypy (django-stubs, pydantic plugins) on distdb/ and the services; see pyproject.toml
+	$(VENV)/bin/mypy
 
 format: $(PY)
 	$(VENV)/bin/ruff format .

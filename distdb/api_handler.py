@@ -25,20 +25,33 @@ fails when an upgrade changes them): ``ASGIHandler.read_body``, ``create_request
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed, RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
+from django.http import HttpRequest, HttpResponseBase
 from django.urls import set_script_prefix
 from django.utils.module_loading import import_string
 
 __all__ = ["PublicApiASGIHandler"]
 
+Receive = Callable[[], Awaitable[Mapping[str, Any]]]
+Send = Callable[[Mapping[str, Any]], Awaitable[None]]
+
 
 class PublicApiASGIHandler(ASGIHandler):
     """``ASGIHandler`` with ``HOT_PATH_MIDDLEWARE``, no per-request thread, no signal hops."""
+
+    # What this handler uses of BaseHandler's private side, which django-stubs leaves out.
+    # Annotations only: at run time these names resolve to Django's own. The hook lists hold
+    # methods of several signatures, adapted by adapt_method_mode (typed loosely upstream).
+    _get_response_async: Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+    _view_middleware: list[Callable[..., Any]]
+    _template_response_middleware: list[Callable[..., Any]]
+    _exception_middleware: list[Callable[..., Any]]
 
     def load_middleware(self, is_async: bool = False) -> None:
         """Build the async middleware chain from ``settings.HOT_PATH_MIDDLEWARE``.
@@ -87,7 +100,7 @@ class PublicApiASGIHandler(ASGIHandler):
         # Assigned last: Django reads it as "initialization is complete".
         self._middleware_chain = handler
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             raise ValueError(f"the public API serves HTTP only, not {scope['type']}")
         try:
@@ -99,6 +112,7 @@ class PublicApiASGIHandler(ASGIHandler):
             request, response = self.create_request(scope, body_file)
             if request is not None:
                 response = await self.run_get_response(request)
+            assert response is not None  # create_request gives a request or an error response
             try:
                 await self.send_response(response, send)
             finally:

@@ -10,6 +10,8 @@ WebSockets go to the role's Channels routes (``settings.WEBSOCKET_ROUTES``).
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -20,22 +22,27 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.utils.module_loading import import_string  # noqa: E402
 
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[Any], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
 
 class PathDispatcher:
     """Send hot-path prefixes to one ASGI app and the rest to another."""
 
-    def __init__(self, prefixes: tuple[str, ...], hot, default) -> None:
+    def __init__(self, prefixes: tuple[str, ...], hot: ASGIApp, default: ASGIApp) -> None:
         self.prefixes, self.hot, self.default = prefixes, hot, default
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
             return await self.hot(scope, receive, send)
         return await self.default(scope, receive, send)
 
 
-def build_application():
+def build_application() -> ProtocolTypeRouter:
     hot_path = getattr(settings, "HOT_PATH_APP", None)
-    http = django_app
+    http: ASGIApp = django_app
     if hot_path and settings.HOT_PATH_PREFIXES:
         hot = import_string(hot_path)
         http = PathDispatcher(

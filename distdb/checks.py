@@ -7,16 +7,19 @@ Checks tagged ``distdb_runtime`` need files that exist only once the node is set
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import CheckMessage, Error, register
 
 RUNTIME = "distdb_runtime"
 
 
 @register()
-def check_role(app_configs, **kwargs):
+def check_role(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     if settings.DISTDB_ROLE not in ("master", "tablet", "client", "test"):
         return [
             Error(
@@ -29,8 +32,10 @@ def check_role(app_configs, **kwargs):
 
 
 @register(RUNTIME, deploy=True)
-def check_keys_and_token(app_configs, **kwargs):
-    errors = []
+def check_keys_and_token(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
     if settings.DISTDB_ROLE == "master" and not Path(settings.DISTDB_PRIVATE_KEY_FILE).exists():
         errors.append(
             Error(

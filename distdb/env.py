@@ -10,15 +10,19 @@ vocabulary.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env, EnvError
 
 _env = Env()
 
+T = TypeVar("T")
 
-def _wrap(name: str, fn, *args, **kwargs):
+
+def _wrap(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(name, *args, **kwargs)
     except EnvError as exc:

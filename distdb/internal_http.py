@@ -67,6 +67,9 @@ class InternalRequest:
 
 
 Handler = Callable[[InternalRequest], Awaitable[Any]]
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass
@@ -83,14 +86,16 @@ class InternalApp:
 
     routes: list[Route] = field(default_factory=list)
 
-    def route(self, method: str, path: str, *, roles: tuple[str, ...]):
+    def route(
+        self, method: str, path: str, *, roles: tuple[str, ...]
+    ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(Route(method, re.compile(f"^{path}$"), handler, roles))
             return handler
 
         return register
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         try:
@@ -102,8 +107,7 @@ class InternalApp:
             status, body, headers = exc.status, orjson.dumps(exc.as_dict()), exc.headers()
         except Exception:  # a bug: log it, answer with the error shape, keep serving
             log.exception("internal API failure on %s", scope.get("path"))
-            exc = DistdbError()
-            status, body, headers = 500, orjson.dumps(exc.as_dict()), {}
+            status, body, headers = 500, orjson.dumps(DistdbError().as_dict()), {}
         await send(
             {
                 "type": "http.response.start",
@@ -117,7 +121,7 @@ class InternalApp:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _prepare(self, scope, receive) -> tuple[InternalRequest, Route]:
+    async def _prepare(self, scope: Scope, receive: Receive) -> tuple[InternalRequest, Route]:
         path, method = scope["path"], scope["method"]
         route, params, allowed = None, {}, False
         for candidate in self.routes:
@@ -156,7 +160,7 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return fn(*args)
 
 
-async def _read_body(receive, limit: int) -> bytes:
+async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:

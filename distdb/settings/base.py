@@ -107,7 +107,7 @@ TEMPLATES = [
 ASGI_APPLICATION = "distdb.asgi.application"
 
 
-def database_config(node_id: str) -> dict:
+def database_config(node_id: str) -> dj_database_url.DBConfig:
     """DISTDB_DATABASE_URL (PostgreSQL in production), else a SQLite file under the data dir."""
     url = env_str("DISTDB_DATABASE_URL", f"sqlite:///{DISTDB_DATA_DIR / (node_id + '.sqlite3')}")
     try:

@@ -7,6 +7,8 @@ keys and token are checked first, so a misconfigured node fails at start-up.
 
 from __future__ import annotations
 
+from typing import Any
+
 from daphne.management.commands.runserver import Command as DaphneRunserver
 from django.conf import settings
 from django.core import checks
@@ -17,16 +19,16 @@ from distdb.checks import RUNTIME
 
 class Command(DaphneRunserver):
     @property
-    def default_port(self) -> str:  # type: ignore[override]
+    def default_port(self) -> str:
         return str(getattr(settings, "DISTDB_PORT", 8000))
 
     @property
-    def default_addr(self) -> str:  # type: ignore[override]
+    def default_addr(self) -> str:
         return settings.DISTDB_HOST
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         problems = checks.run_checks(tags=[RUNTIME], include_deployment_checks=True)
         errors = [p for p in problems if p.is_serious()]
         if errors:
             raise CommandError("\n".join(f"{e.id}: {e.msg} ({e.hint})" for e in errors))
-        return super().handle(*args, **options)
+        super().handle(*args, **options)

@@ -7,6 +7,7 @@ cost once per node rather than once per step.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -16,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 class Command(BaseCommand):
     help = "Migrate, then create superuser 'admin' with DISTDB_ADMIN_PASSWORD if it is missing."
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         password = os.environ.get("DISTDB_ADMIN_PASSWORD", "")
         if len(password) < 8:
             raise CommandError("DISTDB_ADMIN_PASSWORD must hold at least 8 characters")
