@@ -1,26 +1,26 @@
 """``manage.py runcluster`` (``make run``): the whole local cluster in one command.
 
-Prepares keys, tokens, databases and admin users, starts Redis if none is reachable,
-runs the master (+ Celery worker and beat), the tablet servers (+ their links) and the
-client servers under honcho, seeds the master from the fixture on first start, and
-prints where everything is. Ctrl-C stops every process it started.
+Prepares keys, tokens, databases and admin users, then starts every process through the
+project's one launcher (``distdb.cluster.LocalCluster``: Redis if none is reachable, the
+master with its Celery worker and beat, the tablet servers with their links, the client
+servers), echoes their output, seeds the master from the fixture on first start, and
+prints where everything is. Ctrl-C (or SIGTERM) stops every process it started; so does
+any process exiting on its own, rather than running on half a cluster.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import shlex
+import signal
 import sys
-import threading
-import time
-import urllib.request
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from honcho.manager import Manager
 
-from distdb.cluster import ClusterConfig, cluster_prepare, cluster_processes, manage
+from distdb.cluster import ClusterConfig, ClusterError, LocalCluster
+from distdb.cluster.prepare import cluster_prepare
 
 
 def _ports(text: str) -> list[int]:
@@ -31,6 +31,10 @@ def _ports(text: str) -> list[int]:
     if not ports or any(not 0 < p < 65536 for p in ports):
         raise CommandError(f"not a list of ports: {text!r}")
     return ports
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops the cluster the way Ctrl-C does
 
 
 class Command(BaseCommand):
@@ -45,10 +49,16 @@ class Command(BaseCommand):
         )
         parser.add_argument("--no-seed", action="store_true", help="Do not seed from the fixture.")
         parser.add_argument(
+            "--ready-timeout",
+            type=float,
+            default=180,
+            help="Seconds every process gets to come up (default 180).",
+        )
+        parser.add_argument(
             "--prepare-only",
             action="store_true",
             help="Prepare every node, print the processes to run as JSON, and exit "
-            "(to run them under another supervisor, e.g. systemd or a test harness).",
+            "(what LocalCluster.prepare runs; or to run them under another supervisor).",
         )
 
     def handle(self, *args, **options):
@@ -61,46 +71,46 @@ class Command(BaseCommand):
             tablet_ports=_ports(options["tablet_ports"]),
             client_ports=_ports(options["client_ports"]),
             redis_url=settings.DISTDB_REDIS_URL,
-            fixture=None if options["no_seed"] else options["fixture"],
         )
         try:
             info = cluster_prepare(cfg, log=lambda m: self.stdout.write(f"[prepare] {m}"))
-            processes = cluster_processes(cfg)
-        except RuntimeError as exc:
+            cluster = LocalCluster(cfg, console=not options["prepare_only"])
+        except ClusterError as exc:
             raise CommandError(str(exc)) from None
 
         if options["prepare_only"]:
-            procs = [{"name": n, "command": c, "env": e} for n, c, e in processes]
+            procs = [
+                {"name": s.name, "command": shlex.join(s.argv), "env": s.env}
+                for s in cluster.specs.values()
+            ]
             self.stdout.write(json.dumps({"processes": procs, **info}))
             return
-        manager = Manager()
-        for name, command, env in processes:
-            manager.add_process(name, command, env={**os.environ, **env})
-        threading.Thread(target=self._when_ready, args=(cfg, info, manager), daemon=True).start()
-        manager.loop()
-        sys.exit(manager.returncode)
+        signal.signal(signal.SIGTERM, _interrupt)
+        fixture = None if options["no_seed"] else options["fixture"]
+        failed = ""
+        with cluster:
+            try:
+                cluster.start()
+                cluster.wait_ready(timeout=options["ready_timeout"])
+                if fixture is not None:
+                    self.stdout.write(f"[seed] {cluster.seed(fixture)}")
+                self._summary(cfg, info)
+                failed = f"{cluster.supervise().name} exited"
+            except KeyboardInterrupt:
+                pass
+            except ClusterError as exc:  # report and stop the cluster rather than run half-ready
+                failed = f"not ready: {exc}"
+            finally:
+                # A second Ctrl-C must not cut the shutdown short and leave processes behind.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                if failed:
+                    self.stderr.write(f"[cluster] {failed}")
+                self.stdout.write("[cluster] stopping every process")
+        if failed:
+            sys.exit(1)
 
-    def _when_ready(self, cfg: ClusterConfig, info: dict[str, str], manager: Manager) -> None:
-        """Wait for every node, seed on first start, then print the summary."""
-        try:
-            for node in cfg.nodes:
-                _wait_http(f"http://{cfg.host}:{node.port}/admin/login/", timeout=90)
-            if cfg.fixture is not None:
-                out = manage(
-                    cfg,
-                    cfg.nodes[0],
-                    "cluster_seed",
-                    "--fixture",
-                    str(cfg.fixture),
-                    "--tablets",
-                    str(len(cfg.tablet_ports)),
-                    "--no-progress",
-                )
-                self.stdout.write(f"[seed] {out.strip()}")
-        except Exception as exc:  # report and stop the cluster rather than run half-ready
-            self.stderr.write(f"[cluster] not ready: {exc}")
-            manager.terminate()
-            return
+    def _summary(self, cfg: ClusterConfig, info: dict[str, str]) -> None:
         lines = ["", "distdb local cluster is up", ""]
         for node in cfg.nodes:
             url = f"http://{cfg.host}:{node.port}"
@@ -111,6 +121,7 @@ class Command(BaseCommand):
             f"  REST API   {api}/api/v1/tables/   docs: {api}/api/docs/",
             f"  API token  {info['api_token']}",
             f"             (also in {cfg.data_dir / 'api-token'})",
+            f"  logs       {cfg.logs}/<process>.log",
             "",
             f'  try: curl -H "Authorization: Bearer $(cat {cfg.data_dir / "api-token"})" '
             f"{api}/api/v1/tables/products/rows/1",
@@ -119,17 +130,3 @@ class Command(BaseCommand):
         ]
         self.stdout.write("\n".join(lines))
         self.stdout.flush()
-
-
-def _wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status < 500:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
-        time.sleep(0.3)

