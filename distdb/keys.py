@@ -14,11 +14,10 @@ The empty string is the start of the key space (-inf); ``None`` as an end key is
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable
 
 from distdb.errors import InvalidKey
 
-KeyType = Literal["int", "str"]
 KEY_TYPES: tuple[str, ...] = ("int", "str")
 MAX_KEY_BYTES = 256
 _OFFSET = 2**63
@@ -71,6 +70,33 @@ def parse_key_text(key_type: str, text: str) -> str:
 def in_range(stored: str, start: str, end: str | None) -> bool:
     """Whether a stored key falls in the half-open range [start, end)."""
     return stored >= start and (end is None or stored < end)
+
+
+def range_cut(
+    start: str, end: str | None, cuts: Iterable[str | None]
+) -> list[tuple[str, str | None]]:
+    """[start, end) cut at every cut strictly inside it, as contiguous half-open pieces.
+
+    Cuts outside the range, on its bounds, repeated, empty or None are ignored, so the
+    pieces always cover [start, end) exactly, in key order.
+    """
+    inner = sorted({c for c in cuts if c and c > start and (end is None or c < end)})
+    starts: list[str] = [start, *inner]
+    ends: list[str | None] = [*inner, end]
+    return list(zip(starts, ends, strict=True))
+
+
+def bound_display(key_type: str | None, key: str | None) -> str:
+    """A stored range bound as people read it: "" is -inf, None is +inf.
+
+    With the table's ``key_type`` other keys are shown as users write them (integer keys
+    decoded); without it (a server that does not know the table), as stored.
+    """
+    if key is None:
+        return "+inf"
+    if key == "":
+        return "-inf"
+    return str(decode_key(key_type, key)) if key_type else key
 
 
 def _is_int_text(text: str) -> bool:

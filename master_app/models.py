@@ -5,14 +5,7 @@ from __future__ import annotations
 from django.db import models
 
 from distdb.fields import KeyField
-from distdb.keys import decode_key
-
-
-def bound_display(key_type: str, key: str | None) -> str:
-    """A stored range bound as users write keys: "" is -inf, None is +inf."""
-    if key is None:
-        return "+inf"
-    return str(decode_key(key_type, key)) if key else "-inf"
+from distdb.keys import bound_display, decode_key
 
 
 class Table(models.Model):

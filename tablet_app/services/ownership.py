@@ -45,6 +45,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from distdb import protocol
+from distdb.keys import range_cut
 from tablet_app.models import MetadataSnapshot, OwnedRange
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ def metadata_apply(metadata: protocol.Metadata, node_id: str) -> None:
         for tablet in mine:
             table_freezes = [f for f in freezes if f.table == tablet.table]
             cuts = {f.start_key for f in table_freezes} | {f.end_key for f in table_freezes}
-            for start, end in _cut(tablet.start, tablet.end, cuts):
+            for start, end in range_cut(tablet.start, tablet.end, cuts):
                 until = max(
                     (f.frozen_until for f in table_freezes if _inside(start, end, f)),
                     default=None,
@@ -229,13 +230,6 @@ def metadata_apply(metadata: protocol.Metadata, node_id: str) -> None:
         MetadataSnapshot.objects.filter(
             version__in=list(old.values_list("version", flat=True))
         ).delete()
-
-
-def _cut(start: str, end: str | None, cuts: Iterable[str | None]) -> list[tuple[str, str | None]]:
-    """Split [start, end) at the given keys that fall strictly inside it."""
-    inner = sorted(c for c in cuts if c is not None and c > start and (end is None or c < end))
-    bounds: list[str | None] = [start, *inner, end]
-    return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]  # type: ignore[misc]
 
 
 def _inside(start: str, end: str | None, outer: OwnedRange) -> bool:
