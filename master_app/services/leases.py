@@ -68,11 +68,21 @@ def lease_current(name: str) -> Lease | None:
 
 
 class HeldLease:
-    """A lease kept alive by a renewing thread; ``check()`` raises once it was lost."""
+    """A lease kept alive by a renewing thread; ``check()`` raises once it was lost.
 
-    def __init__(self, name: str, holder: str, ttl_s: float) -> None:
+    The thread renews every ``renew_every_s`` (a third of the lease by default, so two
+    renewals can fail or be late before it expires). ``wait_renewed`` lets a caller (a
+    test) wait for renewals instead of sleeping.
+    """
+
+    def __init__(
+        self, name: str, holder: str, ttl_s: float, *, renew_every_s: float | None = None
+    ) -> None:
         self.name, self.holder, self.ttl_s = name, holder, ttl_s
+        self.renew_every_s = ttl_s / 3 if renew_every_s is None else renew_every_s
         self.lost = False
+        self.renewals = 0
+        self._changed = threading.Condition()  # notified after each renewal, and on loss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew_forever, daemon=True)
 
@@ -80,25 +90,46 @@ class HeldLease:
         if self.lost:
             raise LeaseLost(f"the {self.name} lease was lost; stopping")
 
+    def wait_renewed(self, renewals: int, timeout_s: float) -> bool:
+        """Wait until the lease was renewed ``renewals`` times in all, or was lost; False
+        if neither happened within ``timeout_s``."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.renewals >= renewals or self.lost, timeout_s)
+
     def _renew_forever(self) -> None:
         try:
-            while not self._stop.wait(self.ttl_s / 3):
+            while not self._stop.wait(self.renew_every_s):
                 close_old_connections()
                 if not lease_renew(self.name, self.holder, self.ttl_s):
-                    self.lost = True
                     log.error("lost the %s lease", self.name)
+                    self._lose()
                     return
+                with self._changed:
+                    self.renewals += 1
+                    self._changed.notify_all()
         except Exception:  # noqa: BLE001 - a failed renewal must not kill silently
             log.exception("renewing the %s lease failed", self.name)
-            self.lost = True
+            self._lose()
         finally:
             connections.close_all()
 
+    def _lose(self) -> None:
+        with self._changed:
+            self.lost = True
+            self._changed.notify_all()
+
 
 @contextmanager
-def held(name: str, holder: str, ttl_s: float, *, wait_s: float = 0) -> Iterator[HeldLease]:
+def held(
+    name: str,
+    holder: str,
+    ttl_s: float,
+    *,
+    wait_s: float = 0,
+    renew_every_s: float | None = None,
+) -> Iterator[HeldLease]:
     """Hold ``name`` for the block; raises ``LeaseHeld`` (naming the holder) if it is
-    still taken after ``wait_s`` seconds."""
+    still taken after ``wait_s`` seconds. ``renew_every_s``: see ``HeldLease``."""
     deadline = time.monotonic() + wait_s
     acquired = lease_acquire(name, holder, ttl_s)
     while acquired is None and time.monotonic() < deadline:
@@ -109,7 +140,7 @@ def held(name: str, holder: str, ttl_s: float, *, wait_s: float = 0) -> Iterator
         who = current.holder if current else "someone"
         since = f" since {current.acquired_at:%Y-%m-%d %H:%M:%S}" if current else ""
         raise LeaseHeld(f"{who} holds the {name} lease{since}", holder=who)
-    lease = HeldLease(name, holder, ttl_s)
+    lease = HeldLease(name, holder, ttl_s, renew_every_s=renew_every_s)
     lease._thread.start()
     try:
         yield lease

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from distdb.errors import LeaseHeld
+from distdb.errors import LeaseHeld, LeaseLost
 from master_app.models import ConsolidatedRow, Lease, RebalanceRun, Table, TabletServer
 from master_app.services import leases
 from master_app.services.metadata import RangeAssignment, metadata_commit
@@ -39,13 +40,23 @@ def test_held_reports_who_holds_the_lease():
 
 @pytest.mark.django_db(transaction=True)  # the renewing thread has its own connection
 def test_held_renews_and_releases():
-    with leases.held("y", "me", 0.3) as lease:
-        import time
-
-        time.sleep(0.5)  # longer than the lease: the renewing thread kept it
+    with leases.held("y", "me", 60, renew_every_s=0.01) as lease:
+        taken_until = Lease.objects.get(name="y").until
+        assert lease.wait_renewed(2, timeout_s=30)
         lease.check()
-        assert leases.lease_current("y").holder == "me"
+        current = leases.lease_current("y")
+        assert current.holder == "me" and current.until > taken_until  # extended
     assert leases.lease_current("y") is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_held_lease_taken_over_by_another_holder_is_reported_lost():
+    with leases.held("z", "me", 60, renew_every_s=0.01) as lease:
+        Lease.objects.filter(name="z").update(holder="someone else")
+        assert lease.wait_renewed(sys.maxsize, timeout_s=30)  # returns once it is lost
+        with pytest.raises(LeaseLost):
+            lease.check()
+    assert leases.lease_current("z").holder == "someone else"  # not released by the loser
 
 
 def test_a_run_while_another_is_going_is_refused_and_not_recorded():
