@@ -12,12 +12,13 @@ only client servers convert between user keys and stored keys.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Final, Generic, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Final = 1
 
 TableName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 StoredKey = Annotated[str, Field(max_length=300)]
@@ -172,11 +173,10 @@ class ExportRequest(Message):
 
 
 class ExportResponse(Message):
-    """Rows in key order; ``last_seq``: the change log's last seq read before the rows."""
+    """Rows in key order (a page: fewer than ``limit`` means the range is done)."""
 
     type: Literal["export_result"] = "export_result"
     rows: list[Row]
-    last_seq: int = Field(ge=0)
 
 
 class ExportChangesRequest(Message):
@@ -190,13 +190,16 @@ class ExportChangesRequest(Message):
     limit: int = Field(default=1000, ge=1, le=100_000)
 
 
+ChangeOp = Literal["put", "delete"]
+
+
 class ChangeEntry(Strict):
     """One change-log entry: the row's full image after the change (None: deleted)."""
 
     seq: int
     table: TableName
     key: StoredKey
-    op: Literal["put", "delete"]
+    op: ChangeOp
     cells: Cells | None = None
 
 
@@ -260,6 +263,10 @@ def error_info(exc: Any) -> ErrorInfo:
 # The tablet's link agent dials the master, says hello, then heartbeats. The master pushes
 # metadata and sends commands; every command carries an ``id`` and gets exactly one
 # ``reply`` with the same id. Commands are idempotent so a retried one changes nothing.
+#
+# Every command names its reply model (``Command[ReplyModel]``): the tablet builds that
+# model, ``Reply.result`` carries it (a union discriminated by ``type``), and the master's
+# ``link_call`` checks it is the one the command expects and returns it, typed.
 
 
 class Hello(Message):
@@ -279,11 +286,116 @@ class Welcome(Message):
     heartbeat_s: int = Field(ge=1)
 
 
-class Command(Message):
+# --- link replies (the ``result`` of an ok ``Reply``), one per command -------------------------
+
+
+class RowCount(Message):
+    """Base of the replies that say how many rows a command touched."""
+
+    rows: int = Field(ge=0)
+
+
+class IngestReply(RowCount):
+    type: Literal["ingest_result"] = "ingest_result"
+
+
+class ChangesReply(Message):
+    """Entries in seq order; ``more``: some were left out (by ``limit`` or the size cap)."""
+
+    type: Literal["changes_result"] = "changes_result"
+    entries: list[ChangeEntry]
+    more: bool
+
+
+class TrimReply(Message):
+    type: Literal["trim_result"] = "trim_result"
+    trimmed: int = Field(ge=0)
+
+
+class FreezeReply(Message):
+    """When the source's write lease ends (its own clock; informational for the master)."""
+
+    type: Literal["freeze_result"] = "freeze_result"
+    frozen_until: datetime
+
+
+class UnfreezeReply(Message):
+    type: Literal["unfreeze_result"] = "unfreeze_result"
+
+
+class DropReply(RowCount):
+    type: Literal["drop_result"] = "drop_result"
+
+
+class DropUnownedReply(RowCount):
+    type: Literal["drop_unowned_result"] = "drop_unowned_result"
+
+
+class CountReply(RowCount):
+    type: Literal["count_result"] = "count_result"
+
+
+class CopyReply(RowCount):
+    type: Literal["copy_result"] = "copy_result"
+
+
+class CatchUpReply(Message):
+    """How many change-log entries were applied, and the source seq caught up to."""
+
+    type: Literal["catch_up_result"] = "catch_up_result"
+    applied: int = Field(ge=0)
+    last_seq: int = Field(ge=0)
+
+
+class ApplyMetadataReply(Message):
+    """The metadata version the tablet holds after applying (newer if it had a newer one)."""
+
+    type: Literal["apply_metadata_result"] = "apply_metadata_result"
+    version: int = Field(ge=0)
+
+
+CommandResult = (
+    IngestReply
+    | ChangesReply
+    | TrimReply
+    | FreezeReply
+    | UnfreezeReply
+    | DropReply
+    | DropUnownedReply
+    | CountReply
+    | CopyReply
+    | CatchUpReply
+    | ApplyMetadataReply
+)
+LinkResult = Annotated[CommandResult, Field(discriminator="type")]
+
+
+# --- link commands ------------------------------------------------------------------------------
+
+ReplyT = TypeVar("ReplyT", bound=Message)
+
+
+class Command(Message, Generic[ReplyT]):
+    """A master -> tablet command; ``ReplyT`` (also ``reply_model``) is its result's model."""
+
+    reply_model: ClassVar[type[Message]]
     id: str = Field(min_length=1, max_length=64)
+    type: str  # each command narrows it to its own literal
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        # The reply model is the argument of the first parametrized base, e.g. the
+        # ``Command[IngestReply]`` of ``IngestCommand``: one declaration, read by the type
+        # checker (``link_call`` returns ``ReplyT``) and at run time (the reply is checked).
+        for base in cls.__mro__:
+            args = getattr(base, "__pydantic_generic_metadata__", {}).get("args", ())
+            if args and isinstance(args[0], type) and issubclass(args[0], Message):
+                cls.reply_model = args[0]
+                return
 
 
-class IngestCommand(Command):
+class IngestCommand(Command[IngestReply]):
     """Upsert rows without logging them (seeding, or copying a range in)."""
 
     type: Literal["ingest"] = "ingest"
@@ -291,7 +403,7 @@ class IngestCommand(Command):
     rows: list[Row]
 
 
-class ChangesCommand(Command):
+class ChangesCommand(Command[ChangesReply]):
     """Ship change-log entries with seq > after_seq (at most ``limit``)."""
 
     type: Literal["changes"] = "changes"
@@ -299,49 +411,69 @@ class ChangesCommand(Command):
     limit: int = Field(ge=1, le=100_000)
 
 
-class TrimCommand(Command):
+class TrimCommand(Command[TrimReply]):
     """The master applied every entry up to ``upto_seq``: the tablet may delete them."""
 
     type: Literal["trim"] = "trim"
     upto_seq: int = Field(ge=0)
 
 
-class RangeCommand(Command):
-    """freeze (until ``lease_s`` from now) / unfreeze / drop / count a range of a table.
+class RangeCommand(Command[ReplyT], Generic[ReplyT]):
+    """Base of the commands on the key range [start, end) of a table."""
 
-    ``drop_unowned`` deletes the stored rows of [start, end) that lie outside every
-    range this server owns: copies left behind by an interrupted move.
-    """
-
-    type: Literal["freeze", "unfreeze", "drop", "count", "drop_unowned"]
     table: TableName
     start: StoredKey = ""
     end: StoredKey | None = None
-    lease_s: float = Field(default=0, ge=0, le=600)
 
 
-class CopyCommand(Command):
+class FreezeCommand(RangeCommand[FreezeReply]):
+    """Refuse writes to the range (retryably) until ``lease_s`` from now (a move's freeze)."""
+
+    type: Literal["freeze"] = "freeze"
+    lease_s: float = Field(ge=0, le=600)
+
+
+class UnfreezeCommand(RangeCommand[UnfreezeReply]):
+    """Lift the range's freeze (a move that was undone)."""
+
+    type: Literal["unfreeze"] = "unfreeze"
+
+
+class DropCommand(RangeCommand[DropReply]):
+    """Delete the stored rows of a range this server does not own."""
+
+    type: Literal["drop"] = "drop"
+
+
+class DropUnownedCommand(RangeCommand[DropUnownedReply]):
+    """Delete the stored rows of [start, end) that lie outside every range this server
+    owns: copies left behind by an interrupted move."""
+
+    type: Literal["drop_unowned"] = "drop_unowned"
+
+
+class CountCommand(RangeCommand[CountReply]):
+    """Count the stored rows of the range (owned or not)."""
+
+    type: Literal["count"] = "count"
+
+
+class CopyCommand(RangeCommand[CopyReply]):
     """Pull the rows of a range from the tablet server at ``source_url`` (a move's copy)."""
 
     type: Literal["copy"] = "copy"
-    table: TableName
-    start: StoredKey = ""
-    end: StoredKey | None = None
     source_url: str
 
 
-class CatchUpCommand(Command):
+class CatchUpCommand(RangeCommand[CatchUpReply]):
     """Pull and apply the source's change-log entries of a range with seq > ``after_seq``."""
 
     type: Literal["catch_up"] = "catch_up"
-    table: TableName
-    start: StoredKey = ""
-    end: StoredKey | None = None
     source_url: str
     after_seq: int = Field(ge=0)
 
 
-class ApplyMetadataCommand(Command):
+class ApplyMetadataCommand(Command[ApplyMetadataReply]):
     """Apply this metadata now and answer when it is stored (a move's hand-over)."""
 
     type: Literal["apply_metadata"] = "apply_metadata"
@@ -352,7 +484,11 @@ LinkCommand = Annotated[
     IngestCommand
     | ChangesCommand
     | TrimCommand
-    | RangeCommand
+    | FreezeCommand
+    | UnfreezeCommand
+    | DropCommand
+    | DropUnownedCommand
+    | CountCommand
     | CopyCommand
     | CatchUpCommand
     | ApplyMetadataCommand,
@@ -361,10 +497,12 @@ LinkCommand = Annotated[
 
 
 class Reply(Message):
+    """The answer to command ``id``: ``result`` if ``ok``, else ``error``."""
+
     type: Literal["reply"] = "reply"
     id: str
     ok: bool
-    result: dict[str, Any] | None = None
+    result: LinkResult | None = None
     error: ErrorInfo | None = None
 
 

@@ -29,6 +29,7 @@ from distdb.protocol import (
     dumps,
     tablet_to_master_adapter,
 )
+from master_app.services.link import ALL_TABLETS, tablet_group
 from master_app.services.metadata import metadata_current
 from master_app.services.servers import (
     tablet_server_connect,
@@ -37,11 +38,6 @@ from master_app.services.servers import (
 )
 
 log = logging.getLogger(__name__)
-ALL_TABLETS = "tablets"
-
-
-def tablet_group(node_id: str) -> str:
-    return f"tablet.{node_id}"
 
 
 class TabletLinkConsumer(AsyncWebsocketConsumer):

@@ -53,18 +53,17 @@ async def health(request: InternalRequest) -> dict[str, Any]:
 
 @app.route("POST", r"/internal/v1/export", roles=PEERS)
 async def export(request: InternalRequest) -> protocol.ExportResponse:
+    """A move's copy: one page of a range's rows, in key order."""
     msg: protocol.ExportRequest = request.parse(protocol.ExportRequest)
-    page, last_seq = await run_sync(
-        control.rows_export, msg.table, msg.start, msg.end, msg.after, msg.limit
-    )
-    return protocol.ExportResponse.model_construct(rows=page, last_seq=last_seq)
+    page = await run_sync(control.rows_export, msg.table, msg.start, msg.end, msg.after, msg.limit)
+    return protocol.ExportResponse.model_construct(rows=page)
 
 
 @app.route("POST", r"/internal/v1/export-changes", roles=PEERS)
-async def export_changes(request: InternalRequest) -> dict[str, Any]:
+async def export_changes(request: InternalRequest) -> protocol.ExportChangesResponse:
     """A move's catch-up: the range's change-log entries after a seq, in seq order."""
     msg: protocol.ExportChangesRequest = request.parse(protocol.ExportChangesRequest)
     entries = await run_sync(
         control.changes_in_range_since, msg.table, msg.start, msg.end, msg.after_seq, msg.limit
     )
-    return {"v": protocol.PROTOCOL_VERSION, "type": "export_changes_result", "entries": entries}
+    return protocol.ExportChangesResponse.model_construct(entries=entries)

@@ -7,9 +7,12 @@ plane; ownership changes it writes are seen by the data plane's next transaction
 because the ownership check runs inside each write's transaction, a freeze or an
 ownership change can never interleave with a write.
 
-It reconnects by itself with capped, jittered backoff. Nothing is lost across a
-restart: the change log is durable and the master asks for entries after the last
-sequence number it acknowledged, so unreported changes are reported after reconnecting.
+It reconnects by itself: ``websockets``' reconnecting iterator dials again at once
+after a link that was up drops, and backs off (jittered, capped, see
+``reconnect_delays``) while dialling fails. Only a refusal by the master (a wrong or
+missing token) stops it, with the reason. Nothing is lost across a restart: the
+change log is durable and the master asks for entries after the last sequence number
+it acknowledged, so unreported changes are reported after reconnecting.
 
 It also settles write freezes whose lease ended (a master that died mid-move): it
 asks the master's HTTP API for the current metadata and lets ``freezes_resolve``
@@ -19,10 +22,19 @@ decide, whether or not the link itself is up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+)
 from datetime import timedelta
-from typing import Any
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 import aiohttp
 import orjson
@@ -31,30 +43,64 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from distdb.auth import own_token
 from distdb.errors import DistdbError, error_from_dict
 from distdb.protocol import (
     ApplyMetadataCommand,
+    ApplyMetadataReply,
     CatchUpCommand,
-    ChangeEntry,
+    CatchUpReply,
     ChangesCommand,
+    ChangesReply,
+    Command,
+    CommandResult,
     CopyCommand,
+    CopyReply,
+    CountCommand,
+    CountReply,
+    DropCommand,
+    DropReply,
+    DropUnownedCommand,
+    DropUnownedReply,
+    ExportChangesRequest,
+    ExportChangesResponse,
+    ExportRequest,
+    ExportResponse,
+    FreezeCommand,
+    FreezeReply,
     Heartbeat,
     Hello,
     IngestCommand,
+    IngestReply,
     Metadata,
-    RangeCommand,
     Reply,
-    Row,
     TrimCommand,
+    TrimReply,
+    UnfreezeCommand,
+    UnfreezeReply,
     Welcome,
     dumps,
     error_info,
     master_to_tablet_adapter,
 )
-from tablet_app import services as control
+from tablet_app.services import (
+    changes_apply_copied,
+    changes_batch,
+    changes_last_seq,
+    changes_trim,
+    freezes_expired_exist,
+    freezes_resolve,
+    metadata_apply,
+    metadata_version_current,
+    range_count,
+    range_drop,
+    range_freeze,
+    range_unfreeze,
+    rows_drop_unowned,
+    rows_ingest,
+)
 
 log = logging.getLogger("distdb.tablet.link")
 COPY_BATCH = 2000
@@ -64,6 +110,22 @@ CATCH_UP_BATCH = 5000
 LINK_REPLY_BYTES = 400 * 1024
 FREEZE_CHECK_S = 1.0  # how often expired freeze leases are looked for (see freezes_resolve)
 REFUSED_CLOSE_CODES = (4401, 4403)  # the master's answer to a missing or wrong token
+RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.2, 5.0
+
+P = ParamSpec("P")
+T = TypeVar("T")
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class LinkSocket(Protocol):
+    """What the agent uses of a connection (``websockets``' ``ClientConnection``)."""
+
+    async def send(self, message: bytes) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]: ...
+
+
+Connect = Callable[..., AsyncIterable[LinkSocket]]  # ``websockets.connect``, or a test's fake
 
 
 def master_ws_url() -> str:
@@ -71,74 +133,104 @@ def master_ws_url() -> str:
     return base.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws/tablet/"
 
 
-def _db(fn):
-    """Run a control service in a worker thread with a fresh-enough DB connection."""
+def reconnect_delays() -> Iterator[float]:
+    """Seconds to wait before each new dial while dialling fails: 0.2 s doubling to 5 s,
+    jittered. websockets' default starts at up to 5 s and grows to 90 s: too slow for a
+    tablet the master is waiting on (a move's step, a rebalance run)."""
+    delay = RECONNECT_FIRST_S
+    while True:
+        yield delay * (0.5 + random.random())
+        delay = min(delay * 2, RECONNECT_MAX_S)
 
-    def call(*args, **kwargs):
+
+def retry_dial(exc: Exception) -> Exception | None:
+    """Which failures to dial are retried (None) rather than raised: network errors,
+    timeouts and any WebSocket failure, e.g. an HTTP error from a master that is
+    restarting (websockets' default retries only 5xx answers)."""
+    if isinstance(exc, OSError | TimeoutError | websockets.WebSocketException):
+        return None
+    return exc
+
+
+def _db(fn: Callable[P, T]) -> Callable[P, Awaitable[T]]:
+    """Run a service in the agent's one database thread with a fresh-enough connection."""
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
         close_old_connections()
         return fn(*args, **kwargs)
 
     return sync_to_async(call, thread_sensitive=True)
 
 
-class TabletLink:
-    """One connection's worth of state; ``run_forever`` reconnects."""
+def _refused(reason: str) -> SystemExit:
+    log.error("the master refused this tablet server: %s", reason)
+    return SystemExit(f"refused by the master: {reason}")
 
-    def __init__(self) -> None:
+
+class TabletLink:
+    """The link agent; ``run_forever`` serves one connection after another.
+
+    ``connect`` dials the master and yields a connection per (re)connect:
+    ``websockets.connect`` in production, a fake in tests.
+    """
+
+    def __init__(self, *, connect: Connect = websockets.connect) -> None:
         self.node_id: str = settings.DISTDB_NODE_ID
         self.heartbeat_s: float = 5.0
-        self.connected = asyncio.Event()
+        self.connected = asyncio.Event()  # set by the master's welcome, cleared on loss
+        self._connect = connect
         self._http: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # commands running (kept referenced)
 
-    async def run_forever(self, *, stop: asyncio.Event | None = None) -> None:
+    async def run_forever(self) -> None:
+        """Serve the link until the master refuses this server (``SystemExit``)."""
         resolver = asyncio.create_task(self._resolve_expired_freezes_forever())
         try:
-            await self._link_forever(stop)
+            await self._link_forever()
         finally:
             resolver.cancel()
 
-    async def _link_forever(self, stop: asyncio.Event | None) -> None:
-        delay = 0.2
-        while stop is None or not stop.is_set():
-            try:
-                await self.run_once()
-                delay = 0.2
-            except websockets.ConnectionClosed as exc:
-                # The master refuses a bad token with an error message and close code
-                # 4401/4403; if the close wins the race with our hello, only the code is
-                # left to say so. Retrying would not help: stop with the reason.
-                if exc.rcvd is not None and exc.rcvd.code in REFUSED_CLOSE_CODES:
-                    reason = exc.rcvd.reason or "token refused"
-                    log.error("the master refused this tablet server: %s", reason)
-                    raise SystemExit(f"refused by the master: {reason}") from None
-                log.warning("link to master %s lost: %s", master_ws_url(), exc)
-            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
-                log.warning("link to master %s lost: %s", master_ws_url(), exc)
-            self.connected.clear()
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
-
-    async def run_once(self) -> None:
-        headers = {"Authorization": f"Bearer {own_token()}"}
-        async with websockets.connect(
+    async def _link_forever(self) -> None:
+        dial = self._connect(
             master_ws_url(),
-            additional_headers=headers,
+            additional_headers={"Authorization": f"Bearer {own_token()}"},
             max_size=64 * 1024 * 1024,
             open_timeout=10,
             ping_interval=20,
-        ) as ws:
-            last_seq = await _db(control.changes_last_seq)()
-            snapshot = await _db(control.metadata_version_current)()
-            hello = Hello(
-                url=settings.DISTDB_PUBLIC_URL, last_seq=last_seq, metadata_version=snapshot
-            )
-            await ws.send(dumps(hello))
-            heartbeats = asyncio.create_task(self._heartbeats(ws))
-            try:
-                async for raw in ws:
-                    await self._handle(ws, raw)
-            finally:
-                heartbeats.cancel()
+            process_exception=retry_dial,
+            reconnect_delays=reconnect_delays,
+        )
+        # websockets' iterator is an async generator; closing it when we stop (a refusal)
+        # closes the open connection now rather than at garbage collection.
+        connections = cast(AsyncGenerator[LinkSocket, None], aiter(dial))
+        async with contextlib.aclosing(connections):
+            async for ws in connections:
+                try:
+                    await self.serve(ws)
+                except websockets.ConnectionClosed as exc:
+                    # The master refuses a bad token with an error message and close code
+                    # 4401/4403; if the close wins the race with our hello, only the code
+                    # is left to say so. Retrying would not help: stop with the reason.
+                    if exc.rcvd is not None and exc.rcvd.code in REFUSED_CLOSE_CODES:
+                        raise _refused(exc.rcvd.reason or "token refused") from None
+                    log.warning("link to master %s lost: %s", master_ws_url(), exc)
+                except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+                    log.warning("link to master %s lost: %s", master_ws_url(), exc)
+                finally:
+                    self.connected.clear()
+
+    async def serve(self, ws: LinkSocket) -> None:
+        """Say hello on a new connection, then heartbeat and handle messages until it ends."""
+        last_seq = await _db(changes_last_seq)()
+        snapshot = await _db(metadata_version_current)()
+        hello = Hello(url=settings.DISTDB_PUBLIC_URL, last_seq=last_seq, metadata_version=snapshot)
+        await ws.send(dumps(hello))
+        heartbeats = asyncio.create_task(self._heartbeats(ws))
+        try:
+            async for raw in ws:
+                await self._handle(ws, raw)
+        finally:
+            heartbeats.cancel()
 
     async def _resolve_expired_freezes_forever(self) -> None:
         while True:
@@ -152,29 +244,34 @@ class TabletLink:
 
     async def resolve_expired_freezes(self) -> int:
         """Lift or give away ranges whose freeze lease ended; returns how many were lifted."""
-        if not await _db(control.freezes_expired_exist)():
+        if not await _db(freezes_expired_exist)():
             return 0
         fetched_at = timezone.now()  # before the request: the answer is at least this new
-        payload = await self._request(
-            "GET", settings.DISTDB_MASTER_URL + "/internal/v1/metadata", timeout_s=10
+        metadata = await self._request(
+            "GET", settings.DISTDB_MASTER_URL + "/internal/v1/metadata", Metadata, timeout_s=10
         )
-        metadata = Metadata.model_validate(payload)
-        lifted = await _db(control.freezes_resolve)(metadata, self.node_id, fetched_at)
+        lifted = await _db(freezes_resolve)(metadata, self.node_id, fetched_at)
         log.info("settled expired freezes with metadata v%s (%d lifted)", metadata.version, lifted)
         return lifted
 
-    async def _heartbeats(self, ws) -> None:
+    async def _heartbeats(self, ws: LinkSocket) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
-            last_seq = await _db(control.changes_last_seq)()
+            last_seq = await _db(changes_last_seq)()
             await ws.send(dumps(Heartbeat(last_seq=last_seq)))
 
-    async def _handle(self, ws, raw: str | bytes) -> None:
-        data = orjson.loads(raw)
+    async def _handle(self, ws: LinkSocket, raw: str | bytes) -> None:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            log.error("a message from the master that is not JSON: %s", exc)
+            return
         if isinstance(data, dict) and "error" in data:
             err = error_from_dict(data)
-            log.error("the master refused this tablet server: %s (%s)", err.code, err.message)
-            raise SystemExit(f"refused by the master: {err.code}: {err.message}")
+            if not self.connected.is_set():  # before the welcome: the master refuses us
+                raise _refused(f"{err.code}: {err.message}")
+            log.error("the master reported an error: %s (%s)", err.code, err.message)
+            return
         try:
             message = master_to_tablet_adapter.validate_python(data)
         except ValidationError as exc:
@@ -185,15 +282,16 @@ class TabletLink:
             self.connected.set()
             log.info("linked to the master as %s", self.node_id)
         elif isinstance(message, Metadata):
-            await _db(control.metadata_apply)(message, self.node_id)
+            await _db(metadata_apply)(message, self.node_id)
         else:
             # Commands run concurrently so a long copy does not hold up heartbeats/others.
-            asyncio.create_task(self._command(ws, message))
+            task = asyncio.create_task(self._command(ws, message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _command(self, ws, command) -> None:
+    async def _command(self, ws: LinkSocket, command: Command[Any]) -> None:
         try:
-            result = await self.execute(command)
-            reply = Reply(id=command.id, ok=True, result=result)
+            reply = Reply(id=command.id, ok=True, result=await self.execute(command))
         except DistdbError as exc:
             reply = Reply(id=command.id, ok=False, error=error_info(exc))
         except Exception as exc:  # report, keep the link up
@@ -208,41 +306,39 @@ class TabletLink:
         except websockets.ConnectionClosed:
             log.warning("could not reply to %s: the link closed", command.type)
 
-    async def execute(self, command) -> dict[str, Any]:
-        if isinstance(command, IngestCommand):
-            n = await _db(control.rows_ingest)(command.table, command.rows, log_changes=False)
-            return {"rows": n}
-        if isinstance(command, ChangesCommand):
-            entries, more = await _db(control.changes_batch)(
-                command.after_seq, command.limit, max_bytes=LINK_REPLY_BYTES
+    async def execute(self, command: Command[Any]) -> CommandResult:
+        """Carry out one command; its result is the command's own reply model."""
+        c = command
+        if isinstance(c, IngestCommand):
+            return IngestReply(rows=await _db(rows_ingest)(c.table, c.rows, log_changes=False))
+        if isinstance(c, ChangesCommand):
+            entries, more = await _db(changes_batch)(
+                c.after_seq, c.limit, max_bytes=LINK_REPLY_BYTES
             )
-            return {"entries": entries, "more": more}
-        if isinstance(command, TrimCommand):
-            return {"trimmed": await _db(control.changes_trim)(command.upto_seq)}
-        if isinstance(command, RangeCommand):
-            return await self._range(command)
-        if isinstance(command, CopyCommand):
-            return await self._copy(command)
-        if isinstance(command, CatchUpCommand):
-            return await self._catch_up(command)
-        if isinstance(command, ApplyMetadataCommand):
-            await _db(control.metadata_apply)(command.metadata, self.node_id)
-            return {"version": await _db(control.metadata_version_current)()}
-        raise DistdbError(f"unknown command {command.type}")
-
-    async def _range(self, c: RangeCommand) -> dict[str, Any]:
-        if c.type == "freeze":
+            return ChangesReply(entries=entries, more=more)
+        if isinstance(c, TrimCommand):
+            return TrimReply(trimmed=await _db(changes_trim)(c.upto_seq))
+        if isinstance(c, FreezeCommand):
             until = timezone.now() + timedelta(seconds=c.lease_s)
-            await _db(control.range_freeze)(c.table, c.start, c.end, until)
-            return {"frozen_until": until.isoformat()}
-        if c.type == "unfreeze":
-            await _db(control.range_unfreeze)(c.table, c.start, c.end)
-            return {}
-        if c.type == "drop":
-            return {"rows": await _db(control.range_drop)(c.table, c.start, c.end)}
-        if c.type == "drop_unowned":
-            return {"rows": await _db(control.rows_drop_unowned)(c.table, c.start, c.end)}
-        return {"rows": await _db(control.range_count)(c.table, c.start, c.end)}
+            await _db(range_freeze)(c.table, c.start, c.end, until)
+            return FreezeReply(frozen_until=until)
+        if isinstance(c, UnfreezeCommand):
+            await _db(range_unfreeze)(c.table, c.start, c.end)
+            return UnfreezeReply()
+        if isinstance(c, DropCommand):
+            return DropReply(rows=await _db(range_drop)(c.table, c.start, c.end))
+        if isinstance(c, DropUnownedCommand):
+            return DropUnownedReply(rows=await _db(rows_drop_unowned)(c.table, c.start, c.end))
+        if isinstance(c, CountCommand):
+            return CountReply(rows=await _db(range_count)(c.table, c.start, c.end))
+        if isinstance(c, CopyCommand):
+            return await self._copy(c)
+        if isinstance(c, CatchUpCommand):
+            return await self._catch_up(c)
+        if isinstance(c, ApplyMetadataCommand):
+            await _db(metadata_apply)(c.metadata, self.node_id)
+            return ApplyMetadataReply(version=await _db(metadata_version_current)())
+        raise DistdbError(f"unknown command {command.type}")
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
@@ -253,10 +349,16 @@ class TabletLink:
         return self._http
 
     async def _request(
-        self, method: str, url: str, body: dict[str, Any] | None = None, timeout_s: float = 60
-    ) -> dict[str, Any]:
-        """A JSON request to a peer's or the master's internal API; an error answer raises it."""
-        data = orjson.dumps(body) if body is not None else None
+        self,
+        method: str,
+        url: str,
+        answer: type[ModelT],
+        body: BaseModel | None = None,
+        timeout_s: float = 60,
+    ) -> ModelT:
+        """A request to a peer's or the master's internal API, its answer parsed as
+        ``answer``; an error answer is raised as its ``DistdbError``."""
+        data = dumps(body) if body is not None else None
         async with self._session().request(
             method,
             url,
@@ -264,12 +366,12 @@ class TabletLink:
             headers={"Content-Type": "application/json"} if data is not None else None,
             timeout=aiohttp.ClientTimeout(total=timeout_s),
         ) as resp:
-            payload = orjson.loads(await resp.read())
+            raw = await resp.read()
             if resp.status != 200:
-                raise error_from_dict(payload)
-            return payload
+                raise error_from_dict(orjson.loads(raw))
+            return answer.model_validate_json(raw)
 
-    async def _copy(self, c: CopyCommand) -> dict[str, Any]:
+    async def _copy(self, c: CopyCommand) -> CopyReply:
         """Pull a range from its current owner over the internal API, in key order.
 
         The master catches the copy up afterwards from the source's log position it
@@ -278,39 +380,31 @@ class TabletLink:
         after: str | None = None
         copied = 0
         while True:
-            body = {
-                "table": c.table,
-                "start": c.start,
-                "end": c.end,
-                "after": after,
-                "limit": COPY_BATCH,
-            }
-            payload = await self._request("POST", c.source_url + "/internal/v1/export", body)
-            rows = [Row(key=r["key"], cells=r["cells"]) for r in payload["rows"]]
-            if rows:
-                copied += await _db(control.rows_ingest)(c.table, rows, log_changes=False)
-                after = rows[-1].key
-            if len(rows) < COPY_BATCH:
-                return {"rows": copied}
+            request = ExportRequest(
+                table=c.table, start=c.start, end=c.end, after=after, limit=COPY_BATCH
+            )
+            page = await self._request(
+                "POST", c.source_url + "/internal/v1/export", ExportResponse, request
+            )
+            if page.rows:
+                copied += await _db(rows_ingest)(c.table, page.rows, log_changes=False)
+                after = page.rows[-1].key
+            if len(page.rows) < COPY_BATCH:
+                return CopyReply(rows=copied)
 
-    async def _catch_up(self, c: CatchUpCommand) -> dict[str, Any]:
+    async def _catch_up(self, c: CatchUpCommand) -> CatchUpReply:
         """Apply the source's changes to the range since ``after_seq``; returns the new position."""
         after = c.after_seq
         applied = 0
         while True:
-            body = {
-                "table": c.table,
-                "start": c.start,
-                "end": c.end,
-                "after_seq": after,
-                "limit": CATCH_UP_BATCH,
-            }
-            payload = await self._request(
-                "POST", c.source_url + "/internal/v1/export-changes", body
+            request = ExportChangesRequest(
+                table=c.table, start=c.start, end=c.end, after_seq=after, limit=CATCH_UP_BATCH
             )
-            entries = [ChangeEntry.model_validate(e) for e in payload["entries"]]
-            if entries:
-                applied += await _db(control.changes_apply_copied)(c.table, entries)
-                after = max(e.seq for e in entries)
-            if len(entries) < CATCH_UP_BATCH:
-                return {"entries": applied, "last_seq": after}
+            page = await self._request(
+                "POST", c.source_url + "/internal/v1/export-changes", ExportChangesResponse, request
+            )
+            if page.entries:
+                applied += await _db(changes_apply_copied)(c.table, page.entries)
+                after = max(e.seq for e in page.entries)
+            if len(page.entries) < CATCH_UP_BATCH:
+                return CatchUpReply(applied=applied, last_seq=after)

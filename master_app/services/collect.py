@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from distdb.protocol import ChangesCommand, TrimCommand
+from distdb.protocol import ChangeEntry, ChangesCommand, TrimCommand
 from distdb.sqlbulk import insert_many
 from master_app.models import ConsolidatedRow, Table, TabletServer
 from master_app.services.link import link_call, new_command_id
@@ -40,14 +41,13 @@ def changes_collect(
     while True:
         command = ChangesCommand(id=new_command_id(), after_seq=after, limit=batch)
         reply = link_call(server.node_id, command, timeout_s=timeout_s)
-        entries = reply["entries"]
-        if entries:
-            after = changes_apply(server, entries)
+        if reply.entries:
+            after = changes_apply(server, reply.entries)
             if trim:
                 changes_trim(server, after, timeout_s=timeout_s)
-            total += len(entries)
+            total += len(reply.entries)
         # Stop at what was there when asked: under steady writes "until empty" never ends.
-        if not reply.get("more"):
+        if not reply.more:
             return total
 
 
@@ -76,45 +76,45 @@ def log_pin(server: TabletServer) -> int:
         return TabletServer.objects.filter(pk=server.pk).values_list("trim_floor", flat=True)[0]
 
 
-def changes_apply(server: TabletServer, entries: list[dict[str, Any]]) -> int:
+def changes_apply(server: TabletServer, entries: Sequence[ChangeEntry]) -> int:
     """Apply entries (seq order) to the consolidated copy and advance ``acked_seq`` atomically.
 
     Entries are full row images, so only each key's last entry matters: one bulk upsert
     and one delete per table, however long the batch — the transaction holds SQLite's
     write lock, which the master's heartbeats also need.
     """
-    entries = sorted(entries, key=lambda e: e["seq"])
-    tables = {t.name: t for t in Table.objects.filter(name__in={e["table"] for e in entries})}
+    entries = sorted(entries, key=lambda e: e.seq)
+    tables = {t.name: t for t in Table.objects.filter(name__in={e.table for e in entries})}
     with transaction.atomic():
         locked = TabletServer.objects.select_for_update().get(pk=server.pk)
-        last: dict[tuple[str, str], dict[str, Any]] = {}
+        last: dict[tuple[str, str], ChangeEntry] = {}
         for entry in entries:
-            if entry["seq"] > locked.acked_seq:  # a replayed batch changes nothing
-                last[(entry["table"], entry["key"])] = entry
+            if entry.seq > locked.acked_seq:  # a replayed batch changes nothing
+                last[(entry.table, entry.key)] = entry
         now = connection.ops.adapt_datetimefield_value(timezone.now())
-        puts: list[tuple] = []
+        puts: list[tuple[Any, ...]] = []
         deletes: dict[int, list[str]] = defaultdict(list)
         for (name, key), entry in last.items():
             table = tables.get(name)
             if table is None:
                 continue  # the table was dropped
-            if entry["op"] == "delete":
+            if entry.op == "delete":
                 deletes[table.pk].append(key)
             else:
-                cells = orjson.dumps(entry["cells"]).decode()
-                puts.append((table.pk, key, cells, server.node_id, entry["seq"], now))
+                cells = orjson.dumps(entry.cells).decode()
+                puts.append((table.pk, key, cells, server.node_id, entry.seq, now))
         _upsert_rows(puts)
         for table_id, keys in deletes.items():
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 ConsolidatedRow.objects.filter(table_id=table_id, key__in=chunk).delete()
-        last_seq = entries[-1]["seq"]
+        last_seq = entries[-1].seq
         if last_seq > locked.acked_seq:
             TabletServer.objects.filter(pk=server.pk).update(acked_seq=last_seq)
     return last_seq
 
 
-def _upsert_rows(values: list[tuple]) -> None:
+def _upsert_rows(values: list[tuple[Any, ...]]) -> None:
     qn = connection.ops.quote_name
     columns = ["table_id", "key", "cells", "source_server", "source_seq", "updated_at"]
     updated = ", ".join(f"{qn(c)} = excluded.{qn(c)}" for c in columns[2:])

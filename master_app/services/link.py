@@ -4,7 +4,11 @@ Sync callers share one event loop per process (``_link_loop``). The command goes
 the channel layer (Redis) to the consumer that holds the
 tablet's WebSocket, which relays it and routes the reply back to a fresh reply
 channel. Every call has a timeout; a tablet that is not linked, or does not answer in
-time, raises ``TabletUnavailable``.
+time, raises ``TabletUnavailable``. The caller gets the command's own reply model
+(``IngestCommand`` -> ``IngestReply``, see ``distdb.protocol.Command``).
+
+The channel-layer group names live here, not in the consumer, so that services can
+talk to tablets without importing the consumer (which imports services).
 """
 
 from __future__ import annotations
@@ -13,13 +17,22 @@ import asyncio
 import concurrent.futures
 import threading
 import uuid
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar, cast
 
 from channels.layers import get_channel_layer
 
 from distdb.errors import DistdbError, TabletUnavailable, error_from_dict
-from distdb.protocol import Command
-from master_app.consumers import ALL_TABLETS, tablet_group
+from distdb.protocol import Command, Reply, ReplyT
+
+T = TypeVar("T")
+ALL_TABLETS = "tablets"  # every linked tablet's consumer (metadata pushes)
+
+
+def tablet_group(node_id: str) -> str:
+    """The group of the consumer holding ``node_id``'s link (commands to that server)."""
+    return f"tablet.{node_id}"
+
 
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
@@ -41,7 +54,7 @@ def _link_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def run_on_link_loop(coroutine, timeout_s: float) -> Any:
+def run_on_link_loop(coroutine: Coroutine[Any, Any, T], timeout_s: float) -> T:
     """Run a coroutine on the link loop from sync code and wait for its result."""
     future = asyncio.run_coroutine_threadsafe(coroutine, _link_loop())
     try:
@@ -51,12 +64,14 @@ def run_on_link_loop(coroutine, timeout_s: float) -> Any:
         raise TabletUnavailable(f"no answer on the link in {timeout_s:.0f}s") from None
 
 
-def link_call(node_id: str, command: Command, *, timeout_s: float = 30.0) -> dict[str, Any]:
+def link_call(node_id: str, command: Command[ReplyT], *, timeout_s: float = 30.0) -> ReplyT:
     """Send ``command`` to a tablet server and return its reply's result (sync callers)."""
     return run_on_link_loop(link_call_async(node_id, command, timeout_s=timeout_s), timeout_s)
 
 
-async def link_call_async(node_id: str, command: Command, *, timeout_s: float) -> dict[str, Any]:
+async def link_call_async(node_id: str, command: Command[ReplyT], *, timeout_s: float) -> ReplyT:
+    """Send ``command`` and return the result, checked to be the command's reply model;
+    an error reply is raised as its ``DistdbError`` (with the server in its detail)."""
     layer = get_channel_layer()
     reply_channel = await layer.new_channel()
     body = command.model_dump(mode="json")
@@ -70,13 +85,19 @@ async def link_call_async(node_id: str, command: Command, *, timeout_s: float) -
             f"tablet server {node_id} did not answer {command.type} in {timeout_s:.0f}s",
             server=node_id,
         ) from None
-    reply = event.get("body")
-    if reply is None:
+    answer = event.get("body")
+    if answer is None:
         raise TabletUnavailable(f"tablet server {node_id} disconnected", server=node_id)
-    if not reply.get("ok"):
-        err = reply.get("error") or {}
+    reply = Reply.model_validate(answer)
+    if not reply.ok:
+        err = reply.error.model_dump() if reply.error else {}
         raise error_from_dict({"error": {**err, "detail": {"server": node_id}}})
-    return reply.get("result") or {}
+    if not isinstance(reply.result, command.reply_model):
+        answered = reply.result.type if reply.result else "nothing"
+        raise DistdbError(
+            f"tablet server {node_id} answered {command.type} with {answered}", server=node_id
+        )
+    return cast(ReplyT, reply.result)
 
 
 def new_command_id() -> str:
@@ -88,4 +109,12 @@ def link_push_metadata() -> None:
     run_on_link_loop(get_channel_layer().group_send(ALL_TABLETS, {"type": "link.metadata"}), 10)
 
 
-__all__ = ["link_call", "link_push_metadata", "new_command_id", "DistdbError"]
+__all__ = [
+    "ALL_TABLETS",
+    "link_call",
+    "link_call_async",
+    "link_push_metadata",
+    "new_command_id",
+    "run_on_link_loop",
+    "tablet_group",
+]

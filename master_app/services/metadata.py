@@ -7,6 +7,7 @@ the committed rows, so a client never sees half a change.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -15,6 +16,9 @@ from django.db.models import Max
 
 from distdb.protocol import Metadata, TableInfo, TabletAssignment
 from master_app.models import MetadataVersion, Table, Tablet, TabletServer
+from master_app.services.link import link_push_metadata
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -104,14 +108,10 @@ def metadata_commit(
 def metadata_push() -> None:
     """Tell every linked tablet server about the new version (best effort: they also get
     the current metadata whenever they (re)connect)."""
-    from master_app.services.link import link_push_metadata  # import cycle: link -> consumers
-
     try:
         link_push_metadata()
     except Exception:  # the channel layer being down must not undo a committed change
-        import logging
-
-        logging.getLogger(__name__).warning("could not push metadata", exc_info=True)
+        log.warning("could not push metadata", exc_info=True)
 
 
 def _check_cover(table: str, ordered: list[RangeAssignment]) -> None:

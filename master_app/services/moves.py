@@ -29,15 +29,24 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from django.conf import settings
 
 from distdb.errors import DistdbError, MoveAborted
+from distdb.keys import range_cut
 from distdb.protocol import (
     ApplyMetadataCommand,
+    ApplyMetadataReply,
     CatchUpCommand,
+    Command,
     CopyCommand,
-    RangeCommand,
+    CopyReply,
+    DropCommand,
+    DropReply,
+    FreezeCommand,
+    ReplyT,
+    UnfreezeCommand,
 )
 from master_app.models import Table, Tablet, TabletServer
 from master_app.services.collect import changes_collect, log_pin, log_unpin
@@ -81,17 +90,29 @@ class MoveReport:
     error: str = ""
     warnings: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 Progress = Callable[[str, int], None]  # (step description, rows copied so far)
+Clock = Callable[[], float]  # monotonic seconds
 
 
-def move_range(move: Move, *, progress: Progress | None = None, check=lambda: None) -> MoveReport:
-    """Run one move to the end; returns its report, ``outcome`` "succeeded" or "failed"."""
+def move_range(
+    move: Move,
+    *,
+    progress: Progress | None = None,
+    check: Callable[[], None] = lambda: None,
+    clock: Clock = time.monotonic,
+) -> MoveReport:
+    """Run one move to the end; returns its report, ``outcome`` "succeeded" or "failed".
+
+    ``check`` is called before every command (it raises to stop the move, e.g. a lost
+    run lease). ``clock`` times the freeze against its lease (and the report's
+    durations); tests pass a clock they advance instead of sleeping.
+    """
     report = MoveReport(move.table, move.start, move.end, move.source, move.target, move.rows)
-    began = time.monotonic()
+    began = clock()
     table = Table.objects.get(name=move.table)
     source = TabletServer.objects.get(node_id=move.source)
     target = TabletServer.objects.get(node_id=move.target)
@@ -106,49 +127,49 @@ def move_range(move: Move, *, progress: Progress | None = None, check=lambda: No
         if progress:
             progress(step, rows)
 
-    def command(server: TabletServer, cmd, timeout_s: float = step_s) -> dict:
+    def command(server: TabletServer, cmd: Command[ReplyT], timeout_s: float = step_s) -> ReplyT:
         check()
         return link_call(server.node_id, cmd, timeout_s=timeout_s)
 
-    def range_command(server: TabletServer, kind: str, **extra) -> dict:
-        cmd = RangeCommand(
-            id=new_command_id(), type=kind, table=move.table, start=move.start, end=move.end,
-            **extra,
-        )  # fmt: skip
-        return command(server, cmd, timeout_s=extra.get("lease_s", step_s))
+    def drop(server: TabletServer) -> DropReply:
+        return command(server, _drop(move))
 
     frozen_at: float | None = None
     committed = False
     floor = log_pin(source)
     try:
         say("clearing the target", 0)
-        range_command(target, "drop")
+        drop(target)
 
         _copy(move, table, source, target, command, report, say)
-        # The copy's own position (first page) would do too; the pinned floor is below it
-        # and safe against a concurrent collect's trim (``collect.changes_trim``).
+        # Catch up from the pinned floor: every change since is still in the source's log
+        # (a concurrent collect's trim stops there, ``collect.changes_trim``), and changes
+        # the copy already saw are replayed harmlessly (entries are full row images).
         after = floor
         for _ in range(CATCH_UP_ROUNDS):
             say("catching up", report.rows_copied)
             done = command(target, _catch_up(move, source, after))
-            report.catch_up_entries += done["entries"]
-            after = done["last_seq"]
-            if done["entries"] < CATCH_UP_SMALL:
+            report.catch_up_entries += done.applied
+            after = done.last_seq
+            if done.applied < CATCH_UP_SMALL:
                 break
         changes_collect(source, trim=False)
 
         say("freezing", report.rows_copied)
         lease_s = settings.DISTDB_FREEZE_LEASE_S
-        frozen_at = time.monotonic()  # before sending: the source's lease ends later
-        lap = _Laps(report.freeze_steps_ms, frozen_at)
-        range_command(source, "freeze", lease_s=lease_s)
+        frozen_at = clock()  # before sending: the source's lease ends later
+        lap = _Laps(report.freeze_steps_ms, frozen_at, clock)
+        freeze = FreezeCommand(
+            id=new_command_id(), table=move.table, start=move.start, end=move.end, lease_s=lease_s
+        )
+        command(source, freeze, timeout_s=lease_s)
         lap("freeze")
         done = command(target, _catch_up(move, source, after))
-        report.catch_up_entries += done["entries"]
+        report.catch_up_entries += done.applied
         lap("final catch-up")
         changes_collect(source, trim=False)
         lap("collect")
-        left = lease_s - (time.monotonic() - frozen_at)
+        left = lease_s - (clock() - frozen_at)
         if left < settings.DISTDB_FREEZE_MARGIN_S:
             raise MoveAborted(f"the freeze took too long ({lease_s - left:.1f}s of {lease_s}s)")
 
@@ -158,10 +179,10 @@ def move_range(move: Move, *, progress: Progress | None = None, check=lambda: No
         say("handing over", report.rows_copied)
         _hand_over(source, target, report)
         lap("hand-over")
-        report.freeze_ms = (time.monotonic() - frozen_at) * 1000
+        report.freeze_ms = (clock() - frozen_at) * 1000
         metadata_push()  # every other server (client servers learn it from "outdated")
         try:
-            range_command(source, "drop")
+            drop(source)
         except DistdbError as exc:  # its copy is unowned: the next run drops it
             report.warnings.append(f"the source could not drop its copy yet: {exc}")
         report.outcome = "succeeded"
@@ -170,27 +191,38 @@ def move_range(move: Move, *, progress: Progress | None = None, check=lambda: No
         if not committed:
             _undo(move, source, target, frozen_at is not None, report)
             if frozen_at is not None:
-                report.freeze_ms = (time.monotonic() - frozen_at) * 1000
+                report.freeze_ms = (clock() - frozen_at) * 1000
         log.warning("move %s -> %s failed: %s", move.source, move.target, report.error)
     finally:
         log_unpin(source)
-        report.duration_s = time.monotonic() - began
+        report.duration_s = clock() - began
     return report
 
 
-def _copy(move, table, source, target, command, report: MoveReport, say) -> None:
+def _copy(
+    move: Move,
+    table: Table,
+    source: TabletServer,
+    target: TabletServer,
+    command: Callable[[TabletServer, CopyCommand], CopyReply],
+    report: MoveReport,
+    say: Progress,
+) -> None:
     """Copy in chunks of ``DISTDB_MOVE_COPY_CHUNK`` rows (cut from the master's copy)."""
     chunk = settings.DISTDB_MOVE_COPY_CHUNK
     rows = count_in(table, move.start, move.end)
     cuts = [key_at(table, move.start, move.end, i) for i in range(chunk, rows, chunk)]
-    bounds = [move.start, *cuts, move.end]
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in range_cut(move.start, move.end, cuts):
         say("copying", report.rows_copied)
         cmd = CopyCommand(
             id=new_command_id(), table=move.table, start=lo, end=hi, source_url=source.url
         )
-        report.rows_copied += command(target, cmd)["rows"]
+        report.rows_copied += command(target, cmd).rows
     say("copied", report.rows_copied)
+
+
+def _drop(move: Move) -> DropCommand:
+    return DropCommand(id=new_command_id(), table=move.table, start=move.start, end=move.end)
 
 
 def _catch_up(move: Move, source: TabletServer, after: int) -> CatchUpCommand:
@@ -209,7 +241,7 @@ def _commit(move: Move, table: Table, source: TabletServer, target: TabletServer
     assignments: list[RangeAssignment] = []
     inside = False
     for t in Tablet.objects.filter(table=table).select_related("server").order_by("start_key"):
-        pieces = _split(t.start_key, t.end_key, move.start, move.end)
+        pieces = range_cut(t.start_key, t.end_key, (move.start, move.end))
         for lo, hi in pieces:
             moving = lo >= move.start and (move.end is None or (hi is not None and hi <= move.end))
             if moving:
@@ -222,12 +254,6 @@ def _commit(move: Move, table: Table, source: TabletServer, target: TabletServer
         raise MoveAborted(f"{move.table} [{move.start!r}, {move.end!r}) is not a current range")
     reason = f"move {move.table} [{move.start!r}, {move.end!r}) {source} -> {target}"
     return metadata_commit(table, _merge_adjacent(assignments), reason, push=False)
-
-
-def _split(start: str, end: str | None, *cuts: str | None) -> list[tuple[str, str | None]]:
-    inner = sorted({c for c in cuts if c and c > start and (end is None or c < end)})
-    bounds: list[str | None] = [start, *inner, end]
-    return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]  # type: ignore[misc]
 
 
 def _merge_adjacent(assignments: list[RangeAssignment]) -> list[RangeAssignment]:
@@ -249,7 +275,7 @@ def _hand_over(source: TabletServer, target: TabletServer, report: MoveReport) -
     """
     metadata = metadata_current()
 
-    async def tell_both() -> list:
+    async def tell_both() -> list[ApplyMetadataReply | BaseException]:
         calls = [
             link_call_async(
                 server.node_id,
@@ -269,26 +295,30 @@ def _hand_over(source: TabletServer, target: TabletServer, report: MoveReport) -
 class _Laps:
     """Records how long each step under the write freeze took (the report's breakdown)."""
 
-    def __init__(self, into: dict[str, float], start: float) -> None:
-        self.into, self.last = into, start
+    def __init__(self, into: dict[str, float], start: float, clock: Clock) -> None:
+        self.into, self.last, self.clock = into, start, clock
 
     def __call__(self, step: str) -> None:
-        now = time.monotonic()
+        now = self.clock()
         self.into[step] = round((now - self.last) * 1000, 1)
         self.last = now
 
 
-def _undo(move, source, target, frozen: bool, report: MoveReport) -> None:
+def _undo(
+    move: Move, source: TabletServer, target: TabletServer, frozen: bool, report: MoveReport
+) -> None:
     """Best effort: reopen the source's range, drop the target's partial copy."""
-    steps = [(source, "unfreeze")] if frozen else []
-    steps.append((target, "drop"))
-    for server, kind in steps:
+    steps: list[tuple[TabletServer, Command[Any]]] = []
+    if frozen:
+        unfreeze = UnfreezeCommand(
+            id=new_command_id(), table=move.table, start=move.start, end=move.end
+        )
+        steps.append((source, unfreeze))
+    steps.append((target, _drop(move)))
+    for server, cmd in steps:
         try:
-            cmd = RangeCommand(
-                id=new_command_id(), type=kind, table=move.table, start=move.start, end=move.end
-            )
             link_call(server.node_id, cmd, timeout_s=10)
         except DistdbError as exc:
             # An unanswered unfreeze ends with the lease; a copy left behind is dropped
             # by the next run (drop_unowned) before anything else moves.
-            report.warnings.append(f"undo {kind} on {server} failed: {exc}")
+            report.warnings.append(f"undo {cmd.type} on {server} failed: {exc}")

@@ -22,8 +22,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from distdb.errors import DistdbError
-from distdb.protocol import ApplyMetadataCommand, RangeCommand
-from master_app.models import RebalanceRun, Table, Tablet, TabletServer, bound_display
+from distdb.keys import bound_display
+from distdb.protocol import ApplyMetadataCommand, DropUnownedCommand
+from master_app.models import RebalanceRun, Table, Tablet, TabletServer
 from master_app.services import leases
 from master_app.services.collect import changes_collect_all
 from master_app.services.consolidated import count_in, key_at
@@ -156,13 +157,13 @@ def _drop_leftovers(live: list[TabletServer]) -> None:
     """
     metadata = metadata_current()
     for server in live:
-        cmd = ApplyMetadataCommand(id=new_command_id(), metadata=metadata)
-        link_call(server.node_id, cmd, timeout_s=30)
+        apply = ApplyMetadataCommand(id=new_command_id(), metadata=metadata)
+        link_call(server.node_id, apply, timeout_s=30)
         for name in Table.objects.values_list("name", flat=True):
-            cmd = RangeCommand(id=new_command_id(), type="drop_unowned", table=name)
-            dropped = link_call(server.node_id, cmd, timeout_s=settings.DISTDB_MOVE_STEP_TIMEOUT_S)
-            if dropped.get("rows"):
-                log.info("dropped %s leftover rows of %s on %s", dropped["rows"], name, server)
+            drop = DropUnownedCommand(id=new_command_id(), table=name)
+            dropped = link_call(server.node_id, drop, timeout_s=settings.DISTDB_MOVE_STEP_TIMEOUT_S)
+            if dropped.rows:
+                log.info("dropped %s leftover rows of %s on %s", dropped.rows, name, server)
 
 
 def _recover_interrupted() -> None:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from distdb.protocol import ChangeEntry
 from master_app.models import ConsolidatedRow, Table, TabletServer
 from master_app.services.collect import changes_apply
 
 
-def _entries():
+def _entries() -> list[ChangeEntry]:
     return [
-        {"seq": 1, "table": "t", "key": "a", "op": "put", "cells": {"x": 1}},
-        {"seq": 2, "table": "t", "key": "b", "op": "put", "cells": {"y": 2}},
-        {"seq": 3, "table": "t", "key": "a", "op": "put", "cells": {"x": 3}},
-        {"seq": 4, "table": "t", "key": "b", "op": "delete", "cells": None},
+        ChangeEntry(seq=1, table="t", key="a", op="put", cells={"x": 1}),
+        ChangeEntry(seq=2, table="t", key="b", op="put", cells={"y": 2}),
+        ChangeEntry(seq=3, table="t", key="a", op="put", cells={"x": 3}),
+        ChangeEntry(seq=4, table="t", key="b", op="delete", cells=None),
     ]
 
 

@@ -11,7 +11,19 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
 from distdb.auth import token_sign
-from distdb.protocol import ChangesCommand, Heartbeat, Hello, Reply, dumps
+from distdb.errors import Conflict, DistdbError
+from distdb.protocol import (
+    ChangeEntry,
+    ChangesCommand,
+    ChangesReply,
+    CountReply,
+    DropCommand,
+    ErrorInfo,
+    Heartbeat,
+    Hello,
+    Reply,
+    dumps,
+)
 from master_app.models import TabletServer
 from master_app.routing import websocket_urlpatterns
 from master_app.services.link import link_call_async
@@ -79,8 +91,45 @@ async def test_a_command_is_relayed_to_the_tablet_and_its_reply_comes_back():
     )
     sent = orjson.loads(await comm.receive_from())
     assert sent["type"] == "changes" and sent["id"] == "c1"
-    await comm.send_to(bytes_data=dumps(Reply(id="c1", ok=True, result={"entries": []})))
-    assert await call == {"entries": []}
+    entry = ChangeEntry(seq=1, table="t", key="a", op="put", cells={"x": 1})
+    result = ChangesReply(entries=[entry], more=False)
+    await comm.send_to(bytes_data=dumps(Reply(id="c1", ok=True, result=result)))
+    assert await call == result  # the command's own reply model, not a dict
+    await comm.disconnect()
+
+
+async def _linked(node_id: str) -> WebsocketCommunicator:
+    comm = _communicator(token_sign(node_id, "tablet"))
+    await comm.connect()
+    await comm.send_to(bytes_data=dumps(Hello(url="http://t", last_seq=0, metadata_version=0)))
+    await comm.receive_from()  # welcome
+    await comm.receive_from()  # metadata
+    return comm
+
+
+async def test_an_error_reply_is_raised_as_its_error_naming_the_server():
+    comm = await _linked("tablet-9")
+    call = asyncio.create_task(
+        link_call_async("tablet-9", DropCommand(id="d1", table="t"), timeout_s=5)
+    )
+    await comm.receive_from()
+    error = ErrorInfo(code="conflict", message="the range is still owned here")
+    await comm.send_to(bytes_data=dumps(Reply(id="d1", ok=False, error=error)))
+    with pytest.raises(Conflict, match="still owned") as raised:
+        await call
+    assert raised.value.detail == {"server": "tablet-9"}
+    await comm.disconnect()
+
+
+async def test_a_reply_of_another_commands_model_is_refused():
+    comm = await _linked("tablet-10")
+    call = asyncio.create_task(
+        link_call_async("tablet-10", DropCommand(id="d2", table="t"), timeout_s=5)
+    )
+    await comm.receive_from()
+    await comm.send_to(bytes_data=dumps(Reply(id="d2", ok=True, result=CountReply(rows=3))))
+    with pytest.raises(DistdbError, match="answered drop with count_result"):
+        await call
     await comm.disconnect()
 
 

@@ -4,64 +4,13 @@ Loaded by the tablet server role: the internal API (``tablet_app.internal_api``)
 the data plane, the link agent calls the control plane, the admin calls either. Every
 function is a plain, typed, synchronous function that does its own transactions;
 call it from async code through one thread hop (``distdb.internal_http.run_sync``).
+
+The package re-exports each module's ``__all__`` (the control plane's includes the
+ownership functions it uses: metadata and freezes), so a name is listed in one place.
 """
 
-from tablet_app.services.control import (
-    changes_append,
-    changes_apply_copied,
-    changes_batch,
-    changes_in_range_since,
-    changes_last_seq,
-    changes_since,
-    changes_trim,
-    range_count,
-    range_drop,
-    rows_drop_unowned,
-    rows_export,
-    rows_ingest,
-)
-from tablet_app.services.ownership import (
-    freezes_expired_exist,
-    freezes_resolve,
-    metadata_apply,
-    metadata_current,
-    metadata_version_current,
-    range_freeze,
-    range_unfreeze,
-)
-from tablet_app.services.rows import (
-    MutateResult,
-    ReadResult,
-    ScanResult,
-    rows_mutate,
-    rows_read,
-    rows_scan,
-)
+from tablet_app.services import control, rows
+from tablet_app.services.control import *  # noqa: F403 - the names of control.__all__
+from tablet_app.services.rows import *  # noqa: F403 - the names of rows.__all__
 
-__all__ = [
-    "MutateResult",
-    "ReadResult",
-    "ScanResult",
-    "changes_append",
-    "changes_apply_copied",
-    "changes_batch",
-    "changes_in_range_since",
-    "changes_last_seq",
-    "changes_since",
-    "changes_trim",
-    "freezes_expired_exist",
-    "freezes_resolve",
-    "metadata_apply",
-    "metadata_current",
-    "metadata_version_current",
-    "range_count",
-    "range_drop",
-    "range_freeze",
-    "range_unfreeze",
-    "rows_drop_unowned",
-    "rows_export",
-    "rows_ingest",
-    "rows_mutate",
-    "rows_read",
-    "rows_scan",
-]
+__all__ = control.__all__ + rows.__all__

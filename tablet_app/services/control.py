@@ -16,10 +16,11 @@ concurrent writes commits one at a time, in seq order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TypeVar, cast
 
 import orjson
-from django.db import connection, transaction
+from django.db import connection, models, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from distdb import protocol
@@ -45,9 +46,7 @@ __all__ = [
     "changes_apply_copied",
     "changes_in_range_since",
     "changes_last_seq",
-    "changes_since",
     "changes_trim",
-    "insert_many",
     "metadata_apply",
     "metadata_current",
     "metadata_version_current",
@@ -62,6 +61,7 @@ __all__ = [
     "rows_ingest",
 ]
 
+M = TypeVar("M", bound=models.Model)
 BATCH = 1000  # rows per statement/transaction for bulk work: keeps SQLite's write lock short
 _LOG_LOCK = "distdb.tablet.changelog"
 
@@ -69,7 +69,8 @@ _LOG_LOCK = "distdb.tablet.changelog"
 # --- ranges ---------------------------------------------------------------------------------------
 
 
-def _in_range(qs, start: str, end: str | None):
+def _in_range(qs: QuerySet[M], start: str, end: str | None) -> QuerySet[M]:
+    """``qs`` (of a model with a ``key``) restricted to keys in [start, end)."""
     qs = qs.filter(key__gte=start)
     return qs if end is None else qs.filter(key__lt=end)
 
@@ -206,21 +207,18 @@ def _upsert(table: str, cells_by_key: dict[str, str]) -> None:
 
 def rows_export(
     table: str, start: str, end: str | None, after: str | None, limit: int
-) -> tuple[list[protocol.Row], int]:
-    """One page of the rows of [start, end), keys > ``after``, in key order; and a seq.
+) -> list[protocol.Row]:
+    """One page of the rows of [start, end), keys > ``after``, in key order.
 
-    ``last_seq`` is read *before* the rows: every change missing from the page has a
-    larger seq, so catching up with ``changes_in_range_since(..., after_seq=last_seq)``
-    of the *first* page's ``last_seq`` misses nothing (replaying more is harmless:
-    entries are full row images).
+    A move copies with these pages and then catches up from the source's log position
+    the master pinned before the copy began (``master_app.services.moves``), so the
+    page needs no log position of its own.
     """
-    last_seq = changes_last_seq()
     qs = _in_range(Row.objects.filter(table=table), start, end)
     if after is not None:
         qs = qs.filter(key__gt=after)
     page = qs.order_by("key").values_list("key", "cells")[:limit]
-    rows = [protocol.Row.model_construct(key=k, cells=orjson.loads(c)) for k, c in page]
-    return rows, last_seq
+    return [protocol.Row.model_construct(key=k, cells=orjson.loads(c)) for k, c in page]
 
 
 # --- change log -----------------------------------------------------------------------------------
@@ -243,51 +241,49 @@ def changes_append(table: str, changes: Sequence[tuple[str, str, str | None]]) -
     )
 
 
-def _entries(qs, limit: int, max_bytes: int | None = None) -> tuple[list[dict[str, Any]], bool]:
+def _entries(
+    qs: QuerySet[ChangeLogEntry], limit: int, max_bytes: int | None = None
+) -> tuple[list[protocol.ChangeEntry], bool]:
     """Entries in seq order, and whether the batch was cut short by ``limit`` or ``max_bytes``."""
     rows = qs.order_by("seq").values_list("seq", "table", "key", "op", "cells")[:limit]
-    entries, size = [], 0
+    entries: list[protocol.ChangeEntry] = []
+    size = 0
     for seq, table, key, op, cells in rows:
         size += len(key) + len(cells or "") + 64
         if max_bytes is not None and entries and size > max_bytes:
             return entries, True  # at least one entry, however large: the reader advances
+        # Built without validation: these are our own committed rows.
         entries.append(
-            {
-                "seq": seq,
-                "table": table,
-                "key": key,
-                "op": op,
-                "cells": orjson.loads(cells) if cells is not None else None,
-            }
+            protocol.ChangeEntry.model_construct(
+                seq=seq,
+                table=table,
+                key=key,
+                op=cast(protocol.ChangeOp, op),
+                cells=orjson.loads(cells) if cells is not None else None,
+            )
         )
     return entries, len(entries) == limit
 
 
-def changes_since(
-    after_seq: int, limit: int, *, max_bytes: int | None = None
-) -> list[dict[str, Any]]:
-    """Change-log entries with seq > ``after_seq``, in seq order, at most ``limit``.
-
-    Each is ``{"seq", "table", "key", "op": "put"|"delete", "cells": dict | None}``;
-    ``cells`` is the row's full image after the change, so replaying is idempotent.
-    ``max_bytes`` stops early (after at least one entry) once the entries' size about
-    reaches it: the link's WebSocket messages are capped (Daphne: 1 MiB).
-    """
-    return changes_batch(after_seq, limit, max_bytes=max_bytes)[0]
-
-
 def changes_batch(
     after_seq: int, limit: int, *, max_bytes: int | None = None
-) -> tuple[list[dict[str, Any]], bool]:
-    """``changes_since`` and whether more entries were left out by ``limit``/``max_bytes``
-    (so a collector stops at what it saw, even while writes keep coming)."""
+) -> tuple[list[protocol.ChangeEntry], bool]:
+    """Change-log entries with seq > ``after_seq``, in seq order, at most ``limit``; and
+    whether more were left out (so a collector stops at what it saw, even while writes
+    keep coming).
+
+    ``cells`` is the row's full image after the change (None: deleted), so replaying is
+    idempotent. ``max_bytes`` stops early (after at least one entry) once the entries'
+    size about reaches it: the link's WebSocket messages are capped (Daphne: 1 MiB).
+    """
     return _entries(ChangeLogEntry.objects.filter(seq__gt=after_seq), limit, max_bytes)
 
 
 def changes_in_range_since(
     table: str, start: str, end: str | None, after_seq: int, limit: int
-) -> list[dict[str, Any]]:
-    """``changes_since`` restricted to keys in [start, end) of ``table`` (a move's catch-up)."""
+) -> list[protocol.ChangeEntry]:
+    """``changes_batch``'s entries restricted to keys in [start, end) of ``table`` (a
+    move's catch-up)."""
     qs = _in_range(ChangeLogEntry.objects.filter(table=table, seq__gt=after_seq), start, end)
     return _entries(qs, limit)[0]
 

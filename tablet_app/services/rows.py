@@ -32,9 +32,12 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 
 from distdb import protocol
 from distdb.errors import ValidationFailed
+from distdb.sqlbulk import insert_many
 from tablet_app.models import Row
-from tablet_app.services.control import changes_append, insert_many
+from tablet_app.services.control import changes_append
 from tablet_app.services.ownership import Spans, metadata_wire, spans_for_write, spans_read
+
+__all__ = ["MutateResult", "ReadResult", "ScanResult", "rows_mutate", "rows_read", "rows_scan"]
 
 log = logging.getLogger(__name__)
 

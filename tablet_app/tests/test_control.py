@@ -14,9 +14,9 @@ from distdb.protocol import Mutation
 from tablet_app.models import ChangeLogEntry, MetadataSnapshot, OwnedRange, Row
 from tablet_app.services import (
     changes_apply_copied,
+    changes_batch,
     changes_in_range_since,
     changes_last_seq,
-    changes_since,
     changes_trim,
     freezes_expired_exist,
     freezes_resolve,
@@ -48,6 +48,11 @@ def ranges() -> list[tuple]:
 def put(table: str, *keys: str) -> None:
     result = rows_mutate(table, [Mutation(op="upsert", key=k, cells={"k": k}) for k in keys])
     assert {r["status"] for r in result.results} <= {"created", "updated"}
+
+
+def changes_since(after_seq: int, limit: int, **kwargs: int) -> list[protocol.ChangeEntry]:
+    """The entries of one change batch (what the link ships to the master)."""
+    return changes_batch(after_seq, limit, **kwargs)[0]
 
 
 def frozen(table: str, key: str) -> bool:
@@ -204,7 +209,7 @@ def test_rows_ingest_upserts_rows_without_logging_them_unless_asked(assign):
     before = changes_last_seq()
     rows_ingest("t", [protocol.Row(key="c", cells={})], log_changes=True)
     assert changes_since(before, 10) == [
-        {"seq": changes_last_seq(), "table": "t", "key": "c", "op": "put", "cells": {}}
+        protocol.ChangeEntry(seq=changes_last_seq(), table="t", key="c", op="put", cells={})
     ]
 
 
@@ -221,8 +226,7 @@ def test_rows_export_pages_a_range_in_key_order_and_ingest_copies_it(assign):
     )
     pages, after = [], None
     while True:
-        page, last_seq = rows_export("t", "k05", "k20", after, 4)
-        assert last_seq == changes_last_seq()
+        page = rows_export("t", "k05", "k20", after, 4)
         pages.append(page)
         if len(page) < 4:
             break
@@ -237,15 +241,6 @@ def test_rows_export_pages_a_range_in_key_order_and_ingest_copies_it(assign):
     }
 
 
-def test_rows_export_reads_last_seq_before_the_rows_so_catch_up_misses_nothing(assign):
-    assign(tablet("t"), version=1)
-    put("t", "a")
-    _, last_seq = rows_export("t", "", None, None, 10)
-    put("t", "b")
-    caught_up = changes_in_range_since("t", "", None, last_seq, 10)
-    assert [e["key"] for e in caught_up] == ["b"]
-
-
 # --- change log -----------------------------------------------------------------------------------
 
 
@@ -255,14 +250,14 @@ def test_changes_since_returns_entries_in_seq_order_with_parsed_cells(assign):
     rows_mutate("t", [Mutation(op="delete_row", key="a")])
     put("t", "b")
     entries = changes_since(0, 10)
-    assert [(e["key"], e["op"], e["cells"]) for e in entries] == [
+    assert [(e.key, e.op, e.cells) for e in entries] == [
         ("a", "put", {"k": "a"}),
         ("a", "delete", None),
         ("b", "put", {"k": "b"}),
     ]
-    assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)
-    assert changes_since(entries[0]["seq"], 1) == [entries[1]]
-    assert changes_last_seq() == entries[-1]["seq"]
+    assert [e.seq for e in entries] == sorted(e.seq for e in entries)
+    assert changes_since(entries[0].seq, 1) == [entries[1]]
+    assert changes_last_seq() == entries[-1].seq
 
 
 def test_changes_trim_deletes_acknowledged_entries_and_seqs_keep_growing(assign, monkeypatch):
@@ -271,13 +266,13 @@ def test_changes_trim_deletes_acknowledged_entries_and_seqs_keep_growing(assign,
     monkeypatch.setattr(control, "BATCH", 2)
     assign(tablet("t"), version=1)
     put("t", "a", "b", "c", "d", "e")
-    seqs = [e["seq"] for e in changes_since(0, 10)]
+    seqs = [e.seq for e in changes_since(0, 10)]
     assert changes_trim(seqs[2]) == 3
-    assert [e["seq"] for e in changes_since(0, 10)] == seqs[3:]
+    assert [e.seq for e in changes_since(0, 10)] == seqs[3:]
     assert changes_trim(seqs[-1]) == 2
     assert changes_since(0, 10) == []
     put("t", "f")
-    assert changes_since(0, 10)[0]["seq"] > seqs[-1]
+    assert changes_since(0, 10)[0].seq > seqs[-1]
 
 
 def test_changes_in_range_since_keeps_only_that_tables_range(assign):
@@ -285,7 +280,7 @@ def test_changes_in_range_since_keeps_only_that_tables_range(assign):
     put("t", "a", "m", "z")
     put("u", "m")
     entries = changes_in_range_since("t", "b", "n", 0, 10)
-    assert [(e["table"], e["key"]) for e in entries] == [("t", "m")]
+    assert [(e.table, e.key) for e in entries] == [("t", "m")]
 
 
 # --- moves: leftovers and catch-up ----------------------------------------------------------------
@@ -317,10 +312,19 @@ def test_changes_apply_copied_applies_the_last_image_per_key_and_logs_nothing(as
     assert ChangeLogEntry.objects.count() == 0
 
 
-def test_changes_since_stops_near_max_bytes_but_always_returns_one_entry(assign):
+def test_a_change_batch_stops_near_max_bytes_but_always_returns_one_entry(assign):
     assign(tablet("t"), version=1)
     big = "x" * 1000
     rows_mutate("t", [Mutation(op="upsert", key=f"k{i}", cells={"b": big}) for i in range(10)])
     assert len(changes_since(0, 100, max_bytes=3500)) == 3
     assert len(changes_since(0, 100, max_bytes=10)) == 1
     assert len(changes_since(0, 100)) == 10
+
+
+def test_a_change_batch_says_whether_entries_were_left_out(assign):
+    assign(tablet("t"), version=1)
+    put("t", "a", "b", "c")
+    assert changes_batch(0, 2)[1] is True  # the limit cut it
+    assert changes_batch(0, 100, max_bytes=10)[1] is True  # the size cut it
+    assert changes_batch(0, 3)[1] is True  # exactly the limit: there may be more
+    assert changes_batch(0, 4)[1] is False

@@ -1,0 +1,377 @@
+"""The link agent's side of the master link, over a fake WebSocket: commands and their typed
+replies, bad messages, reconnecting and being refused. Services run on the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+import websockets
+from asgiref.sync import sync_to_async
+from django.db import connections
+from django.utils import timezone
+from websockets.frames import Close
+
+from distdb import protocol
+from distdb.errors import TabletUnavailable
+from distdb.protocol import (
+    ApplyMetadataCommand,
+    CatchUpCommand,
+    ChangeEntry,
+    ChangesCommand,
+    CopyCommand,
+    CountCommand,
+    DropCommand,
+    DropUnownedCommand,
+    ExportChangesRequest,
+    ExportChangesResponse,
+    ExportRequest,
+    ExportResponse,
+    FreezeCommand,
+    IngestCommand,
+    Mutation,
+    Reply,
+    TrimCommand,
+    UnfreezeCommand,
+    Welcome,
+    tablet_to_master_adapter,
+)
+from tablet_app import link as tablet_link
+from tablet_app.link import TabletLink, reconnect_delays, retry_dial
+from tablet_app.models import ChangeLogEntry, OwnedRange, Row
+from tablet_app.services import changes_last_seq, metadata_version_current, rows_mutate
+from tablet_app.tests.conftest import OTHER, in_thread, tablet
+
+# The agent runs services in asgiref's database thread: the data must be committed.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def close_agent_connection():
+    yield
+    await sync_to_async(connections.close_all, thread_sensitive=True)()
+
+
+@pytest.fixture
+def token(settings, tmp_path) -> str:
+    settings.DISTDB_TOKEN_FILE = tmp_path / "tablet.jwt"
+    settings.DISTDB_TOKEN_FILE.write_text("the-token\n")
+    return "the-token"
+
+
+class FakeSocket:
+    """One connection to the master: yields ``incoming`` (dicts sent as JSON, bytes as
+    they are), records what the agent sends, then ends: normally, or closed with
+    ``close`` like the ``websockets`` library reports it."""
+
+    def __init__(self, *incoming: dict[str, Any] | bytes, close: Close | None = None) -> None:
+        self.incoming = incoming
+        self.close = close
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, data: bytes) -> None:
+        self.sent.append(orjson.loads(data))
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[bytes]:
+        for message in self.incoming:
+            yield message if isinstance(message, bytes) else orjson.dumps(message)
+        if self.close is not None:
+            raise websockets.ConnectionClosedError(rcvd=self.close, sent=None)
+
+    def replies(self) -> list[Reply]:
+        return [Reply.model_validate(m) for m in self.sent if m["type"] == "reply"]
+
+
+class FakeDialer:
+    """Stands in for ``websockets.connect``: yields one connection per socket, then stops
+    (where the library would dial again)."""
+
+    def __init__(self, *sockets: FakeSocket) -> None:
+        self.sockets = sockets
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, url: str, **kwargs: Any) -> AsyncIterator[FakeSocket]:
+        self.calls.append((url, kwargs))
+        return self._connections()
+
+    async def _connections(self) -> AsyncIterator[FakeSocket]:
+        for ws in self.sockets:
+            yield ws
+
+
+def message(model: protocol.Message) -> dict[str, Any]:
+    return model.model_dump(mode="json")
+
+
+WELCOME = message(Welcome(heartbeat_s=60))
+
+
+async def run_command(link: TabletLink, command: protocol.Command[Any]) -> Reply:
+    """Hand ``command`` to the agent as the master would and return the reply it sends."""
+    ws = FakeSocket()
+    await link._handle(ws, orjson.dumps(message(command)))
+    await asyncio.gather(*link._tasks)
+    [sent] = ws.sent
+    reply = tablet_to_master_adapter.validate_python(sent)
+    assert isinstance(reply, Reply) and reply.id == command.id
+    return reply
+
+
+async def result_of(link: TabletLink, command: protocol.Command[Any]) -> Any:
+    reply = await run_command(link, command)
+    assert reply.ok, reply.error
+    assert type(reply.result) is command.reply_model  # the command's own reply model
+    return reply.result
+
+
+@pytest.fixture
+def link(owned) -> TabletLink:
+    return TabletLink(connect=FakeDialer())
+
+
+async def put(table: str, *keys: str) -> None:
+    mutations = [Mutation(op="upsert", key=k, cells={"k": k}) for k in keys]
+    await in_thread(rows_mutate, table, mutations)
+
+
+# --- every command gets its own typed reply -------------------------------------------------------
+
+
+async def test_ingest_stores_the_rows_unlogged_and_says_how_many(link):
+    rows = [protocol.Row(key="a", cells={"x": 1}), protocol.Row(key="b", cells={})]
+    result = await result_of(link, IngestCommand(id="i", table="t", rows=rows))
+    assert result.rows == 2
+    assert await in_thread(Row.objects.filter(table="t").count) == 2
+    assert await in_thread(ChangeLogEntry.objects.count) == 0
+
+
+async def test_changes_ships_the_entries_after_a_seq_and_whether_more_were_left_out(link):
+    await put("t", "a", "b", "c")
+    first = await result_of(link, ChangesCommand(id="c1", after_seq=0, limit=2))
+    assert [(e.key, e.op, e.cells) for e in first.entries] == [
+        ("a", "put", {"k": "a"}),
+        ("b", "put", {"k": "b"}),
+    ]
+    assert first.more is True
+    rest = await result_of(link, ChangesCommand(id="c2", after_seq=first.entries[-1].seq, limit=5))
+    assert [e.key for e in rest.entries] == ["c"] and rest.more is False
+
+
+async def test_trim_deletes_acknowledged_entries_and_says_how_many(link):
+    await put("t", "a", "b", "c")
+    second = (await in_thread(list, ChangeLogEntry.objects.order_by("seq")))[1].seq
+    result = await result_of(link, TrimCommand(id="tr", upto_seq=second))
+    assert result.trimmed == 2
+    assert await in_thread(ChangeLogEntry.objects.count) == 1
+
+
+async def test_freeze_refuses_writes_until_the_lease_ends_and_unfreeze_lifts_it(link):
+    before = timezone.now()
+    frozen = await result_of(link, FreezeCommand(id="f", table="t", start="g", lease_s=30))
+    assert before + timedelta(seconds=30) <= frozen.frozen_until
+    assert frozen.frozen_until <= timezone.now() + timedelta(seconds=30)
+    write = [Mutation(op="upsert", key="h", cells={})]
+    assert (await in_thread(rows_mutate, "t", write)).results[0]["status"] == "error"
+    await result_of(link, UnfreezeCommand(id="u", table="t", start="g"))
+    assert (await in_thread(rows_mutate, "t", write)).results[0]["status"] == "created"
+
+
+async def test_count_and_drop_a_range_that_is_not_owned_say_how_many_rows(link):
+    rows = [protocol.Row(key=k, cells={}) for k in ("a", "b", "n")]
+    await result_of(link, IngestCommand(id="i", table="u", rows=rows))
+    assert (await result_of(link, CountCommand(id="n", table="u", end="m"))).rows == 2
+    assert (await result_of(link, DropCommand(id="d", table="u", end="m"))).rows == 2
+    assert (await result_of(link, CountCommand(id="n2", table="u"))).rows == 1
+
+
+async def test_drop_unowned_drops_only_rows_outside_the_owned_ranges(link):
+    rows = [protocol.Row(key=k, cells={}) for k in ("a", "n")]  # u: [m, +inf) is ours
+    await result_of(link, IngestCommand(id="i", table="u", rows=rows))
+    assert (await result_of(link, DropUnownedCommand(id="d", table="u"))).rows == 1
+    assert await in_thread(list, Row.objects.values_list("key", flat=True)) == ["n"]
+
+
+async def test_apply_metadata_answers_the_version_now_held(link, owned):
+    metadata = owned.model_copy(update={"version": 4, "tablets": [tablet("t", server=OTHER)]})
+    result = await result_of(link, ApplyMetadataCommand(id="m", metadata=metadata))
+    assert result.version == 4 == await in_thread(metadata_version_current)
+    assert not await in_thread(OwnedRange.objects.filter(table="t").exists)
+
+
+class FakePeer:
+    """The source tablet's internal API: pages of its rows and of its change log."""
+
+    def __init__(self, rows: list[protocol.Row], entries: list[ChangeEntry]) -> None:
+        self.rows, self.entries = rows, entries
+        self.requests: list[tuple[str, Any]] = []
+
+    async def __call__(self, method, url, answer, body=None, timeout_s=60):
+        self.requests.append((url, body))
+        if isinstance(body, ExportRequest):
+            after = [r for r in self.rows if body.after is None or r.key > body.after]
+            return answer.model_validate(message(ExportResponse(rows=after[: body.limit])))
+        assert isinstance(body, ExportChangesRequest)
+        after = [e for e in self.entries if e.seq > body.after_seq]
+        return answer.model_validate(message(ExportChangesResponse(entries=after[: body.limit])))
+
+
+async def test_copy_pages_through_the_sources_export_and_says_how_many_rows(link, monkeypatch):
+    peer = FakePeer([protocol.Row(key=k, cells={"k": k}) for k in "abcde"], [])
+    monkeypatch.setattr(link, "_request", peer)
+    monkeypatch.setattr(tablet_link, "COPY_BATCH", 2)
+    command = CopyCommand(id="cp", table="v", start="a", end="x", source_url="http://src")
+    assert (await result_of(link, command)).rows == 5
+    assert [(url, body.after) for url, body in peer.requests] == [
+        ("http://src/internal/v1/export", None),
+        ("http://src/internal/v1/export", "b"),
+        ("http://src/internal/v1/export", "d"),
+    ]
+    assert {(b.table, b.start, b.end, b.limit) for _, b in peer.requests} == {("v", "a", "x", 2)}
+    assert await in_thread(Row.objects.filter(table="v").count) == 5
+
+
+async def test_catch_up_applies_the_sources_changes_and_answers_its_new_position(link, monkeypatch):
+    entries = [
+        ChangeEntry(seq=11, table="v", key="a", op="put", cells={"n": 1}),
+        ChangeEntry(seq=12, table="v", key="b", op="put", cells={"n": 2}),
+        ChangeEntry(seq=15, table="v", key="a", op="delete"),
+    ]
+    peer = FakePeer([], entries)
+    monkeypatch.setattr(link, "_request", peer)
+    monkeypatch.setattr(tablet_link, "CATCH_UP_BATCH", 2)
+    command = CatchUpCommand(id="cu", table="v", source_url="http://src", after_seq=10)
+    result = await result_of(link, command)
+    assert (result.applied, result.last_seq) == (3, 15)
+    assert [body.after_seq for _, body in peer.requests] == [10, 12]
+    assert await in_thread(list, Row.objects.filter(table="v").values_list("key", flat=True)) == [
+        "b"
+    ]
+
+
+# --- failures are replies too ---------------------------------------------------------------------
+
+
+async def test_a_distdb_error_is_an_error_reply_with_its_code(link):
+    reply = await run_command(link, DropCommand(id="d", table="t"))  # t is owned here
+    assert not reply.ok and reply.result is None
+    assert reply.error.code == "conflict"
+
+
+async def test_an_unexpected_exception_is_an_internal_error_reply(link, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(tablet_link, "range_count", broken)
+    reply = await run_command(link, CountCommand(id="n", table="t"))
+    assert not reply.ok
+    assert (reply.error.code, reply.error.message) == (
+        "internal_error",
+        "RuntimeError: disk on fire",
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        orjson.dumps({"type": "explode", "id": "x"}),
+        orjson.dumps({"v": 1, "type": "count", "id": "x", "table": "t", "surprise": 1}),
+    ],
+)
+async def test_a_bad_message_is_logged_and_ignored(link, raw, caplog):
+    ws = FakeSocket()
+    await link._handle(ws, raw)
+    assert ws.sent == [] and not link._tasks
+    assert "from the master" in caplog.text
+
+
+async def test_an_error_from_the_master_once_linked_is_logged_not_fatal(link, caplog):
+    ws = FakeSocket()
+    await link._handle(ws, orjson.dumps(WELCOME))
+    await link._handle(ws, orjson.dumps(TabletUnavailable("busy").as_dict()))
+    assert link.connected.is_set()
+    assert "tablet_unavailable" in caplog.text
+
+
+# --- the connection: hello, reconnecting, refusals ------------------------------------------------
+
+
+async def test_the_agent_says_hello_and_dials_again_after_a_lost_link(owned, token):
+    await put("t", "a")
+    lost = FakeSocket(WELCOME, close=Close(1011, "server error"))
+    second = FakeSocket(WELCOME)
+    dialer = FakeDialer(lost, second)
+    link = TabletLink(connect=dialer)
+    await link._link_forever()  # returns when the fake dialer has no connection left
+    hello = {
+        "v": 1,
+        "type": "hello",
+        "url": "http://testserver",
+        "last_seq": await in_thread(changes_last_seq),
+        "metadata_version": 3,
+    }
+    assert lost.sent == [hello] and second.sent == [hello]
+    assert not link.connected.is_set()  # cleared when a link ends
+    [(url, options)] = dialer.calls
+    assert url == "ws://127.0.0.1:3000/ws/tablet/"
+    assert options["additional_headers"] == {"Authorization": "Bearer the-token"}
+    assert options["process_exception"] is retry_dial
+    assert options["reconnect_delays"] is reconnect_delays
+
+
+async def test_everything_the_agent_passes_to_websockets_connect_is_a_connect_option(token):
+    dialer = FakeDialer()
+    await TabletLink(connect=dialer)._link_forever()
+    [(_, options)] = dialer.calls
+    accepted = inspect.signature(websockets.connect).parameters
+    assert set(options) <= set(accepted)  # anything else would go to create_connection
+
+
+async def test_an_error_before_the_welcome_stops_the_agent_with_the_masters_reason(owned, token):
+    refusal = {"error": {"code": "token_invalid", "message": "bad signature"}}
+    ws = FakeSocket(refusal, close=Close(4401, "token_invalid"))
+    with pytest.raises(SystemExit, match="refused by the master: token_invalid: bad signature"):
+        await TabletLink(connect=FakeDialer(ws, FakeSocket())).run_forever()
+
+
+@pytest.mark.parametrize(
+    ("close", "reason"),
+    [(Close(4403, "token_wrong_role"), "token_wrong_role"), (Close(4401, ""), "token refused")],
+)
+async def test_a_refusing_close_code_stops_the_agent_with_its_reason(owned, token, close, reason):
+    second = FakeSocket()
+    link = TabletLink(connect=FakeDialer(FakeSocket(close=close), second))
+    with pytest.raises(SystemExit, match=f"refused by the master: {reason}"):
+        await link.run_forever()
+    assert second.sent == []  # it did not dial again
+
+
+# --- reconnecting policy --------------------------------------------------------------------------
+
+
+def test_failed_dials_back_off_from_a_fifth_of_a_second_to_five_seconds_with_jitter():
+    delays = reconnect_delays()
+    first = [next(delays) for _ in range(12)]
+    assert 0.1 <= first[0] <= 0.3
+    assert all(2.5 <= d <= 7.5 for d in first[6:])  # capped at 5 s, +-50 %
+
+
+@pytest.mark.parametrize(
+    ("exc", "retried"),
+    [
+        (ConnectionRefusedError(), True),
+        (TimeoutError(), True),
+        (websockets.InvalidHandshake("bad"), True),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_network_and_websocket_failures_are_retried_and_bugs_are_raised(exc, retried):
+    assert (retry_dial(exc) is None) is retried
