@@ -76,6 +76,8 @@ def as_distdb_error(exc: BaseException) -> errors.DistdbError:
         return errors.PayloadTooLarge()
     if isinstance(exc, exceptions.APIException):
         error = errors.DistdbError(str(exc.detail))
+        # code and status are ClassVars of the hierarchy; a DRF error has no subclass of its
+        # own, so this one instance shadows them (as_dict and the response read the instance).
         error.code, error.status = str(exc.default_code), exc.status_code  # type: ignore[misc]
         return error
     log.error("unhandled error in the public API", exc_info=exc)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import aiohttp
 import orjson
@@ -37,6 +37,8 @@ from distdb.errors import (
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+# The requests a tablet server's internal API serves; each one's ``type`` names its endpoint.
+TabletRequest = protocol.ReadRequest | protocol.ScanRequest | protocol.MutateRequest
 
 # Bounded pool: enough parallel calls for a request fanned out over many tablets, few
 # enough that a burst cannot open thousands of sockets to one tablet server.
@@ -76,10 +78,10 @@ def _close_at_shutdown() -> None:
         return
     from twisted.internet.defer import Deferred
 
-    def close() -> Deferred:
+    def close() -> Deferred[None]:
         return Deferred.fromFuture(asyncio.ensure_future(sessions_close()))
 
-    reactor.addSystemEventTrigger("before", "shutdown", close)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", close)
 
 
 async def sessions_close() -> None:
@@ -115,6 +117,8 @@ async def _call(
         # The connection was never made, so the request was never applied: safe to
         # send again elsewhere once the metadata says the keys moved.
         err = unavailable(f"{peer} is unreachable", server=peer, reason="connect")
+        # DistdbError (distdb/errors.py) declares no such field; is_not_sent reads the mark
+        # back with getattr, so only this module knows about it.
         err.not_sent = True  # type: ignore[attr-defined]
         log.warning("%s unreachable: %s", peer, exc)
         raise err from None
@@ -151,14 +155,14 @@ def _decode(
 
 
 async def tablet_call(
-    url: str, server: str, request: protocol.Message, model: type[M], *, timeout_s: float
+    url: str, server: str, request: TabletRequest, model: type[M], *, timeout_s: float
 ) -> M:
     """POST one internal request to a tablet server and parse its answer.
 
     Raises ``TabletUnavailable`` (with ``not_sent`` when no connection was made) or the
     error the tablet server answered with.
     """
-    endpoint = request.type  # type: ignore[attr-defined]  # read | scan | mutate
+    endpoint = request.type
     status, raw = await _call(
         "POST",
         f"{url.rstrip('/')}/internal/v1/{endpoint}",
@@ -192,7 +196,7 @@ async def master_metadata() -> protocol.Metadata:
 
 
 async def master_table_create(
-    name: str, key_type: str, columns: list[str] | None
+    name: str, key_type: Literal["int", "str"], columns: list[str] | None
 ) -> protocol.Metadata:
     request = protocol.TableCreateRequest(name=name, key_type=key_type, columns=columns)
     status, raw = await _master("POST", "tables", request)

@@ -77,12 +77,13 @@ class RoutingTable:
         assigned = self._tablets.get(table) or []
         for index, key in items:
             i = bisect_right(starts, key) - 1
-            if i < 0 or (assigned[i].end is not None and key >= assigned[i].end):
+            tablet = assigned[i] if i >= 0 else None
+            if tablet is None or (tablet.end is not None and key >= tablet.end):
                 unrouted.append(index)
                 continue
             entry = groups.get(i)
             if entry is None:
-                groups[i] = (assigned[i], [index])
+                groups[i] = (tablet, [index])
             else:
                 entry[1].append(index)
         return groups, unrouted

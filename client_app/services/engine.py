@@ -99,7 +99,8 @@ def metadata_in(exc: DistdbError) -> Metadata | None:
 
 def backoff_s(attempt: int) -> float:
     """Equal-jitter exponential backoff: half fixed, half random, capped."""
-    step = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+    # int ** int is typed Any (a negative exponent gives a float), hence the annotation.
+    step: float = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
     return step / 2 + random.uniform(0, step / 2)
 
 

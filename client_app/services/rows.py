@@ -44,7 +44,7 @@ from distdb.protocol import (
 from .. import validation
 from ..internal_client import tablet_call
 from ..keygen import key_allocator
-from .engine import Batch, route_keys
+from .engine import Batch, Send, route_keys
 from .results import OK_STATUSES, RowResult
 from .tables import table_resolve
 
@@ -100,7 +100,7 @@ class ReadResult:
     failed: list[tuple[int | str, DistdbError]] = field(default_factory=list)
 
 
-def _read_sender(table: str, keys: list[str]):
+def _read_sender(table: str, keys: list[str]) -> Send:
     async def send(
         tablet: TabletAssignment, version: int, indexes: list[int], timeout_s: float
     ) -> Batch:
@@ -173,7 +173,7 @@ def waves(keys: Sequence[str]) -> list[list[int]]:
     return grouped
 
 
-def _mutate_sender(table: str, mutations: list[Mutation]):
+def _mutate_sender(table: str, mutations: list[Mutation]) -> Send:
     async def call(
         version: int, tablet: TabletAssignment, indexes: list[int], timeout_s: float
     ) -> Batch:
@@ -261,16 +261,17 @@ async def rows_add(
     """
     info = await table_resolve(table)
     rows_count_check(len(rows))
-    stored: list[str | None] = []
+    stored: dict[int, str] = {}  # row index -> stored key; rows without one get a fresh key
     for i, row in enumerate(rows):
         validation.columns_allowed(info, row["cells"])
         key = row.get("key")
-        stored.append(None if key is None else key_store(info, key, f"{i}.key", lenient=lenient))
-    generated = {i for i, key in enumerate(stored) if key is None}
+        if key is not None:
+            stored[i] = key_store(info, key, f"{i}.key", lenient=lenient)
+    generated = {i for i in range(len(rows)) if i not in stored}
     results: list[RowResult | None] = [None] * len(rows)
     todo = list(range(len(rows)))
     for attempt in range(KEYGEN_RETRIES + 1):
-        need = [i for i in todo if stored[i] is None]
+        need = [i for i in todo if i not in stored]
         for i, key in zip(need, await keys_generate(table, info, len(need)), strict=True):
             stored[i] = key
         mutations = [Mutation(op="insert", key=stored[i], cells=rows[i]["cells"]) for i in todo]
@@ -282,7 +283,7 @@ async def rows_add(
                 and result.error.code == "row_exists"
                 and attempt < KEYGEN_RETRIES
             ):
-                stored[i] = None
+                del stored[i]
                 again.append(i)
             else:
                 results[i] = result
@@ -362,17 +363,18 @@ async def rows_batch(table: str, mutations: Sequence[dict[str, Any]]) -> list[Ro
     """
     info = await table_resolve(table)
     rows_count_check(len(mutations), "mutations")
-    stored: list[str | None] = []
+    stored: dict[int, str] = {}  # mutation index -> stored key; the others get a fresh key
     for i, m in enumerate(mutations):
         validation.columns_allowed(info, m.get("cells") or ())
         validation.columns_allowed(info, m.get("columns") or ())
         key = m.get("key")
-        stored.append(None if key is None else key_store(info, key, f"mutations.{i}.key"))
-    need = [i for i, key in enumerate(stored) if key is None]
+        if key is not None:
+            stored[i] = key_store(info, key, f"mutations.{i}.key")
+    need = [i for i in range(len(mutations)) if i not in stored]
     for i, key in zip(need, await keys_generate(table, info, len(need)), strict=True):
         stored[i] = key
     wire = [
-        Mutation(op=m["op"], key=key, cells=m.get("cells"), columns=m.get("columns"))
-        for m, key in zip(mutations, stored, strict=True)
+        Mutation(op=m["op"], key=stored[i], cells=m.get("cells"), columns=m.get("columns"))
+        for i, m in enumerate(mutations)
     ]
     return await _apply(table, info, wire)

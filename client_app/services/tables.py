@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from distdb.errors import MasterUnavailable, TableNotFound
 from distdb.protocol import TableInfo
@@ -40,11 +40,13 @@ async def tables_list() -> list[dict[str, Any]]:
     ]
 
 
-async def table_create(name: str, key_type: str, columns: list[str] | None) -> dict[str, Any]:
+async def table_create(
+    name: str, key_type: Literal["int", "str"], columns: list[str] | None
+) -> dict[str, Any]:
     """Ask the master to create a table (409 ``table_exists`` if it does) and adopt the result."""
     metadata = await internal_client.master_table_create(name, key_type, columns)
     routing = metadata_cache.get().adopt(metadata)
     info = routing.table(name) if routing is not None else None
     if info is None:  # the answer was older than our cache: trust the request
-        info = metadata.tables.get(name) or TableInfo(key_type=key_type, columns=columns)  # type: ignore[arg-type]
+        info = metadata.tables.get(name) or TableInfo(key_type=key_type, columns=columns)
     return table_dict(name, info)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from distdb.keys import encode_key
-from distdb.protocol import IngestCommand, Row
+from distdb.protocol import Cells, IngestCommand, Row
 from master_app.models import ConsolidatedRow, MetadataVersion, Table
 from master_app.services.link import link_call, new_command_id
 from master_app.services.metadata import RangeAssignment, metadata_commit
@@ -41,7 +41,7 @@ def seed_reason(table: str) -> str:
 
 def table_seed(
     table_name: str,
-    rows: Iterable[tuple[int | str, dict]],
+    rows: Iterable[tuple[int | str, Cells]],
     server_ids: list[str],
     *,
     key_type: str = "int",
@@ -81,8 +81,12 @@ def table_seed(
             ],
             batch_size=1000,
         )
-        if key_type == "int" and stored:
-            keys_reserve_above(table, max(k for _, k, _ in stored))
+        if key_type == "int":
+            # encode_key above rejected every non-int key of an int table: the filter drops
+            # nothing, it only narrows ``int | str`` for the type checker.
+            int_keys = [k for _, k, _ in stored if isinstance(k, int)]
+            if int_keys:
+                keys_reserve_above(table, max(int_keys))
         metadata_commit(table, ranges, seed_reason(table_name))
     log.info("seeded %s: %d rows over %s", table_name, len(stored), server_ids)
     return SeedResult(table_name, len(stored), ranges)
