@@ -40,6 +40,7 @@ from bench.profiling import Profiler, py_spy_path
 from bench.rebalance import run_rebalance
 from bench.transports import OneHop, PublicApi
 from bench.workloads import DESCRIPTIONS, KeySpace, run_load, run_mix, warm_up
+from distdb.cluster.config import ROOT
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TABLE = "usertable"
@@ -81,7 +82,7 @@ def git_info() -> dict:
     """The commit measured and whether the tree had uncommitted changes (read-only git)."""
 
     def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=cl.ROOT, capture_output=True, text=True)
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return done.stdout.strip() if done.returncode == 0 else ""
 
     return {
@@ -223,7 +224,7 @@ def run(cfg: BenchConfig, keep_data: bool) -> Path:
 
     data_dir = Path(tempfile.mkdtemp(prefix="distdb-bench-"))
     say(f"starting a cluster in {data_dir}")
-    cluster = cl.start_cluster(data_dir, out_dir / "cluster.log")
+    cluster = cl.start_cluster(data_dir, out_dir / "logs")
     say(f"cluster up: clients {cluster.client_ports}, tablets {cluster.tablet_ports}")
     try:
         driven = asyncio.run(drive(cluster, cfg, out_dir))
@@ -267,7 +268,7 @@ def run(cfg: BenchConfig, keep_data: bool) -> Path:
     print("\n".join(report.results_table(results)))
     for name, t in results["targets"].items():
         print(f"  target {name:<30} {t['status']:<8} value={t.get('value')}")
-    say(f"results: {json_path.relative_to(cl.ROOT)}; report: {report_path.relative_to(cl.ROOT)}")
+    say(f"results: {json_path.relative_to(ROOT)}; report: {report_path.relative_to(ROOT)}")
     return json_path
 
 

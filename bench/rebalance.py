@@ -29,15 +29,16 @@ from bench import cluster as cl
 from bench.runner import run_until
 from bench.stats import Recorder, summarize, summarize_by_op, timeseries
 from bench.workloads import MIXES, KeySpace, mix_operation, run_load
+from distdb.cluster.config import MANAGE_PY, ROOT
 from distdb.keys import decode_key
 
 
 def rebalance_available(cluster: cl.Cluster) -> tuple[bool, str]:
     """Whether ``manage.py rebalance`` exists on this tree (and why not)."""
-    done = cl.manage(cluster, "help", "rebalance", timeout=120)
-    if done.returncode == 0:
+    ok, output = cl.manage(cluster, "help", "rebalance", timeout=120)
+    if ok:
         return True, ""
-    lines = [ln.strip() for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in output.splitlines()[1:] if ln.strip()]  # after "failed:"
     return False, f"`manage.py help rebalance` failed: {lines[0] if lines else 'no output'}"
 
 
@@ -106,11 +107,11 @@ def _last_line_json(stdout: str) -> dict[str, Any] | None:
 async def _rebalance_command(cluster: cl.Cluster, timeout_s: float) -> tuple[dict, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(cl.ROOT / "manage.py"),
+        str(MANAGE_PY),
         "rebalance",
         "--json",
-        cwd=cl.ROOT,
-        env=cluster.master_env(),
+        cwd=ROOT,
+        env=cluster.env("master"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
