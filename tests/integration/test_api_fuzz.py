@@ -59,7 +59,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.integration.api import call
-from tests.integration.conftest import Cluster, start_cluster, stop_cluster
+from tests.integration.conftest import Cluster, start_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -387,9 +387,8 @@ def compat_ids(body: dict[str, Any]) -> list[Any]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
     """A real local cluster for this module only (shadows the session's shared one)."""
-    cluster = start_cluster(tmp_path_factory.mktemp("fuzz-cluster"))
-    yield cluster
-    stop_cluster(cluster)
+    with start_cluster(tmp_path_factory.mktemp("fuzz-cluster")) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")

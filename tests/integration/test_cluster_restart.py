@@ -1,15 +1,58 @@
-"""Ctrl-C stops every process of the cluster; a restart keeps the data and does not re-seed."""
+"""`manage.py runcluster` (`make run`): it prints where everything is, Ctrl-C stops every
+process of the cluster, and a restart keeps the data and does not re-seed.
+
+The command runs as one launcher ``Process`` (its own process group, output to a log
+file), so the test sends Ctrl-C's SIGINT exactly as a terminal would.
+"""
 
 from __future__ import annotations
 
+import re
+import signal
 import socket
+import sys
+import time
 
 import pytest
 
+from distdb.cluster import ClusterConfig, Process, ProcessSpec, group_members
+from distdb.cluster.config import MANAGE_PY
 from tests.integration.api import call
-from tests.integration.conftest import start_cluster, stop_cluster
+from tests.integration.conftest import TEST_ENV
 
 pytestmark = pytest.mark.integration
+READY = "distdb local cluster is up"
+
+
+def runcluster(cfg: ClusterConfig, run: int) -> Process:
+    """``manage.py runcluster`` on ``cfg``'s ports, up and seeded."""
+    argv = (
+        sys.executable,
+        str(MANAGE_PY),
+        "runcluster",
+        *("--master-port", str(cfg.master_port)),
+        *("--tablet-ports", ",".join(map(str, cfg.tablet_ports))),
+        *("--client-ports", ",".join(map(str, cfg.client_ports))),
+    )
+    env = {**TEST_ENV, "DISTDB_DATA_DIR": str(cfg.data_dir), "DISTDB_REDIS_URL": cfg.redis_url}
+    spec = ProcessSpec("runcluster", "", argv, env, ready_line=READY)
+    proc = Process(spec, cfg.data_dir / f"runcluster-{run}.log")
+    proc.start()
+    try:
+        proc.wait_ready(time.monotonic() + 240)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
+def ctrl_c(proc: Process) -> list[int]:
+    """SIGINT to the command (a terminal's Ctrl-C); the pids it had started."""
+    started = [int(p) for p in re.findall(r"started \(pid=(\d+)\)", proc.log_tail(10**6))]
+    proc.signal(signal.SIGINT)
+    assert proc.popen is not None
+    proc.popen.wait(60)
+    return started
 
 
 def _listening(port: int) -> bool:
@@ -18,27 +61,51 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_ctrl_c_stops_everything_and_a_restart_keeps_the_data(tmp_path):
-    first = start_cluster(tmp_path)
-    api = f"{first.url(first.client_ports[0])}/api/v1"
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory) -> ClusterConfig:
+    return ClusterConfig.on_free_ports(tmp_path_factory.mktemp("runcluster"))
+
+
+@pytest.fixture(scope="module")
+def first(cfg):
+    proc = runcluster(cfg, 1)
+    yield proc
+    if proc.running:
+        ctrl_c(proc)
+
+
+def test_the_summary_prints_where_everything_is_and_the_token(cfg, first):
+    log = first.log_tail(10**6)
+    for port in (cfg.master_port, *cfg.tablet_ports, *cfg.client_ports):
+        assert f"127.0.0.1:{port}/admin/" in log
+    token = (cfg.data_dir / "api-token").read_text().strip()
+    assert token in log
+    assert (cfg.data_dir / "api-token").stat().st_mode & 0o077 == 0
+
+
+def test_ctrl_c_stops_everything_and_a_restart_keeps_the_data(cfg, first):
+    token = (cfg.data_dir / "api-token").read_text().strip()
+    api = f"{cfg.url(cfg.client_ports[0])}/api/v1"
     try:
         status, body, _ = call(
             "POST",
             f"{api}/tables/products/rows",
-            first.api_token,
+            token,
             [{"key": 5000, "cells": {"product_name": "kept"}}],
         )
         assert status == 201, body
     finally:
-        stop_cluster(first)
-    ports = [first.master_port, *first.tablet_ports, *first.client_ports, first.redis_port]
+        started = ctrl_c(first)
+    assert len(started) == 10  # redis, master, worker, beat, 2 x (tablet, link), 2 clients
+    assert not [pid for pid in started if group_members(pid)]
+    ports = [cfg.master_port, *cfg.tablet_ports, *cfg.client_ports, cfg.redis_port]
     assert not [p for p in ports if _listening(p)]
 
-    second = start_cluster(tmp_path)
+    second = runcluster(cfg, 2)
     try:
-        api = f"{second.url(second.client_ports[1])}/api/v1"
-        status, body, _ = call("GET", f"{api}/tables/products/rows/5000", second.api_token)
+        api = f"{cfg.url(cfg.client_ports[1])}/api/v1"
+        status, body, _ = call("GET", f"{api}/tables/products/rows/5000", token)
         assert (status, body["cells"]) == (200, {"product_name": "kept"})
-        assert "products already seeded" in second.log()
+        assert "products already seeded" in second.log_tail(10**6)
     finally:
-        stop_cluster(second)
+        ctrl_c(second)

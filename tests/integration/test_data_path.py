@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 
-import psutil
 import pytest
 
 from tests.integration.api import call
@@ -190,13 +187,7 @@ def test_a_client_with_stale_metadata_follows_outdated_to_the_right_answer(clust
 
 
 def test_a_stopped_tablet_server_fails_only_its_keys_with_503(cluster, api):
-    port = cluster.tablet_ports[1]
-    pid = next(
-        c.pid
-        for c in psutil.net_connections("tcp")
-        if c.status == "LISTEN" and c.laddr.port == port
-    )
-    os.kill(pid, signal.SIGSTOP)
+    cluster.pause("tablet-2")  # SIGSTOP: it holds its port and connections, answers nothing
     try:
         status, body, headers = api("GET", "/tables/products/rows?keys=1,1000")
         assert status == 200, body
@@ -206,7 +197,7 @@ def test_a_stopped_tablet_server_fails_only_its_keys_with_503(cluster, api):
         assert status == 503 and body["error"]["code"] == "tablet_unavailable"
         assert "Retry-After" in headers
     finally:
-        os.kill(pid, signal.SIGCONT)
+        cluster.resume("tablet-2")
     assert api("GET", "/tables/products/rows/1000")[0] == 200
 
 

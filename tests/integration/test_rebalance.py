@@ -1,9 +1,9 @@
 """Rebalancing against real processes (DESIGN §4, issue #4).
 
-One cluster for the module (``processes.Harness``): master, two tablet servers with
-their links, two client servers, Redis. The tests run in order and build on each
-other's data: skew, balance, balanced-does-nothing, concurrent clients during a run,
-then SIGKILL a tablet server and the master in the middle of runs.
+One cluster for the module (``processes.Harness``, the project's launcher): master, two
+tablet servers with their links, two client servers, Redis. The tests run in order and
+build on each other's data: skew, balance, balanced-does-nothing, concurrent clients
+during a run, then SIGKILL a tablet server and the master in the middle of runs.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ TABLE = "products"
 
 @pytest.fixture(scope="module")
 def h(tmp_path_factory):
-    harness = start_harness(tmp_path_factory.mktemp("rebalance"))
-    yield harness
-    harness.stop_all()
+    with start_harness(tmp_path_factory.mktemp("rebalance")) as harness:
+        yield harness
 
 
 def insert(h: Harness, n: int, *, client: int = 1, batch: int = 500) -> list[int]:
@@ -241,7 +240,7 @@ def test_sigkill_of_a_tablet_server_mid_run_loses_nothing_and_the_cluster_recove
         run_and_kill_when(h, "copying", kill_source)
         time.sleep(2)
         h.start(source, f"{source}-link")
-        h.wait_up(source)
+        h.wait_ready(source)
         time.sleep(3)
     wait_serving(h, spread_keys(h))
     writers.verify(h)
@@ -267,7 +266,7 @@ def test_sigkill_of_the_master_mid_run_loses_nothing_and_the_cluster_recovers(h,
         run_and_kill_when(h, moment, kill_master)
         time.sleep(1)
         h.start("master")
-        h.wait_up("master")
+        h.wait_ready("master")
         time.sleep(6)  # leases (5-6 s in these tests) end; frozen ranges are resolved
     wait_serving(h, spread_keys(h))
     writers.verify(h)
@@ -282,8 +281,7 @@ def test_a_tablet_restart_keeps_changes_the_master_has_not_collected(h):
     keys = insert(h, 200)
     h.kill("tablet-1", "tablet-1-link", "tablet-2", "tablet-2-link")
     h.start("tablet-1", "tablet-1-link", "tablet-2", "tablet-2-link")
-    h.wait_up("tablet-1", "tablet-2")
-    time.sleep(3)  # links come back
+    h.wait_ready("tablet-1", "tablet-2", "tablet-1-link", "tablet-2-link")  # links come back
     h.manage("shell", "-c", "from master_app.services.collect import changes_collect_all as c; c()")
     code = (
         "from master_app.models import ConsolidatedRow as R\n"
@@ -295,7 +293,7 @@ def test_a_tablet_restart_keeps_changes_the_master_has_not_collected(h):
 
 def test_a_tablet_server_that_joins_gets_its_share_at_the_next_run(h):
     h.start("tablet-3", "tablet-3-link")
-    h.wait_up("tablet-3")
+    h.wait_ready("tablet-3")
     deadline = time.monotonic() + 30
     while not any(s["node_id"] == "tablet-3" and s["state"] == "up" for s in h.status()["servers"]):
         assert time.monotonic() < deadline, "tablet-3 did not link"
@@ -338,7 +336,7 @@ def test_a_wrong_or_missing_tablet_token_cannot_join(h, who, tmp_path):
 
     from distdb.auth import generate_key_pair
 
-    url = f"ws://127.0.0.1:{h.ports['master']}/ws/tablet/"
+    url = f"ws://127.0.0.1:{h.master_port}/ws/tablet/"
     if who == "missing":
         headers = {}
     elif who == "client":
@@ -368,7 +366,7 @@ def test_a_wrong_or_missing_tablet_token_cannot_join(h, who, tmp_path):
     assert ws.close_code in (4401, 4403)
     assert "tablet-9" not in h.rows_per_server()
     # The real link agent with a refused token stops with the reason (it does not retry).
-    env = {**h.base_env(), **h.specs["tablet-3-link"]["env"]}  # a migrated node, drained
+    env = h.env("tablet-3")  # a migrated node, drained
     if who == "client":
         env["DISTDB_TOKEN"] = headers["Authorization"].split()[1]
         done = subprocess.run(
