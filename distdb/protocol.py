@@ -12,7 +12,6 @@ only client servers convert between user keys and stored keys.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, ClassVar, Final, Generic, Literal, TypeVar
 
 import orjson
@@ -158,7 +157,16 @@ class MutateResponse(Message):
     metadata: Metadata | None = None  # present when a result is ``outdated``
 
 
-# --- master/tablet -> tablet server: copying a range (rebalancing) ----------------------------
+# --- master/tablet -> tablet server: collecting and copying (HTTP, no message size cap) ---------
+#
+# Pages are capped in rows (``limit``) and in UTF-8 bytes (``max_bytes``, soft: a page
+# always has at least one item, however large, so a reader always advances). ``more``
+# says whether the page was cut short. These travel over HTTP, never over the link:
+# a row may be as large as a request (8 MiB), and Daphne drops WebSocket messages over
+# 1 MiB (DESIGN §4, invariant 4: every input size flows).
+
+PAGE_BYTES = 4 * 1024 * 1024  # default size of a page
+MAX_PAGE_BYTES = 64 * 1024 * 1024
 
 
 class ExportRequest(Message):
@@ -170,13 +178,15 @@ class ExportRequest(Message):
     end: StoredKey | None = None
     after: StoredKey | None = None
     limit: int = Field(default=1000, ge=1, le=100_000)
+    max_bytes: int = Field(default=PAGE_BYTES, ge=1, le=MAX_PAGE_BYTES)
 
 
 class ExportResponse(Message):
-    """Rows in key order (a page: fewer than ``limit`` means the range is done)."""
+    """Rows in key order; ``more``: the range has rows after the page's last key."""
 
     type: Literal["export_result"] = "export_result"
     rows: list[Row]
+    more: bool = False
 
 
 class ExportChangesRequest(Message):
@@ -188,6 +198,16 @@ class ExportChangesRequest(Message):
     end: StoredKey | None = None
     after_seq: int = Field(ge=0)
     limit: int = Field(default=1000, ge=1, le=100_000)
+    max_bytes: int = Field(default=PAGE_BYTES, ge=1, le=MAX_PAGE_BYTES)
+
+
+class ChangesRequest(Message):
+    """Collection (master -> tablet): every change-log entry with seq > ``after_seq``."""
+
+    type: Literal["changes"] = "changes"
+    after_seq: int = Field(ge=0)
+    limit: int = Field(default=5000, ge=1, le=100_000)
+    max_bytes: int = Field(default=PAGE_BYTES, ge=1, le=MAX_PAGE_BYTES)
 
 
 ChangeOp = Literal["put", "delete"]
@@ -204,8 +224,19 @@ class ChangeEntry(Strict):
 
 
 class ExportChangesResponse(Message):
+    """Entries in seq order; ``more``: some were left out (by ``limit`` or the size cap)."""
+
     type: Literal["export_changes_result"] = "export_changes_result"
     entries: list[ChangeEntry]
+    more: bool = False
+
+
+class ChangesResponse(Message):
+    """Entries in seq order; ``more``: some were left out (by ``limit`` or the size cap)."""
+
+    type: Literal["changes_result"] = "changes_result"
+    entries: list[ChangeEntry]
+    more: bool
 
 
 # --- client/tablet -> master ------------------------------------------------------------------
@@ -299,24 +330,16 @@ class IngestReply(RowCount):
     type: Literal["ingest_result"] = "ingest_result"
 
 
-class ChangesReply(Message):
-    """Entries in seq order; ``more``: some were left out (by ``limit`` or the size cap)."""
-
-    type: Literal["changes_result"] = "changes_result"
-    entries: list[ChangeEntry]
-    more: bool
-
-
 class TrimReply(Message):
     type: Literal["trim_result"] = "trim_result"
     trimmed: int = Field(ge=0)
 
 
 class FreezeReply(Message):
-    """When the source's write lease ends (its own clock; informational for the master)."""
+    """How much of the lease the source had left when it answered (informational)."""
 
     type: Literal["freeze_result"] = "freeze_result"
-    frozen_until: datetime
+    lease_left_s: float
 
 
 class UnfreezeReply(Message):
@@ -356,7 +379,6 @@ class ApplyMetadataReply(Message):
 
 CommandResult = (
     IngestReply
-    | ChangesReply
     | TrimReply
     | FreezeReply
     | UnfreezeReply
@@ -401,14 +423,6 @@ class IngestCommand(Command[IngestReply]):
     type: Literal["ingest"] = "ingest"
     table: TableName
     rows: list[Row]
-
-
-class ChangesCommand(Command[ChangesReply]):
-    """Ship change-log entries with seq > after_seq (at most ``limit``)."""
-
-    type: Literal["changes"] = "changes"
-    after_seq: int = Field(ge=0)
-    limit: int = Field(ge=1, le=100_000)
 
 
 class TrimCommand(Command[TrimReply]):
@@ -482,7 +496,6 @@ class ApplyMetadataCommand(Command[ApplyMetadataReply]):
 
 LinkCommand = Annotated[
     IngestCommand
-    | ChangesCommand
     | TrimCommand
     | FreezeCommand
     | UnfreezeCommand

@@ -1,6 +1,7 @@
 """The master's internal HTTP API for client and tablet servers (lean ASGI, distdb.internal_http).
 
-GET  /internal/v1/metadata                the current routing metadata
+GET  /internal/v1/metadata[?fence=1]      the current routing metadata (fenced: after any
+                                          commit in flight; tablets settling a freeze)
 POST /internal/v1/tables                  create a table (client servers relay the public API)
 POST /internal/v1/tables/{table}/keys     reserve a block of generated integer keys
 GET  /internal/v1/api-tokens/revoked      ids of revoked public API tokens
@@ -20,7 +21,8 @@ SERVERS = ("client", "tablet", "master")
 
 @app.route("GET", "/internal/v1/metadata", roles=SERVERS)
 async def get_metadata(request: InternalRequest):
-    return await run_sync(metadata_current)
+    fenced = request.query.get("fence") == "1"
+    return await run_sync(lambda: metadata_current(fenced=fenced))
 
 
 @app.route("POST", "/internal/v1/tables", roles=("client", "master"))

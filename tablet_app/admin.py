@@ -1,8 +1,9 @@
 """The tablet server's admin: inspect its rows, change log, owned ranges and metadata.
 
 Loaded by the tablet server role (``distdb.urls.tablet``). Everything here is
-read-only except one operational action (lifting a write freeze), because every
-model is maintained by a service with rules the admin cannot see:
+read-only except one operational action (settling ended write freezes with the master,
+as the link agent does by itself), because every model is maintained by a service with
+rules the admin cannot see:
 
 * Rows change only through the public API. The client server checks the table's key
   type and columns (a tablet does not know them: an admin edit could store a key in
@@ -12,7 +13,9 @@ model is maintained by a service with rules the admin cannot see:
   learn of it.
 * The change log and metadata snapshots are records: editing them would corrupt what
   the master collects.
-* Owned ranges are set by the master's metadata (``metadata_apply``).
+* Owned ranges are set by the master's metadata (``metadata_apply``). A freeze is never
+  lifted by hand: the master may have given the range away already, and writes taken
+  after that would be dropped with this copy (``services.freezes``).
 """
 
 from __future__ import annotations
@@ -21,15 +24,17 @@ import contextlib
 from typing import Any
 
 import orjson
+from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.db.models import Q
-from django.utils import timezone
 from django.utils.html import format_html
 
-from distdb.errors import InvalidKey
+from distdb.errors import DistdbError, InvalidKey
 from distdb.keys import parse_key_text
+from tablet_app.link import freezes_settle_now
 from tablet_app.models import ChangeLogEntry, MetadataSnapshot, OwnedRange, Row
-from tablet_app.services import metadata_current, range_count, range_unfreeze
+from tablet_app.services import freezes, metadata_current, range_count
+from tablet_app.services.freezes import Freeze
 
 PREVIEW_CHARS = 80
 
@@ -142,31 +147,31 @@ class FrozenFilter(admin.SimpleListFilter):
     parameter_name = "frozen"
 
     def lookups(self, request, model_admin):
-        return [("yes", "frozen now"), ("no", "accepting writes")]
+        return [("yes", "frozen (moving away)"), ("no", "serving")]
 
     def queryset(self, request, queryset):
-        live = Q(frozen_until__gt=timezone.now())
+        frozen = Q(frozen_deadline__isnull=False)
         if self.value() == "yes":
-            return queryset.filter(live)
+            return queryset.filter(frozen)
         if self.value() == "no":
-            return queryset.exclude(live)
+            return queryset.exclude(frozen)
         return queryset
 
 
 @admin.register(OwnedRange)
 class OwnedRangeAdmin(admin.ModelAdmin):
-    list_display = ("table", "start", "end", "version", "frozen", "frozen_until", "rows")
+    list_display = ("table", "start", "end", "version", "frozen", "lease_left", "rows")
     list_filter = (TableFilter, FrozenFilter)
     search_fields = ("table",)
-    fields = ("table", "start_key", "end_key", "version", "frozen_until", "rows")
+    fields = ("table", "start_key", "end_key", "version", "frozen", "lease_left", "rows")
     readonly_fields = fields
-    actions = ["unfreeze"]
+    actions = ["settle_freezes"]
 
     def has_add_permission(self, request, obj=None):
         return False
 
     def has_change_permission(self, request, obj=None):
-        # The changelist may run the unfreeze action; a range itself is never edited.
+        # The changelist may run the settle action; a range itself is never edited.
         return obj is None and super().has_change_permission(request)
 
     def has_delete_permission(self, request, obj=None):
@@ -180,23 +185,39 @@ class OwnedRangeAdmin(admin.ModelAdmin):
     def end(self, obj: OwnedRange) -> str:
         return _bound(obj.end_key, end=True)
 
-    @admin.display(description="frozen now", boolean=True)
+    @admin.display(description="frozen", boolean=True)
     def frozen(self, obj: OwnedRange) -> bool:
-        return bool(obj.frozen_until and obj.frozen_until > timezone.now())
+        return obj.frozen_deadline is not None
+
+    @admin.display(description="freeze lease left")
+    def lease_left(self, obj: OwnedRange) -> str:
+        freeze = Freeze.of(obj)
+        if freeze is None:
+            return "—"
+        left = freeze.left_s(freezes.clock())
+        if left is None:
+            return "taken before a reboot: re-armed"
+        return f"{left:.1f} s" if left > 0 else "ended: waiting for the master's word"
 
     @admin.display(description="rows stored")
     def rows(self, obj: OwnedRange) -> int:
         return range_count(obj.table, obj.start_key, obj.end_key)
 
     @admin.action(
-        description="Lift the write freeze of the selected ranges", permissions=["change"]
+        description="Settle ended freezes with the master (lift or give away)",
+        permissions=["change"],
     )
-    def unfreeze(self, request, queryset) -> None:
-        ranges = list(queryset)
-        for r in ranges:
-            range_unfreeze(r.table, r.start_key, r.end_key)
+    def settle_freezes(self, request, queryset) -> None:
+        try:
+            lifted = async_to_sync(freezes_settle_now)()
+        except (DistdbError, OSError, TimeoutError) as exc:
+            self.message_user(request, f"Could not reach the master: {exc}", messages.ERROR)
+            return
         self.message_user(
-            request, f"Lifted the freeze of {len(ranges)} range(s).", messages.SUCCESS
+            request,
+            f"Settled with the master: {lifted} freeze(s) lifted. A freeze whose lease has "
+            "not ended stays: the move holding it may still commit.",
+            messages.SUCCESS,
         )
 
 

@@ -55,15 +55,31 @@ async def health(request: InternalRequest) -> dict[str, Any]:
 async def export(request: InternalRequest) -> protocol.ExportResponse:
     """A move's copy: one page of a range's rows, in key order."""
     msg: protocol.ExportRequest = request.parse(protocol.ExportRequest)
-    page = await run_sync(control.rows_export, msg.table, msg.start, msg.end, msg.after, msg.limit)
-    return protocol.ExportResponse.model_construct(rows=page)
+    rows, more = await run_sync(
+        control.rows_export, msg.table, msg.start, msg.end, msg.after, msg.limit, msg.max_bytes
+    )
+    return protocol.ExportResponse.model_construct(rows=rows, more=more)
 
 
 @app.route("POST", r"/internal/v1/export-changes", roles=PEERS)
 async def export_changes(request: InternalRequest) -> protocol.ExportChangesResponse:
     """A move's catch-up: the range's change-log entries after a seq, in seq order."""
     msg: protocol.ExportChangesRequest = request.parse(protocol.ExportChangesRequest)
-    entries = await run_sync(
-        control.changes_in_range_since, msg.table, msg.start, msg.end, msg.after_seq, msg.limit
+    entries, more = await run_sync(
+        control.changes_in_range_since,
+        msg.table, msg.start, msg.end, msg.after_seq, msg.limit, msg.max_bytes,
+    )  # fmt: skip
+    return protocol.ExportChangesResponse.model_construct(entries=entries, more=more)
+
+
+@app.route("POST", r"/internal/v1/changes", roles=("master",))
+async def changes(request: InternalRequest) -> protocol.ChangesResponse:
+    """Collection: the change log after the master's position, a size-capped page.
+
+    HTTP rather than the link: an entry carries a whole row, up to a request's size,
+    and WebSocket messages are capped (``protocol.PAGE_BYTES``' note)."""
+    msg: protocol.ChangesRequest = request.parse(protocol.ChangesRequest)
+    entries, more = await run_sync(
+        lambda: control.changes_batch(msg.after_seq, msg.limit, max_bytes=msg.max_bytes)
     )
-    return protocol.ExportChangesResponse.model_construct(entries=entries)
+    return protocol.ChangesResponse.model_construct(entries=entries, more=more)

@@ -33,7 +33,6 @@ from collections.abc import (
     Callable,
     Iterator,
 )
-from datetime import timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 import aiohttp
@@ -42,7 +41,6 @@ import websockets
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
-from django.utils import timezone
 from pydantic import BaseModel, ValidationError
 
 from distdb.auth import own_token
@@ -52,8 +50,6 @@ from distdb.protocol import (
     ApplyMetadataReply,
     CatchUpCommand,
     CatchUpReply,
-    ChangesCommand,
-    ChangesReply,
     Command,
     CommandResult,
     CopyCommand,
@@ -87,10 +83,10 @@ from distdb.protocol import (
 )
 from tablet_app.services import (
     changes_apply_copied,
-    changes_batch,
     changes_last_seq,
     changes_trim,
-    freezes_expired_exist,
+    freezes,
+    freezes_due,
     freezes_resolve,
     metadata_apply,
     metadata_version_current,
@@ -105,9 +101,6 @@ from tablet_app.services import (
 log = logging.getLogger("distdb.tablet.link")
 COPY_BATCH = 2000
 CATCH_UP_BATCH = 5000
-# A reply must fit in one WebSocket message the master accepts (Daphne's default cap is
-# 1 MiB); change batches stop at about this size, leaving room for JSON overhead.
-LINK_REPLY_BYTES = 400 * 1024
 FREEZE_CHECK_S = 1.0  # how often expired freeze leases are looked for (see freezes_resolve)
 REFUSED_CLOSE_CODES = (4401, 4403)  # the master's answer to a missing or wrong token
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.2, 5.0
@@ -244,11 +237,16 @@ class TabletLink:
 
     async def resolve_expired_freezes(self) -> int:
         """Lift or give away ranges whose freeze lease ended; returns how many were lifted."""
-        if not await _db(freezes_expired_exist)():
+        if not await _db(freezes_due)():
             return 0
-        fetched_at = timezone.now()  # before the request: the answer is at least this new
+        fetched_at = freezes.clock()  # before the request: the answer is at least this new
+        # ``fence``: the master reads under its metadata lock, so a commit in flight
+        # finishes first and one not yet started is refused (its lease has ended).
         metadata = await self._request(
-            "GET", settings.DISTDB_MASTER_URL + "/internal/v1/metadata", Metadata, timeout_s=10
+            "GET",
+            settings.DISTDB_MASTER_URL + "/internal/v1/metadata?fence=1",
+            Metadata,
+            timeout_s=10,
         )
         lifted = await _db(freezes_resolve)(metadata, self.node_id, fetched_at)
         log.info("settled expired freezes with metadata v%s (%d lifted)", metadata.version, lifted)
@@ -311,17 +309,14 @@ class TabletLink:
         c = command
         if isinstance(c, IngestCommand):
             return IngestReply(rows=await _db(rows_ingest)(c.table, c.rows, log_changes=False))
-        if isinstance(c, ChangesCommand):
-            entries, more = await _db(changes_batch)(
-                c.after_seq, c.limit, max_bytes=LINK_REPLY_BYTES
-            )
-            return ChangesReply(entries=entries, more=more)
         if isinstance(c, TrimCommand):
             return TrimReply(trimmed=await _db(changes_trim)(c.upto_seq))
         if isinstance(c, FreezeCommand):
-            until = timezone.now() + timedelta(seconds=c.lease_s)
-            await _db(range_freeze)(c.table, c.start, c.end, until)
-            return FreezeReply(frozen_until=until)
+            # The lease runs from now, when the command has arrived: after the master
+            # started its own count, so this one ends later (``services.freezes``).
+            received_at = freezes.clock()
+            freeze = await _db(range_freeze)(c.table, c.start, c.end, c.lease_s, received_at)
+            return FreezeReply(lease_left_s=round(freeze.deadline - freezes.clock(), 3))
         if isinstance(c, UnfreezeCommand):
             await _db(range_unfreeze)(c.table, c.start, c.end)
             return UnfreezeReply()
@@ -339,6 +334,12 @@ class TabletLink:
             await _db(metadata_apply)(c.metadata, self.node_id)
             return ApplyMetadataReply(version=await _db(metadata_version_current)())
         raise DistdbError(f"unknown command {command.type}")
+
+    async def close(self) -> None:
+        """Close the HTTP session (the link itself closes with its ``run_forever``)."""
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
@@ -389,7 +390,7 @@ class TabletLink:
             if page.rows:
                 copied += await _db(rows_ingest)(c.table, page.rows, log_changes=False)
                 after = page.rows[-1].key
-            if len(page.rows) < COPY_BATCH:
+            if not page.more:
                 return CopyReply(rows=copied)
 
     async def _catch_up(self, c: CatchUpCommand) -> CatchUpReply:
@@ -406,5 +407,14 @@ class TabletLink:
             if page.entries:
                 applied += await _db(changes_apply_copied)(c.table, page.entries)
                 after = max(e.seq for e in page.entries)
-            if len(page.entries) < CATCH_UP_BATCH:
+            if not page.more:
                 return CatchUpReply(applied=applied, last_seq=after)
+
+
+async def freezes_settle_now() -> int:
+    """Settle ended freezes with the master once, outside the agent (the admin's action)."""
+    link = TabletLink()
+    try:
+        return await link.resolve_expired_freezes()
+    finally:
+        await link.close()

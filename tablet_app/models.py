@@ -51,15 +51,20 @@ class ChangeLogEntry(models.Model):
 class OwnedRange(models.Model):
     """A key range this server serves, as of a metadata version.
 
-    ``frozen_until`` is the write-freeze lease of a range being moved away: writes are
-    refused (retryably) until it passes, and it passes by itself if the master dies.
+    ``frozen_*`` is the freeze lease of a range being moved away: reads and writes are
+    refused (retryably) while it is set. It is a deadline on this host's monotonic clock
+    in the boot ``frozen_boot``, never a wall-clock time (``services.freezes`` says why).
     """
 
     table = models.CharField(max_length=64)
     start_key = KeyField(blank=True, default="")
     end_key = KeyField(null=True, blank=True)
     version = models.BigIntegerField()
-    frozen_until = models.DateTimeField(null=True, blank=True)
+    frozen_deadline = models.FloatField(
+        null=True, blank=True, help_text="Monotonic-clock seconds at which the freeze lease ends."
+    )
+    frozen_boot = models.CharField(max_length=64, blank=True, default="")
+    frozen_lease_s = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["table", "start_key"]

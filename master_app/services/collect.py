@@ -18,10 +18,11 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from distdb.protocol import ChangeEntry, ChangesCommand, TrimCommand
+from distdb.protocol import ChangeEntry, ChangesRequest, ChangesResponse, TrimCommand
 from distdb.sqlbulk import insert_many
 from master_app.models import ConsolidatedRow, Table, TabletServer
 from master_app.services.link import link_call, new_command_id
+from master_app.services.tablet_api import tablet_post
 
 log = logging.getLogger(__name__)
 BATCH = 5000
@@ -39,8 +40,12 @@ def changes_collect(
     server.refresh_from_db(fields=["acked_seq"])
     after = server.acked_seq
     while True:
-        command = ChangesCommand(id=new_command_id(), after_seq=after, limit=batch)
-        reply = link_call(server.node_id, command, timeout_s=timeout_s)
+        # Over HTTP: a page may hold rows of any size (``tablet_api``'s docstring).
+        request = ChangesRequest(after_seq=after, limit=batch)
+        reply = tablet_post(
+            server.node_id, server.url, "/internal/v1/changes", request, ChangesResponse,
+            timeout_s=timeout_s,
+        )  # fmt: skip
         if reply.entries:
             after = changes_apply(server, reply.entries)
             if trim:

@@ -8,12 +8,15 @@ the committed rows, so a client never sees half a change.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 
+from distdb.errors import MoveAborted
 from distdb.protocol import Metadata, TableInfo, TabletAssignment
 from master_app.models import MetadataVersion, Table, Tablet, TabletServer
 from master_app.services.link import link_push_metadata
@@ -35,9 +38,17 @@ def metadata_version_current() -> int:
     return MetadataVersion.objects.aggregate(v=Max("version"))["v"] or 0
 
 
-def metadata_current() -> Metadata:
-    """The committed metadata as the wire message every node routes with."""
+def metadata_current(*, fenced: bool = False) -> Metadata:
+    """The committed metadata as the wire message every node routes with.
+
+    ``fenced``: read under the metadata lock, after any commit in flight has finished. A
+    tablet server settling a freeze whose lease ended needs this: a commit that took the
+    lock before the lease ended may still be writing, and must be seen (``moves``).
+    On SQLite every transaction takes the write lock (IMMEDIATE) and so is fenced anyway.
+    """
     with transaction.atomic():
+        if fenced:
+            MetadataVersion.objects.select_for_update().order_by("-version").first()
         version = metadata_version_current()
         tables = {
             t.name: TableInfo(key_type=t.key_type, columns=t.columns or None)
@@ -59,7 +70,13 @@ def metadata_current() -> Metadata:
 
 
 def metadata_commit(
-    table: Table, assignments: Iterable[RangeAssignment], reason: str, *, push: bool = True
+    table: Table,
+    assignments: Iterable[RangeAssignment],
+    reason: str,
+    *,
+    push: bool = True,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """Replace ``table``'s tablets with ``assignments`` as one new metadata version.
 
@@ -67,6 +84,12 @@ def metadata_commit(
     unroutable and an overlap would give a key two owners. With ``push`` every linked
     tablet server is sent the new version after the commit (a move tells the two servers
     concerned first, then pushes).
+
+    ``deadline`` (on ``clock``): a move's last instant to commit, its freeze lease less
+    the margin. The commit is then impossible after it: the wait for the metadata lock
+    is bounded by the time left, and the deadline is checked again *after* the lock is
+    taken, inside the transaction, so a commit that waited too long rolls back
+    (``MoveAborted``) instead of handing over a range whose source may have reopened it.
     """
     ordered = sorted(assignments, key=lambda a: a.start)
     _check_cover(table.name, ordered)
@@ -77,9 +100,11 @@ def metadata_commit(
     missing = {a.server_id for a in ordered} - servers.keys()
     if missing:
         raise ValueError(f"unknown tablet servers: {sorted(missing)}")
-    with transaction.atomic():
+    with lock_wait_bounded(deadline, clock), transaction.atomic():
         # Lock the version sequence so two commits cannot take the same number.
         last = MetadataVersion.objects.select_for_update().order_by("-version").first()
+        if deadline is not None and clock() > deadline:
+            raise MoveAborted(f"the commit got the metadata lock {clock() - deadline:.2f}s late")
         version = (last.version if last else 0) + 1
         MetadataVersion.objects.create(version=version, reason=reason[:200])
         existing = {t.start_key: t for t in Tablet.objects.filter(table=table)}
@@ -103,6 +128,38 @@ def metadata_commit(
         if push:
             transaction.on_commit(metadata_push)
     return version
+
+
+@contextmanager
+def lock_wait_bounded(deadline: float | None, clock: Callable[[], float]) -> Iterator[None]:
+    """Wait for database locks no longer than until ``deadline`` in the block.
+
+    SQLite: the connection's busy timeout (the wait of ``BEGIN IMMEDIATE``), restored
+    afterwards. PostgreSQL: ``lock_timeout`` for the transaction the block opens (the
+    ``SELECT ... FOR UPDATE``), set as the block's first statement.
+    """
+    if deadline is None:
+        yield
+        return
+    left_s = deadline - clock()
+    if left_s < 0:
+        raise MoveAborted("no time was left to commit")
+    left_ms = max(1, int(left_s * 1000))  # PostgreSQL reads 0 as "no limit"
+    if connection.vendor == "sqlite":
+        connection.ensure_connection()
+        with connection.cursor() as cursor:
+            before = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
+            cursor.execute(f"PRAGMA busy_timeout = {left_ms}")
+        try:
+            yield
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute(f"PRAGMA busy_timeout = {int(before)}")
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = {left_ms}")
+        yield
 
 
 def metadata_push() -> None:

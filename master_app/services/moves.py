@@ -169,11 +169,15 @@ def move_range(
         lap("final catch-up")
         changes_collect(source, trim=False)
         lap("collect")
-        left = lease_s - (clock() - frozen_at)
-        if left < settings.DISTDB_FREEZE_MARGIN_S:
-            raise MoveAborted(f"the freeze took too long ({lease_s - left:.1f}s of {lease_s}s)")
+        # The last instant to commit: the lease less the margin, both on our monotonic
+        # clock from before the freeze was sent (the source counts from its receipt).
+        deadline = frozen_at + lease_s - settings.DISTDB_FREEZE_MARGIN_S
+        if clock() > deadline:
+            raise MoveAborted(
+                f"the freeze took too long ({clock() - frozen_at:.1f}s of {lease_s}s)"
+            )
 
-        report.version = _commit(move, table, source, target)
+        report.version = _commit(move, table, source, target, deadline, clock)
         committed = True
         lap("commit")
         say("handing over", report.rows_copied)
@@ -188,10 +192,14 @@ def move_range(
         report.outcome = "succeeded"
     except Exception as exc:  # noqa: BLE001 - every failure is reported, and undone if it can be
         report.outcome, report.error = "failed", f"{type(exc).__name__}: {exc}"
+        if not committed and frozen_at is not None:
+            # An error after the freeze may have come after the COMMIT went through (an
+            # error on COMMIT, a Celery time limit): decide by what is committed.
+            committed = _commit_seen(move, target, report)
         if not committed:
             _undo(move, source, target, frozen_at is not None, report)
-            if frozen_at is not None:
-                report.freeze_ms = (clock() - frozen_at) * 1000
+        if frozen_at is not None:
+            report.freeze_ms = (clock() - frozen_at) * 1000
         log.warning("move %s -> %s failed: %s", move.source, move.target, report.error)
     finally:
         log_unpin(source)
@@ -236,8 +244,16 @@ def _catch_up(move: Move, source: TabletServer, after: int) -> CatchUpCommand:
     )
 
 
-def _commit(move: Move, table: Table, source: TabletServer, target: TabletServer) -> int:
-    """The table's tablets with [start, end) given to the target, as a new version."""
+def _commit(
+    move: Move,
+    table: Table,
+    source: TabletServer,
+    target: TabletServer,
+    deadline: float,
+    clock: Clock,
+) -> int:
+    """The table's tablets with [start, end) given to the target, as a new version,
+    committed before ``deadline`` or not at all (``metadata_commit``)."""
     assignments: list[RangeAssignment] = []
     inside = False
     for t in Tablet.objects.filter(table=table).select_related("server").order_by("start_key"):
@@ -253,7 +269,34 @@ def _commit(move: Move, table: Table, source: TabletServer, target: TabletServer
     if not inside:
         raise MoveAborted(f"{move.table} [{move.start!r}, {move.end!r}) is not a current range")
     reason = f"move {move.table} [{move.start!r}, {move.end!r}) {source} -> {target}"
-    return metadata_commit(table, _merge_adjacent(assignments), reason, push=False)
+    return metadata_commit(
+        table, _merge_adjacent(assignments), reason, push=False, deadline=deadline, clock=clock
+    )
+
+
+def _commit_seen(move: Move, target: TabletServer, report: MoveReport) -> bool:
+    """Whether the metadata now gives [start, end) to the target, i.e. the commit happened.
+
+    When that cannot be read either, the move is treated as committed: leaving the
+    source frozen and the target's copy in place is safe (the source settles with the
+    master when its lease ends; an unowned copy is dropped by the next run), whereas
+    undoing a move that did commit would drop the only current copy of the range.
+    """
+    try:
+        tablets = Tablet.objects.filter(table__name=move.table).select_related("server")
+        inside = [
+            t for t in tablets
+            if (move.end is None or t.start_key < move.end)
+            and (t.end_key is None or t.end_key > move.start)
+        ]  # fmt: skip
+        seen = bool(inside) and all(t.server_id == target.pk for t in inside)
+    except Exception as exc:  # noqa: BLE001 - unknown: take the safe side (see above)
+        report.warnings.append(f"could not read whether the commit happened ({exc}): kept")
+        return True
+    if seen:
+        report.warnings.append("the commit went through before the error: the move stands")
+        metadata_push()  # the target serves as soon as it hears (the source is fenced)
+    return seen
 
 
 def _merge_adjacent(assignments: list[RangeAssignment]) -> list[RangeAssignment]:

@@ -13,15 +13,14 @@ from channels.testing import WebsocketCommunicator
 from distdb.auth import token_sign
 from distdb.errors import Conflict, DistdbError
 from distdb.protocol import (
-    ChangeEntry,
-    ChangesCommand,
-    ChangesReply,
     CountReply,
     DropCommand,
     ErrorInfo,
     Heartbeat,
     Hello,
     Reply,
+    TrimCommand,
+    TrimReply,
     dumps,
 )
 from master_app.models import TabletServer
@@ -87,12 +86,11 @@ async def test_a_command_is_relayed_to_the_tablet_and_its_reply_comes_back():
     await comm.receive_from()
 
     call = asyncio.create_task(
-        link_call_async("tablet-8", ChangesCommand(id="c1", after_seq=0, limit=10), timeout_s=5)
+        link_call_async("tablet-8", TrimCommand(id="c1", upto_seq=10), timeout_s=5)
     )
     sent = orjson.loads(await comm.receive_from())
-    assert sent["type"] == "changes" and sent["id"] == "c1"
-    entry = ChangeEntry(seq=1, table="t", key="a", op="put", cells={"x": 1})
-    result = ChangesReply(entries=[entry], more=False)
+    assert sent["type"] == "trim" and sent["id"] == "c1"
+    result = TrimReply(trimmed=7)
     await comm.send_to(bytes_data=dumps(Reply(id="c1", ok=True, result=result)))
     assert await call == result  # the command's own reply model, not a dict
     await comm.disconnect()
@@ -137,4 +135,4 @@ async def test_a_command_to_an_unlinked_tablet_times_out_as_unavailable():
     from distdb.errors import TabletUnavailable
 
     with pytest.raises(TabletUnavailable):
-        await link_call_async("nobody", ChangesCommand(id="c", after_seq=0, limit=1), timeout_s=0.2)
+        await link_call_async("nobody", TrimCommand(id="c", upto_seq=1), timeout_s=0.2)

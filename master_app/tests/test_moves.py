@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
-from django.utils import timezone
+from django.db import OperationalError
 
 from distdb.protocol import (
     CatchUpReply,
     ChangeEntry,
-    ChangesReply,
+    ChangesResponse,
     CopyReply,
     DropReply,
     FreezeReply,
     TrimReply,
     UnfreezeReply,
 )
-from master_app.models import ConsolidatedRow, Table, TabletServer
-from master_app.services import collect, moves
+from master_app.models import ConsolidatedRow, Table, Tablet, TabletServer
+from master_app.services import collect, metadata, moves
 from master_app.services.metadata import RangeAssignment, metadata_commit, metadata_version_current
 from master_app.services.plan import Move
 
@@ -49,7 +51,7 @@ class FakeClock:
 TABLET_REPLIES = {
     "copy": lambda: CopyReply(rows=3),
     "catch_up": lambda: CatchUpReply(applied=0, last_seq=0),
-    "freeze": lambda: FreezeReply(frozen_until=timezone.now()),
+    "freeze": lambda: FreezeReply(lease_left_s=1.0),
     "unfreeze": UnfreezeReply,
     "drop": lambda: DropReply(rows=3),
 }
@@ -110,22 +112,79 @@ def test_a_quick_freeze_commits_the_move_and_hands_it_over(table, monkeypatch, s
                                            "hand-over"}  # fmt: skip
 
 
+def test_a_commit_that_gets_the_metadata_lock_after_its_deadline_rolls_back(
+    table, monkeypatch, settings
+):
+    """Issue #9 defect 1: the margin was checked, then the commit waited for the lock
+    until the source's lease had ended; committing then would hand over a range whose
+    source may already have reopened it and acknowledged writes."""
+    settings.DISTDB_FREEZE_LEASE_S, settings.DISTDB_FREEZE_MARGIN_S = 1.0, 0.5
+    clock = FakeClock()
+    calls = scripted_link(monkeypatch, clock, {})
+    real_wait = metadata.lock_wait_bounded
+
+    @contextmanager
+    def slow_lock(deadline, clock_):
+        with real_wait(deadline, clock_):
+            clock.now += 2.0  # the lock came 2 s later: past the deadline and the lease
+            yield
+
+    monkeypatch.setattr(metadata, "lock_wait_bounded", slow_lock)
+    version = metadata_version_current()
+    report = moves.move_range(Move("t", "m", None, "tablet-2", "tablet-1", 3), clock=clock)
+    assert report.outcome == "failed" and "MoveAborted" in report.error, report.error
+    assert metadata_version_current() == version  # nothing committed
+    assert ("tablet-2", "unfreeze") in calls and calls[-1] == ("tablet-1", "drop")
+
+
+def test_an_error_after_the_commit_went_through_does_not_undo_the_move(
+    table, monkeypatch, settings
+):
+    """Issue #9 defect 4: an error on COMMIT (or a time limit right after it) must not
+    unfreeze the source and drop the target's copy while the metadata gives it the range."""
+    settings.DISTDB_FREEZE_LEASE_S, settings.DISTDB_FREEZE_MARGIN_S = 10.0, 1.0
+    clock = FakeClock()
+    calls = scripted_link(monkeypatch, clock, {})
+    pushed: list = []
+    monkeypatch.setattr(moves, "metadata_push", lambda: pushed.append(1))
+    real_commit = moves._commit
+
+    def commit_then_fail(*args):
+        real_commit(*args)
+        raise OperationalError("the connection broke while COMMIT was answering")
+
+    monkeypatch.setattr(moves, "_commit", commit_then_fail)
+    report = moves.move_range(Move("t", "m", None, "tablet-2", "tablet-1", 3), clock=clock)
+    assert report.outcome == "failed"
+    assert ("tablet-2", "unfreeze") not in calls
+    assert calls.count(("tablet-1", "drop")) == 1  # only the clearing before the copy
+    assert "the move stands" in " ".join(report.warnings) and pushed == [1]
+    owner = Tablet.objects.get(table=table, start_key="").server.node_id
+    assert owner == "tablet-1"  # [m, +inf) joined tablet-1's [-inf, m)
+
+
 def test_collect_stops_when_the_tablet_says_nothing_more_was_left_out(servers, monkeypatch):
     Table.objects.create(name="t", key_type="str")
     replies = [
-        ChangesReply(
+        ChangesResponse(
             entries=[ChangeEntry(seq=1, table="t", key="a", op="put", cells={})], more=True
         ),
-        ChangesReply(
+        ChangesResponse(
             entries=[ChangeEntry(seq=2, table="t", key="b", op="put", cells={})], more=False
         ),
     ]
     sent: list[str] = []
 
+    def tablet_post(server, url, path, request, answer, timeout_s=30):
+        assert path == "/internal/v1/changes"  # over HTTP: entries may be any size
+        sent.append(request.type)
+        return replies.pop(0)
+
     def link_call(node_id, command, timeout_s=30):
         sent.append(command.type)
-        return replies.pop(0) if command.type == "changes" else TrimReply(trimmed=1)
+        return TrimReply(trimmed=1)
 
+    monkeypatch.setattr(collect, "tablet_post", tablet_post)
     monkeypatch.setattr(collect, "link_call", link_call)
     assert collect.changes_collect(servers[0]) == 2
     assert sent == ["changes", "trim", "changes", "trim"]  # no third "changes" round

@@ -2,7 +2,7 @@
 
 Loaded by the tablet server role (the link agent process, and the internal API's
 export endpoint). Plain functions, each one transaction or a loop of short ones:
-metadata and freezes (defined in ``ownership``, re-exported here), dropping and
+metadata and freezes (defined in ``ownership`` and ``freezes``, re-exported here), dropping and
 counting ranges, ingesting and exporting rows, and the change log.
 
 The change log is the master's only view of writes, so its order matters:
@@ -27,17 +27,14 @@ from distdb import protocol
 from distdb.errors import Conflict
 from distdb.sqlbulk import insert_many
 from tablet_app.models import ChangeLogEntry, OwnedRange, Row
+from tablet_app.services.freezes import freezes_due, range_freeze, range_unfreeze
+from tablet_app.services.locks import advisory_lock, ownership_lock_shared
 from tablet_app.services.ownership import (
-    advisory_lock,
-    freezes_expired_exist,
     freezes_resolve,
     metadata_apply,
     metadata_current,
     metadata_version_current,
-    ownership_lock_shared,
-    range_freeze,
     range_owned_overlap,
-    range_unfreeze,
 )
 
 __all__ = [
@@ -54,7 +51,7 @@ __all__ = [
     "range_drop",
     "range_freeze",
     "range_unfreeze",
-    "freezes_expired_exist",
+    "freezes_due",
     "freezes_resolve",
     "rows_drop_unowned",
     "rows_export",
@@ -206,19 +203,34 @@ def _upsert(table: str, cells_by_key: dict[str, str]) -> None:
 
 
 def rows_export(
-    table: str, start: str, end: str | None, after: str | None, limit: int
-) -> list[protocol.Row]:
-    """One page of the rows of [start, end), keys > ``after``, in key order.
+    table: str, start: str, end: str | None, after: str | None, limit: int, max_bytes: int
+) -> tuple[list[protocol.Row], bool]:
+    """One page of the rows of [start, end), keys > ``after``, in key order, and whether
+    rows are left after it.
 
-    A move copies with these pages and then catches up from the source's log position
-    the master pinned before the copy began (``master_app.services.moves``), so the
-    page needs no log position of its own.
+    The page stops at ``limit`` rows or about ``max_bytes`` of UTF-8 (after at least one
+    row, however large). A move copies with these pages and then catches up from the
+    source's log position the master pinned before the copy began
+    (``master_app.services.moves``), so the page needs no log position of its own.
     """
     qs = _in_range(Row.objects.filter(table=table), start, end)
     if after is not None:
         qs = qs.filter(key__gt=after)
-    page = qs.order_by("key").values_list("key", "cells")[:limit]
-    return [protocol.Row.model_construct(key=k, cells=orjson.loads(c)) for k, c in page]
+    page: list[protocol.Row] = []
+    size = 0
+    for key, cells in qs.order_by("key").values_list("key", "cells")[: limit + 1]:
+        size += _utf8_len(key) + _utf8_len(cells) + 32
+        if len(page) == limit or (page and size > max_bytes):
+            return page, True
+        page.append(protocol.Row.model_construct(key=key, cells=orjson.loads(cells)))
+    return page, False
+
+
+def _utf8_len(text: str | None) -> int:
+    """Bytes on the wire: the size caps are in bytes, whatever the script (CJK is 3 each)."""
+    if text is None:
+        return 0
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 # --- change log -----------------------------------------------------------------------------------
@@ -245,12 +257,12 @@ def _entries(
     qs: QuerySet[ChangeLogEntry], limit: int, max_bytes: int | None = None
 ) -> tuple[list[protocol.ChangeEntry], bool]:
     """Entries in seq order, and whether the batch was cut short by ``limit`` or ``max_bytes``."""
-    rows = qs.order_by("seq").values_list("seq", "table", "key", "op", "cells")[:limit]
+    rows = qs.order_by("seq").values_list("seq", "table", "key", "op", "cells")[: limit + 1]
     entries: list[protocol.ChangeEntry] = []
     size = 0
     for seq, table, key, op, cells in rows:
-        size += len(key) + len(cells or "") + 64
-        if max_bytes is not None and entries and size > max_bytes:
+        size += _utf8_len(key) + _utf8_len(cells) + 64
+        if len(entries) == limit or (max_bytes is not None and entries and size > max_bytes):
             return entries, True  # at least one entry, however large: the reader advances
         # Built without validation: these are our own committed rows.
         entries.append(
@@ -262,7 +274,7 @@ def _entries(
                 cells=orjson.loads(cells) if cells is not None else None,
             )
         )
-    return entries, len(entries) == limit
+    return entries, False
 
 
 def changes_batch(
@@ -274,18 +286,18 @@ def changes_batch(
 
     ``cells`` is the row's full image after the change (None: deleted), so replaying is
     idempotent. ``max_bytes`` stops early (after at least one entry) once the entries'
-    size about reaches it: the link's WebSocket messages are capped (Daphne: 1 MiB).
+    UTF-8 size about reaches it (``protocol.PAGE_BYTES``).
     """
     return _entries(ChangeLogEntry.objects.filter(seq__gt=after_seq), limit, max_bytes)
 
 
 def changes_in_range_since(
-    table: str, start: str, end: str | None, after_seq: int, limit: int
-) -> list[protocol.ChangeEntry]:
+    table: str, start: str, end: str | None, after_seq: int, limit: int, max_bytes: int
+) -> tuple[list[protocol.ChangeEntry], bool]:
     """``changes_batch``'s entries restricted to keys in [start, end) of ``table`` (a
-    move's catch-up)."""
+    move's catch-up), and whether more were left out."""
     qs = _in_range(ChangeLogEntry.objects.filter(table=table, seq__gt=after_seq), start, end)
-    return _entries(qs, limit)[0]
+    return _entries(qs, limit, max_bytes)
 
 
 def changes_trim(upto_seq: int) -> int:

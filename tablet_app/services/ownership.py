@@ -34,54 +34,27 @@ margin left (``master_app.services.moves``), so what it answers after the lease 
 from __future__ import annotations
 
 import bisect
-import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
-from django.utils import timezone
 
 from distdb import protocol
 from distdb.keys import range_cut
 from tablet_app.models import MetadataSnapshot, OwnedRange
+from tablet_app.services.freezes import NOT_FROZEN, Freeze, freezes_ended, latest
+from tablet_app.services.locks import (
+    CONTROL_LOCK,
+    advisory_lock,
+    ownership_lock_exclusive,
+    ownership_lock_shared,
+)
 
 log = logging.getLogger(__name__)
 
 KEEP_SNAPSHOTS = 5  # older metadata snapshots are deleted; only the newest is ever served
-_CONTROL_LOCK = "distdb.tablet.control"
-
-
-# --- locks (PostgreSQL; SQLite's IMMEDIATE transactions are already serialized) ----------------
-
-
-def _lock_id(name: str) -> int:
-    """A stable signed 64-bit advisory lock id (a hash collision only serializes more)."""
-    return int.from_bytes(
-        hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True
-    )
-
-
-def advisory_lock(names: Iterable[str], *, shared: bool) -> None:
-    """Take PostgreSQL transaction-level advisory locks by name (no-op on SQLite)."""
-    if connection.vendor != "postgresql":
-        return
-    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    with connection.cursor() as cursor:
-        for name in names:  # callers pass names sorted, so lockers never wait in a cycle
-            cursor.execute(f"SELECT {fn}(%s)", [_lock_id(name)])
-
-
-def ownership_lock_shared(table: str) -> None:
-    """Block ownership changes of ``table`` until the current transaction ends (writers)."""
-    advisory_lock([f"distdb.tablet.ownership:{table}"], shared=True)
-
-
-def _ownership_lock_exclusive(tables: Iterable[str]) -> None:
-    advisory_lock([_CONTROL_LOCK], shared=False)
-    advisory_lock(sorted(f"distdb.tablet.ownership:{t}" for t in set(tables)), shared=False)
 
 
 # --- lookups --------------------------------------------------------------------------------------
@@ -93,8 +66,8 @@ class Span:
 
     start: str
     end: str | None
-    frozen_until: datetime | None = None
-    ident: tuple[Any, ...] = ()  # (id, version): tells whether ownership changed meanwhile
+    frozen: bool = False  # a move's freeze: neither reads nor writes (``freezes``)
+    ident: tuple[Any, ...] = ()  # (id, bounds, version, freeze): did ownership change meanwhile
 
     def contains(self, key: str) -> bool:
         return key >= self.start and (self.end is None or key < self.end)
@@ -128,16 +101,18 @@ class Spans:
 
 
 def spans_read(table: str) -> Spans:
-    """The owned ranges of ``table`` (no freeze info): one small query, for reads."""
+    """The owned ranges of ``table`` and whether each is frozen: one small query, for reads."""
     r = OwnedRange._meta
     qn = connection.ops.quote_name
     sql = (
-        f"SELECT {qn('id')}, {qn('start_key')}, {qn('end_key')}, {qn('version')} "
-        f"FROM {qn(r.db_table)} WHERE {qn('table')} = %s"
+        f"SELECT {qn('id')}, {qn('start_key')}, {qn('end_key')}, {qn('version')}, "
+        f"{qn('frozen_deadline')} FROM {qn(r.db_table)} WHERE {qn('table')} = %s"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [table])
-        return Spans([Span(s, e, None, (i, s, e, v)) for i, s, e, v in cursor.fetchall()])
+        return Spans(
+            [Span(s, e, f is not None, (i, s, e, v, f)) for i, s, e, v, f in cursor.fetchall()]
+        )
 
 
 def spans_for_write(table: str) -> Spans:
@@ -148,9 +123,9 @@ def spans_for_write(table: str) -> Spans:
     """
     ownership_lock_shared(table)
     rows = OwnedRange.objects.filter(table=table).values_list(
-        "start_key", "end_key", "frozen_until"
+        "start_key", "end_key", "frozen_deadline"
     )
-    return Spans([Span(s, e, f) for s, e, f in rows])
+    return Spans([Span(s, e, f is not None) for s, e, f in rows])
 
 
 # --- metadata -------------------------------------------------------------------------------------
@@ -184,43 +159,44 @@ def metadata_apply(metadata: protocol.Metadata, node_id: str) -> None:
     drops them once the new owner serves). Live freezes are kept (see module docstring).
     """
     with transaction.atomic():
-        advisory_lock([_CONTROL_LOCK], shared=False)
+        advisory_lock([CONTROL_LOCK], shared=False)
         newest = metadata_version_current()
         if metadata.version < newest:
             log.info("ignoring metadata v%s: v%s is already applied", metadata.version, newest)
             return
         mine = [t for t in metadata.tablets if t.server == node_id]
         existing = list(OwnedRange.objects.all())
-        _ownership_lock_exclusive([r.table for r in existing] + [t.table for t in mine])
+        ownership_lock_exclusive([r.table for r in existing] + [t.table for t in mine])
         existing = list(OwnedRange.objects.all())  # now stable: re-read under the lock
 
         # Expired freezes are kept too: only ``freezes_resolve`` (which asked the
         # master after the lease ended) or an unfreeze may lift them.
-        freezes = [r for r in existing if r.frozen_until]
-        wanted: dict[tuple[str, str, str | None], datetime | None] = {}
+        freezes = [r for r in existing if r.frozen_deadline is not None]
+        wanted: dict[tuple[str, str, str | None], Freeze | None] = {}
         for tablet in mine:
             table_freezes = [f for f in freezes if f.table == tablet.table]
             cuts = {f.start_key for f in table_freezes} | {f.end_key for f in table_freezes}
             for start, end in range_cut(tablet.start, tablet.end, cuts):
-                until = max(
-                    (f.frozen_until for f in table_freezes if _inside(start, end, f)),
-                    default=None,
-                )
-                wanted[(tablet.table, start, end)] = until
+                covering = (Freeze.of(f) for f in table_freezes if _inside(start, end, f))
+                wanted[(tablet.table, start, end)] = latest(covering)
 
         keep: list[OwnedRange] = []
         stale: list[int] = []
         for r in existing:
             slot = (r.table, r.start_key, r.end_key)
             if slot in wanted:
-                r.version, r.frozen_until = metadata.version, wanted.pop(slot)
+                r.version = metadata.version
+                for name, value in _freeze_fields(wanted.pop(slot)).items():
+                    setattr(r, name, value)
                 keep.append(r)
             else:
                 stale.append(r.pk)
         OwnedRange.objects.filter(pk__in=stale).delete()  # before inserts: unique start keys
-        OwnedRange.objects.bulk_update(keep, ["version", "frozen_until"])
+        OwnedRange.objects.bulk_update(keep, ["version", *NOT_FROZEN])
         OwnedRange.objects.bulk_create(
-            OwnedRange(table=t, start_key=s, end_key=e, version=metadata.version, frozen_until=f)
+            OwnedRange(
+                table=t, start_key=s, end_key=e, version=metadata.version, **_freeze_fields(f)
+            )
             for (t, s, e), f in wanted.items()
         )
         MetadataSnapshot.objects.update_or_create(
@@ -232,57 +208,12 @@ def metadata_apply(metadata: protocol.Metadata, node_id: str) -> None:
         ).delete()
 
 
+def _freeze_fields(freeze: Freeze | None) -> dict[str, Any]:
+    return freeze.fields() if freeze is not None else dict(NOT_FROZEN)
+
+
 def _inside(start: str, end: str | None, outer: OwnedRange) -> bool:
     return Span(outer.start_key, outer.end_key).covers(start, end)
-
-
-# --- freezes --------------------------------------------------------------------------------------
-
-
-def range_freeze(table: str, start: str, end: str | None, until: datetime) -> None:
-    """Refuse writes to the owned part of [start, end) of ``table`` until ``until``.
-
-    The lease expires by itself, so a master that dies mid-move cannot block the
-    range for good. Owned ranges are split at ``start``/``end`` when those fall
-    inside them. Writes already running commit before this returns (same lock).
-    """
-    with transaction.atomic():
-        _ownership_lock_exclusive([table])
-        ranges = list(OwnedRange.objects.filter(table=table))
-        for boundary in (start, end):
-            for r in ranges:
-                if (
-                    boundary
-                    and r.start_key < boundary
-                    and (r.end_key is None or boundary < r.end_key)
-                ):
-                    piece = OwnedRange(
-                        table=table,
-                        start_key=boundary,
-                        end_key=r.end_key,
-                        version=r.version,
-                        frozen_until=r.frozen_until,
-                    )
-                    r.end_key = boundary
-                    r.save(update_fields=["end_key"])
-                    piece.save()
-                    ranges.append(piece)
-                    break
-        _within(table, start, end).update(frozen_until=until)
-
-
-def range_unfreeze(table: str, start: str, end: str | None) -> None:
-    """Lift the write freeze of the owned ranges inside [start, end) of ``table``."""
-    with transaction.atomic():
-        _ownership_lock_exclusive([table])
-        _within(table, start, end).update(frozen_until=None)
-
-
-def _within(table: str, start: str, end: str | None):
-    qs = OwnedRange.objects.filter(table=table, start_key__gte=start)
-    if end is not None:
-        qs = qs.filter(end_key__isnull=False, end_key__lte=end)
-    return qs
 
 
 def range_owned_overlap(table: str, start: str, end: str | None) -> bool:
@@ -293,22 +224,15 @@ def range_owned_overlap(table: str, start: str, end: str | None) -> bool:
     return any(e is None or e > start for e in qs.values_list("end_key", flat=True))
 
 
-def freezes_expired_exist() -> bool:
-    """Whether a freeze lease has ended without being lifted (see ``freezes_resolve``)."""
-    return OwnedRange.objects.filter(frozen_until__lte=timezone.now()).exists()
+def freezes_resolve(metadata: protocol.Metadata, node_id: str, fetched_at: float) -> int:
+    """Apply the master's metadata, then lift the freezes whose lease ended by ``fetched_at``.
 
-
-def freezes_resolve(metadata: protocol.Metadata, node_id: str, fetched_at: datetime) -> int:
-    """Apply the master's metadata, then lift the freezes whose lease ended before ``fetched_at``.
-
-    ``metadata`` must have been fetched from the master at or after ``fetched_at``:
-    the master never commits a move after the lease ended, so the metadata says for
-    good whether each expired range was given away. Returns how many freezes were lifted.
+    ``metadata`` must have been fetched from the master, with a fenced read, after
+    ``fetched_at`` (a ``freezes.clock()`` reading): the master never commits a move once
+    the lease may have ended, so it says for good whether each of those ranges was given
+    away (``freezes`` explains why). Returns how many freezes were lifted.
     """
     with transaction.atomic():
         metadata_apply(metadata, node_id)
-        tables = OwnedRange.objects.filter(frozen_until__lte=fetched_at).values_list(
-            "table", flat=True
-        )
-        _ownership_lock_exclusive(tables)
-        return OwnedRange.objects.filter(frozen_until__lte=fetched_at).update(frozen_until=None)
+        ownership_lock_exclusive(freezes_ended(fetched_at).values_list("table", flat=True))
+        return freezes_ended(fetched_at).update(**NOT_FROZEN)

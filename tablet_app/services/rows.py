@@ -31,11 +31,11 @@ import orjson
 from django.db import IntegrityError, OperationalError, connection, transaction
 
 from distdb import protocol
-from distdb.errors import ValidationFailed
+from distdb.errors import RangeFrozen, ValidationFailed
 from distdb.sqlbulk import insert_many
 from tablet_app.models import Row
 from tablet_app.services.control import changes_append
-from tablet_app.services.ownership import Spans, metadata_wire, spans_for_write, spans_read
+from tablet_app.services.ownership import Span, Spans, metadata_wire, spans_for_write, spans_read
 
 __all__ = ["MutateResult", "ReadResult", "ScanResult", "rows_mutate", "rows_read", "rows_scan"]
 
@@ -113,20 +113,27 @@ def rows_read(table: str, keys: Sequence[str]) -> ReadResult:
 
     Rows come in request order, one per request position (a key asked twice is
     returned twice); keys without a row are absent. Keys this server does not own
-    are listed once each in ``outdated`` and the newest metadata is attached.
+    are listed once each in ``outdated`` and the newest metadata is attached. A key
+    in a range frozen for a move raises ``RangeFrozen`` (the client server retries):
+    the new owner may already serve it, so this copy must not answer (``freezes``).
     """
     for _ in range(_READ_TRIES):
         spans = spans_read(table)
         owned: list[str] = []
         outdated: dict[str, None] = {}  # an ordered set
         for key in keys:
-            if spans.find(key) is None:
+            span = spans.find(key)
+            if span is None:
                 outdated[key] = None
+            elif span.frozen:
+                raise RangeFrozen("the key range is being moved; retry shortly", key=key)
             else:
                 owned.append(key)
         found = _fetch(table, owned)
         if _stable(table, spans):
             break
+    else:
+        raise RangeFrozen("the ranges changed during every read attempt; retry shortly")
     rows = [(k, found[k]) for k in owned if k in found]
     metadata = metadata_wire() if outdated else None
     return ReadResult(rows, list(outdated), metadata)
@@ -136,7 +143,8 @@ def rows_scan(table: str, start: str, end: str | None, limit: int) -> ScanResult
     """Rows of [start, end) in key order, at most ``limit``.
 
     The whole range must lie inside one owned range (the client server splits scans
-    per tablet); otherwise the answer is ``outdated`` with the newest metadata.
+    per tablet); otherwise the answer is ``outdated`` with the newest metadata. A frozen
+    range raises ``RangeFrozen``, as for ``rows_read``.
     """
     if end is not None and end <= start:
         return ScanResult([])
@@ -151,14 +159,33 @@ def rows_scan(table: str, start: str, end: str | None, limit: int) -> ScanResult
     params.append(limit)
     for _ in range(_READ_TRIES):
         spans = spans_read(table)
-        if not any(s.covers(start, end) for s in spans.items):
+        if not _covered(spans, start, end):
             return ScanResult([], outdated=True, metadata=metadata_wire())
+        if any(s.frozen and _overlaps(s, start, end) for s in spans.items):
+            raise RangeFrozen("the key range is being moved; retry shortly")
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
         if _stable(table, spans):
             break
+    else:
+        raise RangeFrozen("the ranges changed during every scan attempt; retry shortly")
     return ScanResult(rows)
+
+
+def _covered(spans: Spans, start: str, end: str | None) -> bool:
+    """Whether owned ranges cover [start, end) without a gap (a freeze may split a range)."""
+    position: str | None = start
+    for span in spans.items:
+        if position is None or (end is not None and position >= end):
+            break
+        if span.contains(position):
+            position = span.end
+    return position is None or (end is not None and position >= end)
+
+
+def _overlaps(span: Span, start: str, end: str | None) -> bool:
+    return (end is None or span.start < end) and (span.end is None or start < span.end)
 
 
 def _fetch(table: str, keys: Sequence[str]) -> dict[str, str]:
@@ -245,7 +272,7 @@ def _mutate(table: str, mutations: Sequence[protocol.Mutation]) -> MutateResult:
         elif span is None:
             results[i] = {"key": m.key, "status": "outdated", "error": None}
             any_outdated = True
-        elif span.frozen_until is not None:  # expired too, until resolved (see ownership)
+        elif span.frozen:  # expired too, until settled with the master (see freezes)
             results[i] = _error(
                 m.key, "range_frozen", "the key range is being moved; retry shortly", True
             )

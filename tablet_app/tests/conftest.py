@@ -12,7 +12,7 @@ import pytest
 from django.db import connections
 
 from distdb import auth, internal_http, protocol
-from tablet_app.services import metadata_apply
+from tablet_app.services import freezes, metadata_apply
 
 NODE = "test"  # settings.DISTDB_NODE_ID of distdb.settings.test
 OTHER = "tablet-2"
@@ -21,6 +21,34 @@ OTHER = "tablet-2"
 @pytest.fixture(autouse=True)
 def tablet_urls(settings):
     settings.ROOT_URLCONF = "distdb.urls.tablet"
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (``freezes.clock``)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch) -> FakeClock:
+    """Every tablet test runs on a fake monotonic clock: freezes never depend on timing."""
+    fake = FakeClock()
+    monkeypatch.setattr(freezes, "clock", fake)
+    return fake
+
+
+def freeze(table: str, start: str = "", end: str | None = None, ends_in_s: float = 30.0) -> None:
+    """Freeze [start, end) with a lease that ends ``ends_in_s`` from the fake clock's now
+    (negative: it has ended already)."""
+    lease_s = 30.0
+    freezes.range_freeze(table, start, end, lease_s, freezes.clock() + ends_in_s - lease_s)
 
 
 def tablet(table: str, start: str = "", end: str | None = None, server: str = NODE):

@@ -1,17 +1,16 @@
-"""The tablet server's admin shows every model read-only and lifts freezes through the service."""
+"""The tablet server's admin shows every model read-only; freezes are settled with the master."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.contrib.auth.models import User
-from django.utils import timezone
 
 from distdb.keys import encode_key
 from distdb.protocol import Mutation
+from tablet_app import admin as tablet_admin
 from tablet_app.models import ChangeLogEntry, MetadataSnapshot, OwnedRange, Row
-from tablet_app.services import range_freeze, rows_mutate
+from tablet_app.services import rows_mutate
+from tablet_app.tests.conftest import freeze
 
 MODELS = ["row", "changelogentry", "ownedrange", "metadatasnapshot"]
 
@@ -51,13 +50,34 @@ def test_rows_can_be_found_by_their_integer_key(admin_client):
     assert admin_client.get("/admin/tablet_app/row/", {"q": "43"}).context["cl"].result_count == 0
 
 
-def test_the_unfreeze_action_lifts_a_write_freeze(admin_client):
-    range_freeze("t", "", None, timezone.now() + timedelta(seconds=60))
+def test_a_frozen_range_shows_its_lease_and_cannot_be_unfrozen_by_hand(admin_client, clock):
+    freeze("t", "", None, ends_in_s=12.5)
     pk = OwnedRange.objects.get(table="t").pk
+    page = admin_client.get("/admin/tablet_app/ownedrange/")
+    assert b"12.5 s" in page.content
     response = admin_client.post(
         "/admin/tablet_app/ownedrange/",
         {"action": "unfreeze", "_selected_action": [pk]},
         follow=True,
     )
     assert response.status_code == 200
-    assert OwnedRange.objects.get(pk=pk).frozen_until is None
+    assert OwnedRange.objects.get(pk=pk).frozen_deadline is not None  # no such action
+
+
+def test_the_settle_action_asks_the_master_like_the_link_agent(admin_client, monkeypatch):
+    asked = []
+
+    async def settle() -> int:
+        asked.append(True)
+        return 1
+
+    monkeypatch.setattr(tablet_admin, "freezes_settle_now", settle)
+    freeze("t", "", None, ends_in_s=-1)
+    pk = OwnedRange.objects.get(table="t").pk
+    response = admin_client.post(
+        "/admin/tablet_app/ownedrange/",
+        {"action": "settle_freezes", "_selected_action": [pk]},
+        follow=True,
+    )
+    assert asked == [True]
+    assert b"1 freeze(s) lifted" in response.content

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import orjson
@@ -18,13 +19,13 @@ from tablet_app.services import (
     changes_in_range_since,
     changes_last_seq,
     changes_trim,
-    freezes_expired_exist,
+    freezes,
+    freezes_due,
     freezes_resolve,
     metadata_current,
     metadata_version_current,
     range_count,
     range_drop,
-    range_freeze,
     range_unfreeze,
     rows_drop_unowned,
     rows_export,
@@ -32,7 +33,7 @@ from tablet_app.services import (
     rows_mutate,
     rows_read,
 )
-from tablet_app.tests.conftest import NODE, OTHER, tablet
+from tablet_app.tests.conftest import NODE, OTHER, freeze, tablet
 
 pytestmark = pytest.mark.django_db
 
@@ -132,14 +133,14 @@ def test_range_drop_deletes_in_batches(assign, monkeypatch):
 
 def test_range_freeze_freezes_only_the_given_part_of_an_owned_range(assign):
     assign(tablet("t"), version=1)
-    range_freeze("t", "g", "p", timezone.now() + timedelta(seconds=30))
+    freeze("t", "g", "p")
     assert [frozen("t", k) for k in ("a", "g", "o", "p", "z")] == [False, True, True, False, False]
     assert ranges() == [("t", "", "g", 1), ("t", "g", "p", 1), ("t", "p", None, 1)]
 
 
 def test_range_unfreeze_lets_writes_through_again(assign):
     assign(tablet("t"), version=1)
-    range_freeze("t", "", None, timezone.now() + timedelta(seconds=30))
+    freeze("t", "", None)
     assert frozen("t", "a")
     range_unfreeze("t", "", None)
     assert not frozen("t", "a")
@@ -147,8 +148,8 @@ def test_range_unfreeze_lets_writes_through_again(assign):
 
 def test_freezes_survive_new_metadata_even_once_their_lease_has_ended(assign):
     assign(tablet("t", "", "x"), version=1)
-    range_freeze("t", "g", "p", timezone.now() + timedelta(seconds=30))
-    range_freeze("t", "p", "q", timezone.now() - timedelta(seconds=1))
+    freeze("t", "g", "p")
+    freeze("t", "p", "q", ends_in_s=-1)
     assign(tablet("t", "", "x"), tablet("u"), version=2)
     # An ended lease does not reopen writes: the master may have committed the move.
     assert [frozen("t", k) for k in ("a", "g", "o", "p", "q")] == [False, True, True, True, False]
@@ -156,19 +157,19 @@ def test_freezes_survive_new_metadata_even_once_their_lease_has_ended(assign):
     assert frozen("t", "h")
 
 
-def test_resolving_an_ended_freeze_reopens_a_range_the_master_still_gives_us(assign):
+def test_resolving_an_ended_freeze_reopens_a_range_the_master_still_gives_us(assign, clock):
     metadata = assign(tablet("t"), version=1)
-    range_freeze("t", "g", "p", timezone.now() - timedelta(seconds=1))
-    range_freeze("t", "x", "z", timezone.now() + timedelta(seconds=30))
-    assert freezes_expired_exist()
-    assert freezes_resolve(metadata, NODE, timezone.now()) == 1
-    assert not freezes_expired_exist()
+    freeze("t", "g", "p", ends_in_s=-1)
+    freeze("t", "x", "z")
+    assert freezes_due()
+    assert freezes_resolve(metadata, NODE, clock()) == 1
+    assert not freezes_due()
     assert [frozen("t", k) for k in ("h", "y")] == [False, True]  # a live lease stays
 
 
 def test_resolving_an_ended_freeze_gives_the_range_away_if_the_master_committed_the_move(assign):
     assign(tablet("t"), version=1)
-    range_freeze("t", "g", "p", timezone.now() - timedelta(seconds=1))
+    freeze("t", "g", "p", ends_in_s=-1)
     moved = protocol.Metadata(
         version=2,
         tables={"t": protocol.TableInfo(key_type="str")},
@@ -178,18 +179,41 @@ def test_resolving_an_ended_freeze_gives_the_range_away_if_the_master_committed_
             tablet("t", "p"),
         ],
     )
-    freezes_resolve(moved, NODE, timezone.now())
+    freezes_resolve(moved, NODE, freezes.clock())
     result = rows_mutate("t", [Mutation(op="upsert", key="h", cells={})])
     assert result.results[0]["status"] == "outdated"
     assert not frozen("t", "a") and not frozen("t", "q")
 
 
-def test_a_freeze_that_ends_after_the_metadata_was_fetched_is_not_lifted(assign):
+def test_a_freeze_that_ends_after_the_metadata_was_fetched_is_not_lifted(assign, clock):
     metadata = assign(tablet("t"), version=1)
-    fetched_at = timezone.now()
-    range_freeze("t", "g", "p", fetched_at + timedelta(milliseconds=1))
+    fetched_at = clock()
+    freeze("t", "g", "p", ends_in_s=0.001)
+    clock.advance(1)
     assert freezes_resolve(metadata, NODE, fetched_at) == 0
     assert frozen("t", "h")
+
+
+def test_a_lease_ends_by_the_monotonic_clock_not_the_wall_clock(assign, clock, monkeypatch):
+    assign(tablet("t"), version=1)
+    freeze("t", "g", "p", ends_in_s=10)
+    later = timezone.now() + timedelta(days=1)
+    monkeypatch.setattr(timezone, "now", lambda: later)  # the wall clock steps forward
+    monkeypatch.setattr(time, "time", lambda: later.timestamp())
+    assert not freezes_due()
+    clock.advance(10)
+    assert freezes_due()
+
+
+def test_a_freeze_from_an_earlier_boot_is_rearmed_for_its_whole_lease(assign, clock):
+    metadata = assign(tablet("t"), version=1)
+    freeze("t", "g", "p", ends_in_s=-100)  # long over, by a clock of another boot
+    OwnedRange.objects.filter(frozen_deadline__isnull=False).update(frozen_boot="old-boot")
+    assert not freezes_due()  # re-armed: the time that passed is unknown
+    assert freezes_resolve(metadata, NODE, clock()) == 0 and frozen("t", "h")
+    clock.advance(30)
+    assert freezes_due()
+    assert freezes_resolve(metadata, NODE, clock()) == 1 and not frozen("t", "h")
 
 
 # --- rows in and out ------------------------------------------------------------------------------
@@ -226,11 +250,12 @@ def test_rows_export_pages_a_range_in_key_order_and_ingest_copies_it(assign):
     )
     pages, after = [], None
     while True:
-        page = rows_export("t", "k05", "k20", after, 4)
+        page, more = rows_export("t", "k05", "k20", after, 4, 1 << 20)
         pages.append(page)
-        if len(page) < 4:
+        if not more:
             break
         after = page[-1].key
+    assert [len(p) for p in pages] == [4, 4, 4, 3]
     exported = [row for page in pages for row in page]
     assert [r.key for r in exported] == [f"k{i:02d}" for i in range(5, 20)]
     assert rows_ingest("copy", exported, log_changes=False) == 15
@@ -279,8 +304,27 @@ def test_changes_in_range_since_keeps_only_that_tables_range(assign):
     assign(tablet("t"), tablet("u"), version=1)
     put("t", "a", "m", "z")
     put("u", "m")
-    entries = changes_in_range_since("t", "b", "n", 0, 10)
-    assert [(e.table, e.key) for e in entries] == [("t", "m")]
+    entries, more = changes_in_range_since("t", "b", "n", 0, 10, 1 << 20)
+    assert [(e.table, e.key) for e in entries] == [("t", "m")] and more is False
+
+
+def test_pages_are_cut_by_utf8_bytes_not_characters_and_hold_one_row_however_large(assign):
+    """Issue #9 defect 3: 400 CJK characters are 1,200 bytes; a page capped in
+    characters ships three times what its cap says."""
+    assign(tablet("t"), version=1)
+    rows_mutate(
+        "t", [Mutation(op="upsert", key=f"k{i}", cells={"d": "中" * 400}) for i in range(10)]
+    )
+    entries, more = changes_batch(0, 100, max_bytes=3000)
+    assert len(entries) == 2 and more  # 2 x ~1.2 KB fit in 3,000 bytes; 3 would not
+    rows, more = rows_export("t", "", None, None, 100, 3000)
+    assert len(rows) == 2 and more
+    big = "中" * 100_000  # 300 KB: over the cap on its own
+    rows_mutate("t", [Mutation(op="upsert", key="k0", cells={"d": big})])
+    rows, more = rows_export("t", "", None, None, 100, 3000)
+    assert [r.key for r in rows] == ["k0"] and rows[0].cells == {"d": big} and more
+    entries, more = changes_in_range_since("t", "", None, 10, 100, 3000)
+    assert [e.key for e in entries] == ["k0"] and not more
 
 
 # --- moves: leftovers and catch-up ----------------------------------------------------------------
@@ -326,5 +370,5 @@ def test_a_change_batch_says_whether_entries_were_left_out(assign):
     put("t", "a", "b", "c")
     assert changes_batch(0, 2)[1] is True  # the limit cut it
     assert changes_batch(0, 100, max_bytes=10)[1] is True  # the size cut it
-    assert changes_batch(0, 3)[1] is True  # exactly the limit: there may be more
+    assert changes_batch(0, 3)[1] is False  # exactly the limit, and nothing after it
     assert changes_batch(0, 4)[1] is False

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
-from django.utils import timezone
 
 from distdb import auth, protocol
 from tablet_app.models import ChangeLogEntry
-from tablet_app.services import range_freeze, rows_ingest
-from tablet_app.tests.conftest import in_thread
+from tablet_app.services import rows_ingest
+from tablet_app.tests.conftest import freeze, in_thread
 
 READ, SCAN, MUTATE = "/internal/v1/read", "/internal/v1/scan", "/internal/v1/mutate"
 HEALTH, EXPORT = "/internal/v1/health", "/internal/v1/export"
@@ -142,7 +139,7 @@ async def test_mutate_of_keys_not_owned_answers_outdated_and_writes_nothing(api,
 
 
 async def test_mutate_in_a_frozen_range_answers_range_frozen_retryable(api, owned):
-    await in_thread(range_freeze, "t", "", None, timezone.now() + timedelta(seconds=30))
+    await in_thread(freeze, "t", "", None)
     body = (
         await api("POST", MUTATE, mutate_body("t", {"op": "upsert", "key": "a", "cells": {}}))
     ).json()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -14,7 +13,6 @@ import pytest
 import websockets
 from asgiref.sync import sync_to_async
 from django.db import connections
-from django.utils import timezone
 from websockets.frames import Close
 
 from distdb import protocol
@@ -23,7 +21,6 @@ from distdb.protocol import (
     ApplyMetadataCommand,
     CatchUpCommand,
     ChangeEntry,
-    ChangesCommand,
     CopyCommand,
     CountCommand,
     DropCommand,
@@ -45,7 +42,7 @@ from tablet_app import link as tablet_link
 from tablet_app.link import TabletLink, reconnect_delays, retry_dial
 from tablet_app.models import ChangeLogEntry, OwnedRange, Row
 from tablet_app.services import changes_last_seq, metadata_version_current, rows_mutate
-from tablet_app.tests.conftest import OTHER, in_thread, tablet
+from tablet_app.tests.conftest import OTHER, freeze, in_thread, tablet
 
 # The agent runs services in asgiref's database thread: the data must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -153,18 +150,6 @@ async def test_ingest_stores_the_rows_unlogged_and_says_how_many(link):
     assert await in_thread(ChangeLogEntry.objects.count) == 0
 
 
-async def test_changes_ships_the_entries_after_a_seq_and_whether_more_were_left_out(link):
-    await put("t", "a", "b", "c")
-    first = await result_of(link, ChangesCommand(id="c1", after_seq=0, limit=2))
-    assert [(e.key, e.op, e.cells) for e in first.entries] == [
-        ("a", "put", {"k": "a"}),
-        ("b", "put", {"k": "b"}),
-    ]
-    assert first.more is True
-    rest = await result_of(link, ChangesCommand(id="c2", after_seq=first.entries[-1].seq, limit=5))
-    assert [e.key for e in rest.entries] == ["c"] and rest.more is False
-
-
 async def test_trim_deletes_acknowledged_entries_and_says_how_many(link):
     await put("t", "a", "b", "c")
     second = (await in_thread(list, ChangeLogEntry.objects.order_by("seq")))[1].seq
@@ -173,11 +158,11 @@ async def test_trim_deletes_acknowledged_entries_and_says_how_many(link):
     assert await in_thread(ChangeLogEntry.objects.count) == 1
 
 
-async def test_freeze_refuses_writes_until_the_lease_ends_and_unfreeze_lifts_it(link):
-    before = timezone.now()
+async def test_freeze_refuses_writes_for_its_lease_from_arrival_and_unfreeze_lifts_it(link, clock):
     frozen = await result_of(link, FreezeCommand(id="f", table="t", start="g", lease_s=30))
-    assert before + timedelta(seconds=30) <= frozen.frozen_until
-    assert frozen.frozen_until <= timezone.now() + timedelta(seconds=30)
+    assert frozen.lease_left_s == 30.0  # counted on the monotonic clock from arrival
+    row = await in_thread(OwnedRange.objects.get, table="t", start_key="g")
+    assert row.frozen_deadline == clock() + 30
     write = [Mutation(op="upsert", key="h", cells={})]
     assert (await in_thread(rows_mutate, "t", write)).results[0]["status"] == "error"
     await result_of(link, UnfreezeCommand(id="u", table="t", start="g"))
@@ -217,10 +202,12 @@ class FakePeer:
         self.requests.append((url, body))
         if isinstance(body, ExportRequest):
             after = [r for r in self.rows if body.after is None or r.key > body.after]
-            return answer.model_validate(message(ExportResponse(rows=after[: body.limit])))
+            page = ExportResponse(rows=after[: body.limit], more=len(after) > body.limit)
+            return answer.model_validate(message(page))
         assert isinstance(body, ExportChangesRequest)
-        after = [e for e in self.entries if e.seq > body.after_seq]
-        return answer.model_validate(message(ExportChangesResponse(entries=after[: body.limit])))
+        left = [e for e in self.entries if e.seq > body.after_seq]
+        changes = ExportChangesResponse(entries=left[: body.limit], more=len(left) > body.limit)
+        return answer.model_validate(message(changes))
 
 
 async def test_copy_pages_through_the_sources_export_and_says_how_many_rows(link, monkeypatch):
@@ -375,3 +362,31 @@ def test_failed_dials_back_off_from_a_fifth_of_a_second_to_five_seconds_with_jit
 )
 def test_network_and_websocket_failures_are_retried_and_bugs_are_raised(exc, retried):
     assert (retry_dial(exc) is None) is retried
+
+
+async def test_an_ended_freeze_is_settled_with_a_fenced_read_of_the_masters_metadata(
+    link, owned, clock, monkeypatch
+):
+    await in_thread(freeze, "t", "g", "p", -1.0)  # the lease has ended
+    asked: list[str] = []
+
+    async def master(method, url, answer, body=None, timeout_s=60):
+        asked.append(url)
+        clock.advance(0.5)  # the answer comes later than the request was sent
+        return owned  # the master still gives us the range: the move was abandoned
+
+    monkeypatch.setattr(link, "_request", master)
+    assert await link.resolve_expired_freezes() == 1
+    assert asked and asked[0].endswith("/internal/v1/metadata?fence=1")
+    write = [Mutation(op="upsert", key="h", cells={})]
+    assert (await in_thread(rows_mutate, "t", write)).results[0]["status"] == "created"
+
+
+async def test_a_live_freeze_is_not_settled_and_the_master_is_not_asked(link, monkeypatch):
+    await in_thread(freeze, "t", "g", "p", 5.0)
+
+    async def master(*args, **kwargs):
+        raise AssertionError("asked the master about a live lease")
+
+    monkeypatch.setattr(link, "_request", master)
+    assert await link.resolve_expired_freezes() == 0

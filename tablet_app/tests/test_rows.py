@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 
 import orjson
 import pytest
 from django.db import connection
-from django.utils import timezone
 
+from distdb.errors import RangeFrozen
 from distdb.protocol import Mutation
 from tablet_app.models import ChangeLogEntry, Row
-from tablet_app.services import freezes_resolve, range_freeze, rows_mutate, rows_read, rows_scan
+from tablet_app.services import (
+    freezes,
+    freezes_resolve,
+    range_unfreeze,
+    rows_mutate,
+    rows_read,
+    rows_scan,
+)
 from tablet_app.services import rows as rows_module
+from tablet_app.tests.conftest import freeze
 
 
 def m(op: str, key: str, cells: dict | None = None, columns: list[str] | None = None):
@@ -119,14 +126,14 @@ def test_a_freeze_waits_for_a_write_in_flight_to_commit(owned):
             assert checked.wait(60), "the writer never checked"
             try:
                 _fail_instead_of_waiting_for_locks()
-                range_freeze("t", "", None, timezone.now() + timedelta(seconds=30))
+                freeze("t", "", None)
                 first_attempt.append(None)
             except OperationalError as exc:  # "database is locked" / lock_timeout
                 first_attempt.append(exc)
             finally:
                 refused.set()
             connection.close()  # a fresh connection waits for locks as configured again
-            range_freeze("t", "", None, timezone.now() + timedelta(seconds=30))
+            freeze("t", "", None)
             order.append("freeze committed")
 
     assert run_threads(writer_then_freezer, 2) == []
@@ -252,9 +259,9 @@ def test_writes_to_keys_not_owned_are_outdated_with_the_current_metadata(owned):
 
 
 @pytest.mark.django_db
-def test_a_frozen_range_refuses_writes_retryably_but_still_serves_reads(owned):
+def test_a_frozen_range_refuses_writes_retryably(owned):
     rows_mutate("t", [m("insert", "a", {"x": 1}), m("insert", "z", {"x": 1})])
-    range_freeze("t", "", "m", timezone.now() + timedelta(seconds=30))
+    freeze("t", "", "m")
     result = rows_mutate("t", [m("set", "a", {"x": 2}), m("set", "z", {"x": 2})])
     assert statuses(result) == ["error", "updated"]  # [m, +inf) is not frozen
     assert result.results[0]["error"] == {
@@ -262,16 +269,38 @@ def test_a_frozen_range_refuses_writes_retryably_but_still_serves_reads(owned):
         "message": "the key range is being moved; retry shortly",
         "retryable": True,
     }
-    assert rows_read("t", ["a"]).rows == [("a", '{"x":1}')]
     assert stored("t", "a") == {"x": 1}
+
+
+@pytest.mark.django_db
+def test_a_frozen_range_refuses_reads_and_scans_too(owned):
+    """The new owner may serve the range from the commit on: this copy must be silent."""
+    rows_mutate("t", [m("insert", "a", {"x": 1}), m("insert", "z", {"x": 1})])
+    freeze("t", "", "m")
+    with pytest.raises(RangeFrozen):
+        rows_read("t", ["z", "a"])
+    with pytest.raises(RangeFrozen):
+        rows_scan("t", "", None, 10)
+    with pytest.raises(RangeFrozen):
+        rows_scan("t", "b", "c", 10)
+    assert rows_read("t", ["z"]).rows == [("z", '{"x":1}')]  # [m, +inf) still serves
+    assert rows_scan("t", "m", None, 10).rows == [("z", '{"x":1}')]
+
+
+@pytest.mark.django_db
+def test_a_scan_across_ranges_split_by_a_lifted_freeze_is_served(owned):
+    rows_mutate("t", [m("insert", "a", {"x": 1}), m("insert", "z", {"x": 1})])
+    freeze("t", "g", "p")
+    range_unfreeze("t", "g", "p")
+    assert [k for k, _ in rows_scan("t", "", None, 10).rows] == ["a", "z"]
 
 
 @pytest.mark.django_db
 def test_an_ended_freeze_still_blocks_writes_until_the_master_is_asked(owned):
     rows_mutate("t", [m("insert", "a", {"x": 1})])
-    range_freeze("t", "", None, timezone.now() - timedelta(seconds=1))
+    freeze("t", "", None, ends_in_s=-1)
     assert statuses(rows_mutate("t", [m("set", "a", {"x": 2})])) == ["error"]
-    freezes_resolve(owned, "test", timezone.now())
+    freezes_resolve(owned, "test", freezes.clock())
     assert statuses(rows_mutate("t", [m("set", "a", {"x": 2})])) == ["updated"]
 
 
