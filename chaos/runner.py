@@ -150,8 +150,8 @@ async def _run(cfg: ChaosConfig, cluster: LocalCluster) -> ChaosResult:
     rng = random.Random(cfg.seed)
     rec = Recorder()
     keys = register_keys(cfg.registers)
-    token = cluster.api_token()
-    urls = cluster.client_urls()
+    token = cluster.api_token
+    urls = cluster.client_urls
     setup = Client(urls, token)
     try:
         await tables_create(setup)
