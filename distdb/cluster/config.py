@@ -12,6 +12,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[2]  # the project: where manage.py is
@@ -69,7 +70,7 @@ class ClusterConfig:
 
     @classmethod
     def on_free_ports(
-        cls, data_dir: Path, *, tablets: int = 2, clients: int = 2, **options
+        cls, data_dir: Path, *, tablets: int = 2, clients: int = 2, **options: Any
     ) -> ClusterConfig:
         """A cluster on ports nobody listens on, with its own Redis: it touches no other."""
         master, redis, *rest = free_ports(2 + tablets + clients)

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from distdb.cluster.config import (
     MANAGE_PY,
@@ -154,7 +155,7 @@ class Process:
             return ""
         return "".join(text.splitlines(True)[-lines:])
 
-    def _copy_output(self, popen: subprocess.Popen[bytes], log) -> None:
+    def _copy_output(self, popen: subprocess.Popen[bytes], log: BinaryIO) -> None:
         assert popen.stdout is not None
         wanted = self.spec.ready_line
         with log:
@@ -232,7 +233,8 @@ def manage(
 def _http_answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status < 500
+            status: int = resp.status
+            return status < 500
     except urllib.error.HTTPError as exc:
         return exc.code < 500
     except OSError:

@@ -15,9 +15,11 @@ import shlex
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from distdb.cluster import ClusterConfig, ClusterError, LocalCluster
 from distdb.cluster.prepare import cluster_prepare
@@ -33,14 +35,14 @@ def _ports(text: str) -> list[int]:
     return ports
 
 
-def _interrupt(signum, frame):
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt  # SIGTERM stops the cluster the way Ctrl-C does
 
 
 class Command(BaseCommand):
     help = "Run a local distdb cluster: master, tablet servers, client servers, Celery, Redis."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--master-port", type=int, default=3000)
         parser.add_argument("--tablet-ports", default="7000,8000")
         parser.add_argument("--client-ports", default="5000,6000")
@@ -61,7 +63,7 @@ class Command(BaseCommand):
             "(what LocalCluster.prepare runs; or to run them under another supervisor).",
         )
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         if settings.DISTDB_ROLE != "master":
             raise CommandError("run it with the master's settings (the default)")
         cfg = ClusterConfig(
