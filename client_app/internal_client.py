@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import orjson
@@ -196,7 +196,7 @@ async def master_metadata() -> protocol.Metadata:
 
 
 async def master_table_create(
-    name: str, key_type: Literal["int", "str"], columns: list[str] | None
+    name: str, key_type: protocol.KeyType, columns: list[str] | None
 ) -> protocol.Metadata:
     request = protocol.TableCreateRequest(name=name, key_type=key_type, columns=columns)
     status, raw = await _master("POST", "tables", request)

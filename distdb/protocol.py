@@ -40,8 +40,11 @@ class Strict(BaseModel):
 # --- metadata ---------------------------------------------------------------------------------
 
 
+KeyType = Literal["int", "str"]  # a table's keys: all integers or all strings
+
+
 class TableInfo(Strict):
-    key_type: Literal["int", "str"]
+    key_type: KeyType
     columns: list[str] | None = None  # None: any column is allowed
 
 
@@ -250,7 +253,7 @@ class TableCreateRequest(Message):
 
     type: Literal["table_create"] = "table_create"
     name: TableName
-    key_type: Literal["int", "str"] = "int"
+    key_type: KeyType = "int"
     columns: list[str] | None = None
 
 

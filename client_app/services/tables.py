@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from distdb.errors import MasterUnavailable, TableNotFound
-from distdb.protocol import TableInfo
+from distdb.protocol import KeyType, TableInfo
 
 from .. import internal_client
 from ..metadata_cache import metadata_cache
@@ -40,9 +40,7 @@ async def tables_list() -> list[dict[str, Any]]:
     ]
 
 
-async def table_create(
-    name: str, key_type: Literal["int", "str"], columns: list[str] | None
-) -> dict[str, Any]:
+async def table_create(name: str, key_type: KeyType, columns: list[str] | None) -> dict[str, Any]:
     """Ask the master to create a table (409 ``table_exists`` if it does) and adopt the result."""
     metadata = await internal_client.master_table_create(name, key_type, columns)
     routing = metadata_cache.get().adopt(metadata)

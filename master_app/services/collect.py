@@ -78,7 +78,9 @@ def log_pin(server: TabletServer) -> int:
     position. A move catches up from it, so every change it needs is still in the log."""
     with transaction.atomic():
         TabletServer.objects.filter(pk=server.pk).update(trim_floor=F("acked_seq"))
-        return TabletServer.objects.filter(pk=server.pk).values_list("trim_floor", flat=True)[0]
+        floor = TabletServer.objects.filter(pk=server.pk).values_list("trim_floor", flat=True)[0]
+    assert floor is not None  # just set from acked_seq, which is never NULL
+    return floor
 
 
 def changes_apply(server: TabletServer, entries: Sequence[ChangeEntry]) -> int:

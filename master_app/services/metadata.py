@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
 from django.db import connection, transaction
 from django.db.models import Max
 
 from distdb.errors import MoveAborted
-from distdb.protocol import Metadata, TableInfo, TabletAssignment
+from distdb.protocol import KeyType, Metadata, TableInfo, TabletAssignment
 from master_app.models import MetadataVersion, Table, Tablet, TabletServer
 from master_app.services.link import link_push_metadata
 
@@ -51,7 +52,7 @@ def metadata_current(*, fenced: bool = False) -> Metadata:
             MetadataVersion.objects.select_for_update().order_by("-version").first()
         version = metadata_version_current()
         tables = {
-            t.name: TableInfo(key_type=t.key_type, columns=t.columns or None)
+            t.name: TableInfo(key_type=cast(KeyType, t.key_type), columns=t.columns or None)
             for t in Table.objects.all()
         }
         tablets = [

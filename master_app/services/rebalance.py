@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -41,7 +42,9 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, dict[str, Any]], None]
 
 
-def rebalance_run(trigger: str, *, dry_run: bool = False, progress: Progress | None = None):
+def rebalance_run(
+    trigger: str, *, dry_run: bool = False, progress: Progress | None = None
+) -> RebalanceRun:
     """Run one rebalance now (raises ``LeaseHeld`` if one is already going)."""
     say = progress or (lambda event, info: None)
     holder = leases.holder_name(f"rebalance ({trigger})")
@@ -107,7 +110,7 @@ def _run(run: RebalanceRun, dry_run: bool, lease: leases.HeldLease, say: Progres
     for index, move in enumerate(moves, 1):
         step(f"move {index}/{len(moves)}: {lines[index - 1]}")
 
-        def moving(text: str, rows: int, index=index, move=move) -> None:
+        def moving(text: str, rows: int, index: int = index, move: Move = move) -> None:
             say("move", {"index": index, "move": move, "rows": rows, "step": text})
 
         report = move_range(move, progress=moving, check=lease.check)
@@ -149,7 +152,7 @@ def plan_cluster(live: list[TabletServer]) -> list[TablePlan]:
                 tablets,
                 targets=targets,
                 movable=movable,
-                key_at=lambda start, end, offset, table=table: key_at(table, start, end, offset),
+                key_at=partial(key_at, table),
                 threshold=settings.DISTDB_REBALANCE_THRESHOLD,
                 min_rows=settings.DISTDB_REBALANCE_MIN_ROWS,
             )

@@ -134,7 +134,7 @@ def spans_for_write(table: str) -> Spans:
 def metadata_wire() -> dict[str, Any]:
     """The newest metadata snapshot in its wire form (``Metadata(version=0)`` if none)."""
     data = MetadataSnapshot.objects.order_by("-version").values_list("data", flat=True).first()
-    if data is None:
+    if not isinstance(data, dict):  # none yet (JSONField values are untyped)
         return protocol.Metadata(version=0).model_dump(mode="json")
     return data
 
