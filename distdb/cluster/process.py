@@ -93,9 +93,12 @@ class Process:
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to the process's group (nothing if the group is gone)."""
-        if self.popen is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, sig)
+        if self.popen is None:
+            return
+        if self.popen.poll() is not None and not group_members(self.popen.pid):
+            return  # gone with its whole group: the id may be another process's by now
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, sig)
 
     def kill(self) -> None:
         """SIGKILL the process and its children, as a crash would; returns once it is gone."""
