@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: install run test test-postgres lint typecheck format bench bench-quick clean
+.PHONY: install run test test-postgres lint typecheck format bench bench-quick chaos clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "distdb needs Python 3.11+"'
@@ -39,6 +39,9 @@ bench: $(PY)  ## the benchmark on a fresh local cluster; PROFILE=1 adds py-spy p
 
 bench-quick: $(PY)  ## the same workloads, small: under 3 minutes
 	$(PY) -m bench --quick $(if $(PROFILE),--profile) $(BENCH_ARGS)
+
+chaos: $(PY)  ## the fault harness: DURATION=s SEED=n NEMESIS=kill,pause,db_lock,move,rebalance
+	$(PY) -m chaos --duration $(or $(DURATION),180) $(if $(SEED),--seed $(SEED)) $(if $(NEMESIS),--nemesis $(NEMESIS)) $(CHAOS_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -141,6 +141,20 @@ def token_sign(
     return jwt.encode(claims, private_key(), algorithm=ALGORITHM)
 
 
+_master_token: tuple[str, float] | None = None
+MASTER_TOKEN_TTL_S = 24 * 3600
+
+
+def master_token() -> str:
+    """The master's own server token for calls to tablet servers (master only: it holds
+    the key). Signed once and reused until an hour before it expires: never per request."""
+    global _master_token
+    if _master_token is None or _master_token[1] - clock() < 3600:
+        token = token_sign(settings.DISTDB_NODE_ID, "master", ttl_s=MASTER_TOKEN_TTL_S)
+        _master_token = (token, clock() + MASTER_TOKEN_TTL_S)
+    return _master_token[0]
+
+
 # --- verification -----------------------------------------------------------------------------
 
 _verified: dict[tuple[str, str], Claims] = {}

@@ -160,3 +160,17 @@ def test_it_requires_a_bearer_authorization_header(header):
 
 def test_it_reads_a_bearer_token():
     assert bearer_token(b"Bearer abc.def") == "abc.def"
+
+
+def test_the_master_signs_its_own_token_once_and_again_before_it_expires(monkeypatch):
+    from distdb import auth
+
+    now = [time.time()]
+    monkeypatch.setattr(auth, "clock", lambda: now[0])
+    monkeypatch.setattr(auth, "_master_token", None)
+    first = auth.master_token()
+    assert auth.token_verify(first, roles=("master",)).role == "master"
+    now[0] += 3600
+    assert auth.master_token() == first  # reused: never signed per request
+    now[0] += auth.MASTER_TOKEN_TTL_S - 2 * 3600 + 1
+    assert auth.master_token() != first  # renewed an hour before it would expire

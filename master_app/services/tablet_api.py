@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from distdb.auth import own_token
+from distdb.auth import master_token
 from distdb.errors import DistdbError, TabletUnavailable, error_from_dict
 from distdb.protocol import Message, dumps
 
@@ -42,7 +42,7 @@ def tablet_post(
             parts.path.rstrip("/") + path,
             body=dumps(request),
             headers={
-                "Authorization": f"Bearer {own_token()}",
+                "Authorization": f"Bearer {master_token()}",
                 "Content-Type": "application/json",
             },
         )
