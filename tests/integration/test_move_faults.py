@@ -81,11 +81,13 @@ def _owned(cluster: LocalCluster, node: str, table: str) -> list[sqlite3.Row]:
 
 
 def _frozen(cluster: LocalCluster, node: str, table: str) -> bool:
+    """Whether a freeze is set (``frozen_until`` before the monotonic lease, then
+    ``frozen_deadline``: the test reads the file, whichever schema it has)."""
     return any(
         row[c] is not None
         for row in _owned(cluster, node, table)
-        for c in row.keys()  # noqa: SIM118 - iterating a sqlite3.Row yields values
-        if c.startswith("frozen")
+        for c in ("frozen_until", "frozen_deadline")
+        if c in row.keys()  # noqa: SIM118 - sqlite3.Row has no __contains__ for names
     )
 
 
@@ -96,10 +98,12 @@ def _rows(cluster: LocalCluster, node: str, table: str) -> int:
         ).fetchone()[0]
 
 
-def _until(condition, timeout: float = 60, what: str = "condition") -> None:
+def _until(condition, timeout: float = 60, what: str = "condition", run=None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() > deadline:
+            output = run.communicate(timeout=60)[0] if run is not None else ""
+            raise AssertionError(f"timed out waiting for {what}; the rebalance said:\n{output}")
         time.sleep(0.005)
 
 
@@ -181,7 +185,7 @@ def test_the_old_owner_stops_answering_reads_before_the_new_owner_takes_writes(t
                 source_lock = WriteLock(_db(cluster, source)).__enter__()
             try:
                 # The move commits and the target serves; the source cannot apply it yet.
-                _until(lambda: bool(_owned(cluster, target, "t")), what="the hand-over")
+                _until(lambda: bool(_owned(cluster, target, "t")), what="the hand-over", run=run)
                 cluster.kill("client-2")
                 cluster.start("client-2")  # learns the new metadata at start
                 cluster.wait_ready("client-2")
