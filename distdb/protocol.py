@@ -226,20 +226,26 @@ class ChangeEntry(Strict):
     cells: Cells | None = None
 
 
-class ExportChangesResponse(Message):
-    """Entries in seq order; ``more``: some were left out (by ``limit`` or the size cap)."""
+class ChangesPage(Message):
+    """Base of the pages of change-log entries: entries in seq order; ``more``: some were
+    left out (by ``limit`` or the size cap)."""
 
-    type: Literal["export_changes_result"] = "export_changes_result"
+    type: str  # each page narrows it to its own literal
     entries: list[ChangeEntry]
     more: bool = False
 
 
-class ChangesResponse(Message):
-    """Entries in seq order; ``more``: some were left out (by ``limit`` or the size cap)."""
+class ExportChangesResponse(ChangesPage):
+    """A move's catch-up page: the entries of one range."""
+
+    type: Literal["export_changes_result"] = "export_changes_result"
+
+
+class ChangesResponse(ChangesPage):
+    """A collection page: the entries of every range."""
 
     type: Literal["changes_result"] = "changes_result"
-    entries: list[ChangeEntry]
-    more: bool
+    more: bool  # required: a collection page always says whether the log has more
 
 
 # --- client/tablet -> master ------------------------------------------------------------------
