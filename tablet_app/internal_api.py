@@ -10,7 +10,8 @@ JSON text (``orjson.Fragment``), never parsed and re-encoded.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.conf import settings
 
@@ -23,26 +24,27 @@ app = InternalApp()
 ANY_SERVER = ("client", "tablet", "master")
 PEERS = ("tablet", "master")  # copying a range out is a rebalancing step, not a client call
 
-
-@app.route("POST", r"/internal/v1/read", roles=ANY_SERVER)
-async def read(request: InternalRequest) -> dict[str, Any]:
-    msg: protocol.ReadRequest = request.parse(protocol.ReadRequest)
-    result = await run_sync(rows.rows_read, msg.table, msg.keys)
-    return result.as_wire()
+Msg = TypeVar("Msg", bound=protocol.Message)
 
 
-@app.route("POST", r"/internal/v1/scan", roles=ANY_SERVER)
-async def scan(request: InternalRequest) -> dict[str, Any]:
-    msg: protocol.ScanRequest = request.parse(protocol.ScanRequest)
-    result = await run_sync(rows.rows_scan, msg.table, msg.start, msg.end, msg.limit)
-    return result.as_wire()
+def _data_route(name: str, schema: type[Msg], call: Callable[[Msg], rows.WireResult]) -> None:
+    """Serve ``POST /internal/v1/<name>`` to any server: parse the body as ``schema``, run
+    ``call`` (one ``rows`` service) in one worker-thread hop, answer its ``as_wire()``."""
+
+    async def handler(request: InternalRequest) -> dict[str, Any]:
+        msg: Msg = request.parse(schema)
+        result: rows.WireResult = await run_sync(call, msg)
+        return result.as_wire()
+
+    app.route("POST", rf"/internal/v1/{name}", roles=ANY_SERVER)(handler)
 
 
-@app.route("POST", r"/internal/v1/mutate", roles=ANY_SERVER)
-async def mutate(request: InternalRequest) -> dict[str, Any]:
-    msg: protocol.MutateRequest = request.parse(protocol.MutateRequest)
-    result = await run_sync(rows.rows_mutate, msg.table, msg.mutations)
-    return result.as_wire()
+# The data plane: a client server's reads, scans and writes.
+_data_route("read", protocol.ReadRequest, lambda m: rows.rows_read(m.table, m.keys))
+_data_route(
+    "scan", protocol.ScanRequest, lambda m: rows.rows_scan(m.table, m.start, m.end, m.limit)
+)
+_data_route("mutate", protocol.MutateRequest, lambda m: rows.rows_mutate(m.table, m.mutations))
 
 
 @app.route("GET", r"/internal/v1/health", roles=ANY_SERVER)

@@ -24,8 +24,8 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import orjson
 from django.db import IntegrityError, OperationalError, connection, transaction
@@ -37,7 +37,15 @@ from tablet_app.models import Row
 from tablet_app.services.control import changes_append
 from tablet_app.services.ownership import Span, Spans, metadata_wire, spans_for_write, spans_read
 
-__all__ = ["MutateResult", "ReadResult", "ScanResult", "rows_mutate", "rows_read", "rows_scan"]
+__all__ = [
+    "MutateResult",
+    "ReadResult",
+    "ScanResult",
+    "WireResult",
+    "rows_mutate",
+    "rows_read",
+    "rows_scan",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,58 +59,53 @@ _RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock (Postgr
 
 
 @dataclass(slots=True)
-class ReadResult:
-    """Rows as (key, cells JSON text) in request order, keys not owned, and metadata if any."""
+class WireResult:
+    """Base of the results: ``as_wire`` is the reply body, ``v`` and ``type`` then the
+    fields in order, with ``rows`` as (key, cells JSON text) pairs whose cells are
+    embedded without re-encoding."""
 
+    wire_type: ClassVar[str]
+
+    def as_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"v": protocol.PROTOCOL_VERSION, "type": self.wire_type}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "rows":
+                value = [{"key": k, "cells": orjson.Fragment(c)} for k, c in value]
+            body[f.name] = value
+        return body
+
+
+@dataclass(slots=True)
+class ReadResult(WireResult):
+    """Rows as (key, cells JSON text) in request order, keys not owned, and metadata if any:
+    a ``protocol.ReadResponse``."""
+
+    wire_type = "read_result"
     rows: list[tuple[str, str]]
     outdated: list[str]
     metadata: dict[str, Any] | None = None
 
-    def as_wire(self) -> dict[str, Any]:
-        """The ``protocol.ReadResponse`` body, cells embedded without re-encoding."""
-        return {
-            "v": protocol.PROTOCOL_VERSION,
-            "type": "read_result",
-            "rows": [{"key": k, "cells": orjson.Fragment(c)} for k, c in self.rows],
-            "outdated": self.outdated,
-            "metadata": self.metadata,
-        }
-
 
 @dataclass(slots=True)
-class ScanResult:
-    """Rows of the range in key order, or ``outdated`` with the metadata."""
+class ScanResult(WireResult):
+    """Rows of the range in key order, or ``outdated`` with the metadata: a
+    ``protocol.ScanResponse``."""
 
+    wire_type = "scan_result"
     rows: list[tuple[str, str]]
     outdated: bool = False
     metadata: dict[str, Any] | None = None
 
-    def as_wire(self) -> dict[str, Any]:
-        """The ``protocol.ScanResponse`` body."""
-        return {
-            "v": protocol.PROTOCOL_VERSION,
-            "type": "scan_result",
-            "rows": [{"key": k, "cells": orjson.Fragment(c)} for k, c in self.rows],
-            "outdated": self.outdated,
-            "metadata": self.metadata,
-        }
-
 
 @dataclass(slots=True)
-class MutateResult:
-    """One ``protocol.MutationResult`` (as its wire dict) per mutation, in request order."""
+class MutateResult(WireResult):
+    """One ``protocol.MutationResult`` (as its wire dict) per mutation, in request order: a
+    ``protocol.MutateResponse``."""
 
+    wire_type = "mutate_result"
     results: list[dict[str, Any]]
     metadata: dict[str, Any] | None = None
-
-    def as_wire(self) -> dict[str, Any]:
-        """The ``protocol.MutateResponse`` body."""
-        return {
-            "v": protocol.PROTOCOL_VERSION,
-            "type": "mutate_result",
-            "results": self.results,
-            "metadata": self.metadata,
-        }
 
 
 # --- reads ----------------------------------------------------------------------------------------
