@@ -108,6 +108,7 @@ RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.2, 5.0
 P = ParamSpec("P")
 T = TypeVar("T")
 ModelT = TypeVar("ModelT", bound=BaseModel)
+PageT = TypeVar("PageT", ExportResponse, ExportChangesResponse)
 
 
 class LinkSocket(Protocol):
@@ -378,37 +379,38 @@ class TabletLink:
         The master catches the copy up afterwards from the source's log position it
         pinned before the copy began (``master_app.services.moves``).
         """
-        after: str | None = None
         copied = 0
-        while True:
-            request = ExportRequest(
-                table=c.table, start=c.start, end=c.end, after=after, limit=COPY_BATCH
-            )
-            page = await self._request(
-                "POST", c.source_url + "/internal/v1/export", ExportResponse, request
-            )
+        request = ExportRequest(table=c.table, start=c.start, end=c.end, limit=COPY_BATCH)
+        url = c.source_url + "/internal/v1/export"
+        async for page in self._pages(url, ExportResponse, request):
             if page.rows:
                 copied += await _db(rows_ingest)(c.table, page.rows, log_changes=False)
-                after = page.rows[-1].key
-            if not page.more:
-                return CopyReply(rows=copied)
+                request.after = page.rows[-1].key
+        return CopyReply(rows=copied)
 
     async def _catch_up(self, c: CatchUpCommand) -> CatchUpReply:
         """Apply the source's changes to the range since ``after_seq``; returns the new position."""
-        after = c.after_seq
         applied = 0
-        while True:
-            request = ExportChangesRequest(
-                table=c.table, start=c.start, end=c.end, after_seq=after, limit=CATCH_UP_BATCH
-            )
-            page = await self._request(
-                "POST", c.source_url + "/internal/v1/export-changes", ExportChangesResponse, request
-            )
+        request = ExportChangesRequest(
+            table=c.table, start=c.start, end=c.end, after_seq=c.after_seq, limit=CATCH_UP_BATCH
+        )
+        url = c.source_url + "/internal/v1/export-changes"
+        async for page in self._pages(url, ExportChangesResponse, request):
             if page.entries:
                 applied += await _db(changes_apply_copied)(c.table, page.entries)
-                after = max(e.seq for e in page.entries)
+                request.after_seq = max(e.seq for e in page.entries)
+        return CatchUpReply(applied=applied, last_seq=request.after_seq)
+
+    async def _pages(
+        self, url: str, answer: type[PageT], request: BaseModel
+    ) -> AsyncIterator[PageT]:
+        """POST ``request`` to a peer's paged export and yield each page until one says there
+        is no ``more``; the caller moves ``request``'s cursor past each page it is given."""
+        while True:
+            page = await self._request("POST", url, answer, request)
+            yield page
             if not page.more:
-                return CatchUpReply(applied=applied, last_seq=after)
+                return
 
 
 async def freezes_settle_now() -> int:
