@@ -102,22 +102,35 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.register(Row)
-class RowAdmin(KeySearchMixin, ReadOnlyAdmin):
-    list_display = ("key", "table", "cells_preview", "size")
-    list_filter = (TableFilter,)
-    search_fields = ("key",)
-    fields = ("table", "key", "cells_pretty", "size")
-    readonly_fields = fields
-    show_full_result_count = False  # COUNT(*) over millions of rows on every page view
+def _cells_columns(label: str) -> tuple[Any, Any]:
+    """The ``cells_preview`` (list) and ``cells_pretty`` (detail) columns of a model whose
+    ``cells`` is JSON text, both headed ``label``."""
 
-    @admin.display(description="cells")
-    def cells_preview(self, obj: Row) -> str:
+    @admin.display(description=label)
+    def cells_preview(self: admin.ModelAdmin, obj: Row | ChangeLogEntry) -> str:
         return _preview(obj.cells)
 
-    @admin.display(description="cells")
-    def cells_pretty(self, obj: Row) -> str:
+    @admin.display(description=label)
+    def cells_pretty(self: admin.ModelAdmin, obj: Row | ChangeLogEntry) -> str:
         return _pretty(obj.cells)
+
+    return cells_preview, cells_pretty
+
+
+class CellsAdmin(KeySearchMixin, ReadOnlyAdmin):
+    """Base of the admins of keyed rows with cells (the rows and the change log)."""
+
+    search_fields = ("key",)
+    show_full_result_count = False  # COUNT(*) over millions of rows on every page view
+
+
+@admin.register(Row)
+class RowAdmin(CellsAdmin):
+    list_display = ("key", "table", "cells_preview", "size")
+    list_filter = (TableFilter,)
+    fields = ("table", "key", "cells_pretty", "size")
+    readonly_fields = fields
+    cells_preview, cells_pretty = _cells_columns("cells")
 
     @admin.display(description="bytes")
     def size(self, obj: Row) -> int:
@@ -125,21 +138,12 @@ class RowAdmin(KeySearchMixin, ReadOnlyAdmin):
 
 
 @admin.register(ChangeLogEntry)
-class ChangeLogEntryAdmin(KeySearchMixin, ReadOnlyAdmin):
+class ChangeLogEntryAdmin(CellsAdmin):
     list_display = ("seq", "op", "table", "key", "cells_preview", "created_at")
     list_filter = ("op", TableFilter)
-    search_fields = ("key",)
     fields = ("seq", "op", "table", "key", "cells_pretty", "created_at")
     readonly_fields = fields
-    show_full_result_count = False
-
-    @admin.display(description="cells after the change")
-    def cells_preview(self, obj: ChangeLogEntry) -> str:
-        return _preview(obj.cells)
-
-    @admin.display(description="cells after the change")
-    def cells_pretty(self, obj: ChangeLogEntry) -> str:
-        return _pretty(obj.cells)
+    cells_preview, cells_pretty = _cells_columns("cells after the change")
 
 
 class FrozenFilter(admin.SimpleListFilter):
