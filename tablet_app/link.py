@@ -379,35 +379,47 @@ class TabletLink:
         The master catches the copy up afterwards from the source's log position it
         pinned before the copy began (``master_app.services.moves``).
         """
+        after: str | None = None
         copied = 0
-        request = ExportRequest(table=c.table, start=c.start, end=c.end, limit=COPY_BATCH)
-        url = c.source_url + "/internal/v1/export"
-        async for page in self._pages(url, ExportResponse, request):
+        pages = self._pages(
+            c.source_url + "/internal/v1/export",
+            ExportResponse,
+            lambda: ExportRequest(
+                table=c.table, start=c.start, end=c.end, after=after, limit=COPY_BATCH
+            ),
+        )
+        async for page in pages:
             if page.rows:
                 copied += await _db(rows_ingest)(c.table, page.rows, log_changes=False)
-                request.after = page.rows[-1].key
+                after = page.rows[-1].key
         return CopyReply(rows=copied)
 
     async def _catch_up(self, c: CatchUpCommand) -> CatchUpReply:
         """Apply the source's changes to the range since ``after_seq``; returns the new position."""
+        after = c.after_seq
         applied = 0
-        request = ExportChangesRequest(
-            table=c.table, start=c.start, end=c.end, after_seq=c.after_seq, limit=CATCH_UP_BATCH
+        pages = self._pages(
+            c.source_url + "/internal/v1/export-changes",
+            ExportChangesResponse,
+            lambda: ExportChangesRequest(
+                table=c.table, start=c.start, end=c.end, after_seq=after, limit=CATCH_UP_BATCH
+            ),
         )
-        url = c.source_url + "/internal/v1/export-changes"
-        async for page in self._pages(url, ExportChangesResponse, request):
+        async for page in pages:
             if page.entries:
                 applied += await _db(changes_apply_copied)(c.table, page.entries)
-                request.after_seq = max(e.seq for e in page.entries)
-        return CatchUpReply(applied=applied, last_seq=request.after_seq)
+                after = max(e.seq for e in page.entries)
+        return CatchUpReply(applied=applied, last_seq=after)
 
     async def _pages(
-        self, url: str, answer: type[PageT], request: BaseModel
+        self, url: str, answer: type[PageT], request: Callable[[], BaseModel]
     ) -> AsyncIterator[PageT]:
-        """POST ``request`` to a peer's paged export and yield each page until one says there
-        is no ``more``; the caller moves ``request``'s cursor past each page it is given."""
+        """Yield the pages of a peer's paged export until one says there is no ``more``.
+
+        ``request()`` builds each page's request: it reads the cursor the caller moves past
+        each page it is given, before the next one is asked for."""
         while True:
-            page = await self._request("POST", url, answer, request)
+            page = await self._request("POST", url, answer, request())
             yield page
             if not page.more:
                 return
