@@ -10,6 +10,7 @@ import pytest
 from chaos.checker import (
     UNKNOWN,
     Op,
+    bound_unknown_writes,
     check_history,
     check_register,
     inserts_check,
@@ -265,3 +266,57 @@ def test_a_lost_duplicated_changed_or_phantom_insert_fails():
     assert verdict.wrong_value == {"changed": (3, 4)}
     assert verdict.phantom == ["ghost"]
     assert not verdict.ok
+
+
+# --- bounding unknown outcomes (unique values) ------------------------------------------------
+
+
+def unique_history(rng: random.Random, n: int) -> list[Op]:
+    """Random ops whose writes each write a value of their own; reads see any value."""
+    ops, next_value = [], iter(range(1, 1000))
+    for _ in range(n):
+        call = rng.randint(0, 10)
+        ret = call + rng.randint(0, 4)
+        kind = rng.choice(["read", "read", "write", "write", "delete"])
+        if kind == "write":
+            unknown = rng.random() < 0.4
+            value = next(next_value)
+            ops.append(Op("k", "write", call, UNKNOWN if unknown else ret, value=value))
+        elif kind == "delete":
+            ops.append(Op("k", "delete", call, UNKNOWN if rng.random() < 0.2 else ret))
+        else:
+            ops.append(Op("k", "read", call, ret, output=rng.choice([None, 1, 2, 3, 4, 5])))
+    return ops
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_bounding_unknown_writes_never_changes_the_verdict(seed):
+    rng = random.Random(9000 + seed)
+    ops = unique_history(rng, rng.randint(1, 6))
+    assert linearizable(bound_unknown_writes(ops)) == brute_force(ops), ops
+
+
+def test_an_unobserved_unknown_write_is_dropped_and_an_observed_one_gets_a_return():
+    ops = [w(1, 0, UNKNOWN), w(2, 0, UNKNOWN), r(2, 5, 6), r(2, 7, 9)]
+    bounded = bound_unknown_writes(ops)
+    assert [(op.value, op.ret) for op in bounded if op.kind == "write"] == [(2, 6)]
+
+
+def test_without_unique_values_nothing_is_assumed():
+    ops = [w(1, 0, UNKNOWN), w(1, 1, UNKNOWN), r(None, 5, 6)]
+    assert bound_unknown_writes(ops) == ops
+
+
+def test_a_long_history_with_many_unknown_writes_is_decided_quickly():
+    rng = random.Random(5)
+    ops, state, t = [], None, 0.0
+    for i in range(3000):  # 6 clients, a third of writes time out; one true register
+        t += rng.uniform(0.001, 0.01)
+        if rng.random() < 0.5:
+            state = i
+            ret = UNKNOWN if rng.random() < 0.3 else t + 0.005
+            ops.append(Op("k", "write", t, ret, value=i))
+        else:
+            ops.append(Op("k", "read", t, t + 0.005, output=state))
+    verdict = check_history(ops, unique_values=True, max_steps_per_key=200_000)
+    assert verdict.ok and not verdict.undecided
