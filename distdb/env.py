@@ -69,6 +69,16 @@ def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
     return value.rstrip("/")
 
 
+def env_http_url(name: str, default: str) -> str:
+    """An ``http://`` or ``https://`` URL, without a trailing slash."""
+    return env_url(name, default, schemes=("http", "https"))
+
+
+def env_port(name: str, default: int) -> int:
+    """A TCP port number."""
+    return env_int(name, default, minimum=1, maximum=65535)
+
+
 def env_path(name: str, default: Path) -> Path:
     return Path(env_str(name, str(default))).expanduser().resolve()
 

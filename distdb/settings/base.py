@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from distdb.env import env_bool, env_float, env_int, env_path, env_str, env_url
+from distdb.env import env_bool, env_float, env_http_url, env_int, env_path, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -21,7 +21,7 @@ DISTDB_ROLE = "base"  # overridden by each role module
 DISTDB_DATA_DIR = env_path("DISTDB_DATA_DIR", BASE_DIR / "var")
 DISTDB_HOST = env_str("DISTDB_HOST", "127.0.0.1")
 DISTDB_CLUSTER = env_str("DISTDB_CLUSTER", "distdb")  # the JWT audience of this cluster
-DISTDB_MASTER_URL = env_url("DISTDB_MASTER_URL", "http://127.0.0.1:3000", schemes=("http", "https"))
+DISTDB_MASTER_URL = env_http_url("DISTDB_MASTER_URL", "http://127.0.0.1:3000")
 DISTDB_REDIS_URL = env_url(
     "DISTDB_REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix")
 )

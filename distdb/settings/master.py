@@ -1,16 +1,14 @@
 """Master role: metadata, the consolidated copy, rebalancing, the admin of the cluster."""
 
-from distdb.env import env_float, env_int, env_node_id, env_url
+from distdb.env import env_float, env_http_url, env_int, env_node_id, env_port
 
 from .base import *  # noqa: F403
 from .base import DISTDB_HOST, DISTDB_REDIS_URL, INSTALLED_APPS, database_config
 
 DISTDB_ROLE = "master"
 DISTDB_NODE_ID = env_node_id("DISTDB_NODE_ID", "master")
-DISTDB_PORT = env_int("DISTDB_PORT", 3000, minimum=1, maximum=65535)
-DISTDB_PUBLIC_URL = env_url(
-    "DISTDB_PUBLIC_URL", f"http://{DISTDB_HOST}:{DISTDB_PORT}", schemes=("http", "https")
-)
+DISTDB_PORT = env_port("DISTDB_PORT", 3000)
+DISTDB_PUBLIC_URL = env_http_url("DISTDB_PUBLIC_URL", f"http://{DISTDB_HOST}:{DISTDB_PORT}")
 INSTALLED_APPS = [*INSTALLED_APPS, "django_celery_beat", "master_app"]
 ROOT_URLCONF = "distdb.urls.master"
 WEBSOCKET_ROUTES = "master_app.routing.websocket_urlpatterns"

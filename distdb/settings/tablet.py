@@ -1,16 +1,14 @@
 """Tablet server role: stores and serves the rows of the tablets it is assigned."""
 
-from distdb.env import env_int, env_node_id, env_url
+from distdb.env import env_http_url, env_node_id, env_port
 
 from .base import *  # noqa: F403
 from .base import DISTDB_HOST, DISTDB_TOKENS_DIR, INSTALLED_APPS, database_config
 
 DISTDB_ROLE = "tablet"
 DISTDB_NODE_ID = env_node_id("DISTDB_NODE_ID", "tablet-1")
-DISTDB_PORT = env_int("DISTDB_PORT", 7000, minimum=1, maximum=65535)
-DISTDB_PUBLIC_URL = env_url(
-    "DISTDB_PUBLIC_URL", f"http://{DISTDB_HOST}:{DISTDB_PORT}", schemes=("http", "https")
-)
+DISTDB_PORT = env_port("DISTDB_PORT", 7000)
+DISTDB_PUBLIC_URL = env_http_url("DISTDB_PUBLIC_URL", f"http://{DISTDB_HOST}:{DISTDB_PORT}")
 DISTDB_TOKEN_FILE = DISTDB_TOKENS_DIR / f"{DISTDB_NODE_ID}.jwt"
 INSTALLED_APPS = [*INSTALLED_APPS, "tablet_app"]
 ROOT_URLCONF = "distdb.urls.tablet"

@@ -9,7 +9,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from distdb.env import env_int, env_node_id, env_url
+from distdb.env import env_http_url, env_int, env_node_id, env_port, env_url
 
 
 def _load(role: str, **env: str) -> subprocess.CompletedProcess:
@@ -59,6 +59,23 @@ def test_env_url_requires_an_allowed_scheme(monkeypatch):
     monkeypatch.setenv("DISTDB_U", "http:/broken")
     with pytest.raises(ImproperlyConfigured, match="DISTDB_U"):
         env_url("DISTDB_U", "x", schemes=("http",))
+
+
+def test_a_port_is_between_1_and_65535(monkeypatch):
+    monkeypatch.setenv("DISTDB_P", "65535")
+    assert env_port("DISTDB_P", 1) == 65535
+    for bad in ("0", "65536"):
+        monkeypatch.setenv("DISTDB_P", bad)
+        with pytest.raises(ImproperlyConfigured, match="DISTDB_P"):
+            env_port("DISTDB_P", 1)
+
+
+def test_an_http_url_is_http_or_https(monkeypatch):
+    monkeypatch.setenv("DISTDB_U", "https://ok:1/")
+    assert env_http_url("DISTDB_U", "x") == "https://ok:1"
+    monkeypatch.setenv("DISTDB_U", "redis://ok:1")
+    with pytest.raises(ImproperlyConfigured, match="DISTDB_U"):
+        env_http_url("DISTDB_U", "x")
 
 
 def test_a_node_id_is_plain(monkeypatch):
