@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -133,21 +134,15 @@ async def drive(cluster: cl.Cluster, cfg: BenchConfig, out_dir: Path) -> dict:
         say(f"load: {cfg.rows:,} rows through {len(cluster.client_urls)} client servers")
         await warm_up(api, cfg.concurrency)
         await warm_up(hop, cfg.concurrency)
-        prof.start("load")
-        e2e["load"] = await run_load(
-            api, keys, values, rows=cfg.rows, batch=cfg.batch_rows, concurrency=cfg.concurrency
+        load = functools.partial(
+            run_load, keys=keys, values=values, batch=cfg.batch_rows, concurrency=cfg.concurrency
         )
+        prof.start("load")
+        e2e["load"] = await load(api, rows=cfg.rows)
         prof.stop("load")
         say(f"load e2e: {_brief(e2e['load'])}")
         if "load" in cfg.onehop_workloads:
-            onehop["load"] = await run_load(
-                hop,
-                keys,
-                values,
-                rows=cfg.onehop_load_rows,
-                batch=cfg.batch_rows,
-                concurrency=cfg.concurrency,
-            )
+            onehop["load"] = await load(hop, rows=cfg.onehop_load_rows)
             say(f"load one-hop ({owner['server']}): {_brief(onehop['load'])}")
         for i, name in enumerate(cfg.workloads):
             common = {

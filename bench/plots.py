@@ -125,21 +125,19 @@ def rebalance_timeline(results: dict, path: Path) -> Path | None:
     bottom.set_ylabel("ops/s")
     bottom.set_xlabel("seconds since workload A started")
     window = r.get("window_s", {})
+    spans = (
+        ("command", "orange", "rebalance command"),
+        ("run", "red", "the run (collect, plan, move)"),
+    )
     for ax in (top, bottom):
-        ax.axvspan(
-            window.get("command_start", 0),
-            window.get("command_end", 0),
-            color="orange",
-            alpha=0.15,
-            label="rebalance command" if ax is top else None,
-        )
-        ax.axvspan(
-            window.get("run_start", 0),
-            window.get("run_end", 0),
-            color="red",
-            alpha=0.15,
-            label="the run (collect, plan, move)" if ax is top else None,
-        )
+        for span, color, label in spans:
+            ax.axvspan(
+                window.get(f"{span}_start", 0),
+                window.get(f"{span}_end", 0),
+                color=color,
+                alpha=0.15,
+                label=label if ax is top else None,
+            )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")
     c = r.get("command", {})
