@@ -17,6 +17,8 @@ workload relies on) and reads only choose keys whose insert succeeded.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,24 +31,32 @@ BATCH_READ_KEYS = 100
 SCAN_MAX_ROWS = 100
 
 
-@dataclass(frozen=True)
 class Mix:
-    """Proportions of each operation in a workload (they sum to 1)."""
+    """A weighted choice among named operations: ``Mix(read=0.95, update=0.05)``.
 
-    read: float = 0.0
-    update: float = 0.0
-    scan: float = 0.0
-    insert: float = 0.0
-    read_many: float = 0.0
+    Weights are relative (they need not sum to 1) and an operation of weight 0 is never
+    picked. One uniform draw picks one operation, as ``random.Random.choices`` does, so a
+    seeded run picks the same operations with either. Also used by the fault harness's
+    workload (``chaos``).
+    """
+
+    def __init__(self, **weights: float) -> None:
+        self.weights = {name: w for name, w in weights.items() if w}
+        self._names = list(self.weights)
+        self._cumulative = list(itertools.accumulate(self.weights.values()))
+
+    def __repr__(self) -> str:
+        return f"Mix({', '.join(f'{n}={w}' for n, w in self.weights.items())})"
 
     def pick(self, u: float) -> str:
         """The operation for a uniform draw ``u`` in [0, 1)."""
-        names = [n for n in ("read", "update", "scan", "insert", "read_many") if getattr(self, n)]
-        for name in names:
-            u -= getattr(self, name)
-            if u < 0:
-                return name
-        return names[-1]  # u within rounding of 1: the last operation of the mix
+        # hi: ``u`` within rounding of 1 picks the last operation of the mix.
+        at = bisect.bisect(self._cumulative, u * self._cumulative[-1], 0, len(self._names) - 1)
+        return self._names[at]
+
+    def chooser(self, rng: random.Random) -> Callable[[], str]:
+        """A function that picks one operation per call, drawing from ``rng``."""
+        return lambda: self.pick(rng.random())
 
 
 MIXES: dict[str, Mix] = {
