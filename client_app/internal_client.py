@@ -203,8 +203,8 @@ async def master_table_create(
     return _decode(status, raw, protocol.Metadata, unavailable=MasterUnavailable, peer="master")
 
 
-async def master_key_block(table: str, count: int) -> protocol.KeyBlock:
-    request = protocol.KeyBlockRequest(count=count)
+async def master_key_block(table: str, count: int, above: int | None = None) -> protocol.KeyBlock:
+    request = protocol.KeyBlockRequest(count=count, above=above)
     status, raw = await _master("POST", f"tables/{table}/keys", request)
     return _decode(status, raw, protocol.KeyBlock, unavailable=MasterUnavailable, peer="master")
 

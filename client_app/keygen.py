@@ -38,6 +38,7 @@ class KeyAllocator:
 
     def __init__(self, clock_ms: Callable[[], int] = wall_clock_ms) -> None:
         self._blocks: dict[str, list[list[int]]] = {}  # table -> [[next, end), ...]
+        self._above: dict[str, int] = {}  # table -> a key that exists: ask for keys above it
         self._clock_ms = clock_ms
         self._last_ms = 0
         # Lax: should the 80 random bits of one millisecond run out, draw new ones
@@ -63,13 +64,21 @@ class KeyAllocator:
                     pool.pop(0)
             if len(keys) < count:
                 want = min(max(count - len(keys), KEY_BLOCK), MAX_BLOCK)
-                granted = await internal_client.master_key_block(table, want)
+                granted = await internal_client.master_key_block(
+                    table, want, self._above.pop(table, None)
+                )
                 if granted.table != table:
                     raise MasterUnavailable("the master sent a key block for another table")
                 self._blocks.setdefault(table, []).append(
                     [granted.first, granted.first + granted.count]
                 )
         return keys
+
+    def collided(self, table: str, key: int) -> None:
+        """A generated key existed already (a user gave it explicitly): drop the blocks
+        held for ``table`` and have the next one start above ``key``."""
+        self._blocks.pop(table, None)
+        self._above[table] = max(key, self._above.get(table, key))
 
     def str_keys(self, count: int) -> list[str]:
         return [str(self._ulids.generate()) for _ in range(count)]

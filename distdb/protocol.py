@@ -264,10 +264,15 @@ class TableCreateRequest(Message):
 
 
 class KeyBlockRequest(Message):
-    """Reserve ``count`` fresh integer keys of a table (the table is in the URL)."""
+    """Reserve ``count`` fresh integer keys of a table (the table is in the URL).
+
+    ``above``: every key of the block must be greater (a generated key collided with
+    one a user had given explicitly, so the counter is behind the table's keys).
+    """
 
     type: Literal["key_block_request"] = "key_block_request"
     count: int = Field(ge=1, le=MAX_KEY_BLOCK)
+    above: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
 
 
 class KeyBlock(Message):

@@ -39,7 +39,7 @@ async def create_table(request: InternalRequest):
 @app.route("POST", r"/internal/v1/tables/(?P<table>[A-Za-z0-9_-]{1,64})/keys", roles=("client",))
 async def allocate_keys(request: InternalRequest):
     body = request.parse(KeyBlockRequest)
-    return await run_sync(keys_allocate, request.params["table"], body.count)
+    return await run_sync(keys_allocate, request.params["table"], body.count, body.above)
 
 
 @app.route("GET", "/internal/v1/api-tokens/revoked", roles=("client",))

@@ -261,29 +261,43 @@ async def rows_add(
     """
     info = await table_resolve(table)
     rows_count_check(len(rows))
-    stored: dict[int, str] = {}  # row index -> stored key; rows without one get a fresh key
+    ops: list[Op] = []
     for i, row in enumerate(rows):
         validation.columns_allowed(info, row["cells"])
         key = row.get("key")
-        if key is not None:
-            stored[i] = key_store(info, key, f"{i}.key", lenient=lenient)
-    generated = {i for i in range(len(rows)) if i not in stored}
-    results: list[RowResult | None] = [None] * len(rows)
-    todo = list(range(len(rows)))
+        stored = key_store(info, key, f"{i}.key", lenient=lenient) if key is not None else None
+        ops.append(("insert", stored, row["cells"], None))
+    return await _apply_with_fresh_keys(table, info, ops)
+
+
+# (op, stored key or None for a fresh one, cells, columns)
+Op = tuple[MutationOp, str | None, dict[str, Any] | None, list[str] | None]
+
+
+async def _apply_with_fresh_keys(table: str, info: TableInfo, ops: list[Op]) -> list[RowResult]:
+    """Apply ``ops`` in order; those without a key get fresh keys.
+
+    A fresh key that exists already (a user gave it explicitly: the table's key counter
+    knows nothing of explicit keys) is replaced by another, at most ``KEYGEN_RETRIES``
+    times, and the allocator is told, so its next keys start above it. Fresh keys are
+    unique, so retrying them alone keeps every explicit key's mutations in order.
+    """
+    stored = {i: key for i, (_, key, _, _) in enumerate(ops) if key is not None}
+    fresh = {i for i in range(len(ops)) if i not in stored}
+    results: list[RowResult | None] = [None] * len(ops)
+    todo = list(range(len(ops)))
     for attempt in range(KEYGEN_RETRIES + 1):
         need = [i for i in todo if i not in stored]
         for i, key in zip(need, await keys_generate(table, info, len(need)), strict=True):
             stored[i] = key
-        mutations = [Mutation(op="insert", key=stored[i], cells=rows[i]["cells"]) for i in todo]
+        wire = [
+            Mutation(op=ops[i][0], key=stored[i], cells=ops[i][2], columns=ops[i][3]) for i in todo
+        ]
         again = []
-        for i, result in zip(todo, await _apply(table, info, mutations), strict=True):
-            if (
-                i in generated
-                and result.error is not None
-                and result.error.code == "row_exists"
-                and attempt < KEYGEN_RETRIES
-            ):
-                del stored[i]
+        for i, result in zip(todo, await _apply(table, info, wire), strict=True):
+            collided = result.error is not None and result.error.code == "row_exists"
+            if i in fresh and collided and attempt < KEYGEN_RETRIES:
+                _key_taken(table, info, stored.pop(i))
                 again.append(i)
             else:
                 results[i] = result
@@ -291,6 +305,13 @@ async def rows_add(
         if not todo:
             break
     return [r for r in results if r is not None]
+
+
+def _key_taken(table: str, info: TableInfo, stored: str) -> None:
+    if info.key_type == "int":
+        key = decode_key("int", stored)
+        assert isinstance(key, int)
+        key_allocator.get().collided(table, key)
 
 
 async def _apply_to_keys(
@@ -363,18 +384,11 @@ async def rows_batch(table: str, mutations: Sequence[dict[str, Any]]) -> list[Ro
     """
     info = await table_resolve(table)
     rows_count_check(len(mutations), "mutations")
-    stored: dict[int, str] = {}  # mutation index -> stored key; the others get a fresh key
+    ops: list[Op] = []
     for i, m in enumerate(mutations):
         validation.columns_allowed(info, m.get("cells") or ())
         validation.columns_allowed(info, m.get("columns") or ())
         key = m.get("key")
-        if key is not None:
-            stored[i] = key_store(info, key, f"mutations.{i}.key")
-    need = [i for i in range(len(mutations)) if i not in stored]
-    for i, key in zip(need, await keys_generate(table, info, len(need)), strict=True):
-        stored[i] = key
-    wire = [
-        Mutation(op=m["op"], key=stored[i], cells=m.get("cells"), columns=m.get("columns"))
-        for i, m in enumerate(mutations)
-    ]
-    return await _apply(table, info, wire)
+        stored = key_store(info, key, f"mutations.{i}.key") if key is not None else None
+        ops.append((m["op"], stored, m.get("cells"), m.get("columns")))
+    return await _apply_with_fresh_keys(table, info, ops)

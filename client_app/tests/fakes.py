@@ -184,6 +184,7 @@ class FakeCluster:
         self.tablets = {sid: FakeTablet(self, sid) for sid in tablet_ids}
         self.revoked: set[str] = set()
         self.next_key = 1_000_000
+        self.key_requests: list[dict[str, Any]] = []  # bodies of the key-block requests
         self.master_calls: Counter[str] = Counter()
         app = web.Application()
         app.router.add_get("/internal/v1/metadata", self.get_metadata)
@@ -257,8 +258,11 @@ class FakeCluster:
     async def key_block(self, request: web.Request) -> web.Response:
         _check_token(request)
         self.master_calls["keys"] += 1
-        count = (await request.json())["count"]
-        first, self.next_key = self.next_key, self.next_key + count
+        body = await request.json()
+        count, above = body["count"], body.get("above")
+        self.key_requests.append(body)
+        first = self.next_key if above is None else max(self.next_key, above + 1)
+        self.next_key = first + count
         table = request.match_info["table"]
         return _json(protocol.KeyBlock(table=table, first=first, count=count))
 

@@ -65,6 +65,30 @@ async def test_it_gives_rows_without_a_key_a_new_unique_key(api, cluster):
     assert [stored(cluster, k) for k in keys] == [{"a": i} for i in range(5)]
 
 
+async def test_a_keyless_add_after_explicit_keys_at_the_counter_gets_a_key_above_them(api, cluster):
+    """Issue #9: explicit keys never advanced the generated-key counter, so a keyless add
+    after explicit keys 1,000,000.. answered 409 once its retries hit them too."""
+    explicit = [{"key": 1_000_000 + i, "cells": {"x": i}} for i in range(8)]
+    assert (await api("POST", "/api/v1/tables/products/rows", explicit)).status == 201
+    answer = await api("POST", "/api/v1/tables/products/rows", [{"cells": {"new": 1}}])
+    assert answer.status == 201, answer.json
+    (result,) = answer.json["results"]
+    assert result["status"] == "created" and result["key"] > 1_000_000
+    assert stored(cluster, result["key"]) == {"new": 1}
+    assert cluster.key_requests[-1]["above"] == 1_000_000  # the next block starts above it
+
+
+async def test_a_keyless_insert_in_a_batch_is_retried_past_an_explicit_key(api, cluster):
+    await api("POST", "/api/v1/tables/products/rows", [{"key": 1_000_000, "cells": {}}])
+    body = {
+        "mutations": [{"op": "insert", "cells": {"n": 1}}, {"op": "upsert", "key": 7, "cells": {}}]
+    }
+    answer = await api("POST", "/api/v1/tables/products/rows:batch", body)
+    assert answer.status == 200, answer.json
+    assert [r["status"] for r in answer.json["results"]] == ["created", "created"]
+    assert answer.json["results"][0]["key"] > 1_000_000
+
+
 async def test_concurrent_adds_without_keys_never_reuse_a_key(api, cluster):
     async def add(batch):
         body = [{"cells": {"batch": batch, "i": i}} for i in range(7)]

@@ -18,10 +18,12 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from distdb.keys import decode_key
 from distdb.protocol import ChangeEntry, ChangesRequest, ChangesResponse, TrimCommand
 from distdb.sqlbulk import insert_many
 from master_app.models import ConsolidatedRow, Table, TabletServer
 from master_app.services.link import link_call, new_command_id
+from master_app.services.tables import keys_reserve_above
 from master_app.services.tablet_api import tablet_post
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,7 @@ def changes_apply(server: TabletServer, entries: Sequence[ChangeEntry]) -> int:
         now = connection.ops.adapt_datetimefield_value(timezone.now())
         puts: list[tuple[Any, ...]] = []
         deletes: dict[int, list[str]] = defaultdict(list)
+        highest: dict[str, str] = {}  # int table -> its largest stored key in this batch
         for (name, key), entry in last.items():
             table = tables.get(name)
             if table is None:
@@ -110,7 +113,15 @@ def changes_apply(server: TabletServer, entries: Sequence[ChangeEntry]) -> int:
             else:
                 cells = orjson.dumps(entry.cells).decode()
                 puts.append((table.pk, key, cells, server.node_id, entry.seq, now))
+                if table.key_type == "int":  # stored int keys sort as the integers do
+                    highest[name] = max(key, highest.get(name, key))
         _upsert_rows(puts)
+        # Keys given explicitly move the generated-key counter past them, so keyless adds
+        # stop colliding with them (client servers also skip past a collision at once).
+        for name, key in highest.items():
+            stored_max = decode_key("int", key)
+            assert isinstance(stored_max, int)
+            keys_reserve_above(tables[name], stored_max)
         for table_id, keys in deletes.items():
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]

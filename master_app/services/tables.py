@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F
+from django.db.models import Count
 
 from distdb.errors import BadRequest, Conflict, TableExists, TableNotFound, ValidationFailed
 from distdb.keys import KEY_TYPES
@@ -52,11 +52,12 @@ def table_create(name: str, key_type: str, columns: list[str] | None = None) -> 
     return table
 
 
-def keys_allocate(table_name: str, count: int) -> KeyBlock:
+def keys_allocate(table_name: str, count: int, above: int | None = None) -> KeyBlock:
     """Reserve ``count`` fresh integer keys for a client server (hi/lo allocation).
 
     The update is a single atomic ``next_key = next_key + count`` so concurrent client
-    servers always receive disjoint blocks.
+    servers always receive disjoint blocks. ``above``: the block starts above it (a client
+    server found the counter behind a key given explicitly).
     """
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_KEY_BLOCK:
         raise ValidationFailed(f"count must be an integer in 1..{MAX_KEY_BLOCK}")
@@ -67,8 +68,8 @@ def keys_allocate(table_name: str, count: int) -> KeyBlock:
             raise TableNotFound(table=table_name) from None
         if table.key_type != "int":
             raise BadRequest("only integer-keyed tables allocate keys", table=table_name)
-        first = table.next_key
-        Table.objects.filter(pk=table.pk).update(next_key=F("next_key") + count)
+        first = table.next_key if above is None else max(table.next_key, above + 1)
+        Table.objects.filter(pk=table.pk).update(next_key=first + count)
     return KeyBlock(table=table_name, first=first, count=count)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from distdb.keys import encode_key
 from distdb.protocol import ChangeEntry
 from master_app.models import ConsolidatedRow, Table, TabletServer
 from master_app.services.collect import changes_apply
+from master_app.services.tables import keys_allocate
 
 
 def _entries() -> list[ChangeEntry]:
@@ -32,3 +34,25 @@ def test_a_replayed_batch_changes_nothing(servers):
     changes_apply(servers[0], _entries())
     assert ConsolidatedRow.objects.get(key="a").cells == {"x": "newer"}
     assert not ConsolidatedRow.objects.filter(key="b").exists()
+
+
+def test_explicit_integer_keys_move_the_generated_key_counter_past_them(servers):
+    table = Table.objects.create(name="n", key_type="int", next_key=1)
+    entries = [
+        ChangeEntry(seq=i, table="n", key=encode_key("int", k), op="put", cells={})
+        for i, k in enumerate([3, -9, 42, 7], start=1)
+    ]
+    changes_apply(servers[0], entries)
+    table.refresh_from_db()
+    assert table.next_key == 43
+    assert keys_allocate("n", 5).first == 43
+    changes_apply(servers[0], [ChangeEntry(seq=9, table="n", key=encode_key("int", 5), op="put")])
+    table.refresh_from_db()
+    assert table.next_key == 48  # never moved back
+
+
+def test_a_client_that_hit_an_explicit_key_gets_a_block_above_it(servers):
+    Table.objects.create(name="n", key_type="int", next_key=1)
+    assert keys_allocate("n", 10, above=500).first == 501
+    assert keys_allocate("n", 10).first == 511
+    assert keys_allocate("n", 10, above=3).first == 521  # a stale hint changes nothing

@@ -250,3 +250,19 @@ def _wait_until(predicate, timeout: float = 20) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.3)
+
+
+def test_keyless_adds_after_explicit_integer_keys_get_keys_above_them(api):
+    """Issue #9: explicit keys 1-4 did not move the generated-key counter, and a keyless
+    add (or a keyless insert in a batch) then answered 409."""
+    status, body, _ = api("POST", "/tables/", {"name": "explicit_then_keyless", "key_type": "int"})
+    assert status == 201, body
+    rows = [{"key": k, "cells": {"k": k}} for k in (1, 2, 3, 4)]
+    assert api("POST", "/tables/explicit_then_keyless/rows", rows)[0] == 201
+    for client in (0, 1):
+        status, body, _ = api("POST", "/tables/explicit_then_keyless/rows", [{"cells": {}}], client)
+        assert status == 201, body
+        assert body["results"][0]["key"] > 4
+        batch = {"mutations": [{"op": "insert", "cells": {"via": "batch"}}]}
+        status, body, _ = api("POST", "/tables/explicit_then_keyless/rows:batch", batch, client)
+        assert status == 200 and body["results"][0]["status"] == "created", body
