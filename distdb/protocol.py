@@ -322,8 +322,12 @@ class Hello(Message):
 
 
 class Heartbeat(Message):
+    """Every few seconds; ``metadata_version`` lets the master re-send metadata the tablet
+    missed (a hand-over interrupted by a crash), so no server stays behind for long."""
+
     type: Literal["heartbeat"] = "heartbeat"
     last_seq: int = Field(ge=0)
+    metadata_version: int = Field(default=0, ge=0)
 
 
 class Welcome(Message):

@@ -30,7 +30,7 @@ from distdb.protocol import (
     tablet_to_master_adapter,
 )
 from master_app.services.link import ALL_TABLETS, tablet_group
-from master_app.services.metadata import metadata_current
+from master_app.services.metadata import metadata_current, metadata_version_current
 from master_app.services.servers import (
     tablet_server_connect,
     tablet_server_disconnect,
@@ -74,6 +74,10 @@ class TabletLinkConsumer(AsyncWebsocketConsumer):
         elif isinstance(message, Heartbeat):
             try:
                 await database_sync_to_async(tablet_server_heartbeat)(self.node_id)
+                # Behind (a push or a move's hand-over lost to a crash): send it again.
+                current = await database_sync_to_async(metadata_version_current)()
+                if message.metadata_version < current:
+                    await self.link_metadata({})
             except OperationalError as exc:  # a busy database must not cut the link
                 log.warning("heartbeat of %s not recorded: %s", self.node_id, exc)
         elif isinstance(message, Reply):

@@ -257,7 +257,8 @@ class TabletLink:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             last_seq = await _db(changes_last_seq)()
-            await ws.send(dumps(Heartbeat(last_seq=last_seq)))
+            version = await _db(metadata_version_current)()
+            await ws.send(dumps(Heartbeat(last_seq=last_seq, metadata_version=version)))
 
     async def _handle(self, ws: LinkSocket, raw: str | bytes) -> None:
         try:

@@ -136,3 +136,22 @@ async def test_a_command_to_an_unlinked_tablet_times_out_as_unavailable():
 
     with pytest.raises(TabletUnavailable):
         await link_call_async("nobody", TrimCommand(id="c", upto_seq=1), timeout_s=0.2)
+
+
+async def test_a_heartbeat_from_a_tablet_behind_the_metadata_gets_it_again():
+    """A move's hand-over lost to a crash must not leave a server on old metadata until
+    the next commit: the heartbeat carries the tablet's version."""
+    from master_app.models import MetadataVersion
+
+    await database_sync_to_async(MetadataVersion.objects.create)(version=5, reason="test")
+    comm = _communicator(token_sign("tablet-6", "tablet"))
+    assert (await comm.connect())[0]
+    await comm.send_to(bytes_data=dumps(Hello(url="http://t6", last_seq=0, metadata_version=0)))
+    await comm.receive_from()  # welcome
+    await comm.receive_from()  # the metadata, on hello
+    await comm.send_to(bytes_data=dumps(Heartbeat(last_seq=0, metadata_version=5)))
+    assert await comm.receive_nothing(timeout=0.3)  # up to date: nothing to send
+    await comm.send_to(bytes_data=dumps(Heartbeat(last_seq=0, metadata_version=4)))
+    again = orjson.loads(await comm.receive_from())
+    assert again["type"] == "metadata" and again["version"] == 5
+    await comm.disconnect()
