@@ -148,6 +148,14 @@ class TableExists(Conflict):
     default_message = "a table with this name already exists"
 
 
+class TableBeingDropped(Conflict):
+    """A deleted table's rows are still being dropped from the tablet servers."""
+
+    code = "table_being_dropped"
+    retryable = True
+    default_message = "a table of this name was deleted and is still being dropped; retry later"
+
+
 class Outdated(Conflict):
     """The caller routed with old metadata; ``detail['metadata']`` carries the current one."""
 

@@ -372,6 +372,10 @@ class DropUnownedReply(RowCount):
     type: Literal["drop_unowned_result"] = "drop_unowned_result"
 
 
+class DropTableReply(RowCount):
+    type: Literal["drop_table_result"] = "drop_table_result"
+
+
 class CountReply(RowCount):
     type: Literal["count_result"] = "count_result"
 
@@ -402,6 +406,7 @@ CommandResult = (
     | UnfreezeReply
     | DropReply
     | DropUnownedReply
+    | DropTableReply
     | CountReply
     | CopyReply
     | CatchUpReply
@@ -477,6 +482,14 @@ class DropCommand(RangeCommand[DropReply]):
     type: Literal["drop"] = "drop"
 
 
+class DropTableCommand(Command[DropTableReply]):
+    """Delete every row and change-log entry of a table the master deleted (none of it
+    may be owned here any more): its name may be given to a new table."""
+
+    type: Literal["drop_table"] = "drop_table"
+    table: TableName
+
+
 class DropUnownedCommand(RangeCommand[DropUnownedReply]):
     """Delete the stored rows of [start, end) that lie outside every range this server
     owns: copies left behind by an interrupted move."""
@@ -519,6 +532,7 @@ LinkCommand = Annotated[
     | UnfreezeCommand
     | DropCommand
     | DropUnownedCommand
+    | DropTableCommand
     | CountCommand
     | CopyCommand
     | CatchUpCommand

@@ -5,15 +5,18 @@ from __future__ import annotations
 import threading
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.shortcuts import redirect
 from django.urls import path
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from distdb.errors import TableBeingDropped
 from master_app.models import (
     ApiToken,
     ConsolidatedRow,
+    DroppedTable,
     MetadataVersion,
     RebalanceRun,
     Table,
@@ -22,6 +25,7 @@ from master_app.models import (
 )
 from master_app.services.leases import MAINTENANCE, lease_current
 from master_app.services.status import server_rows
+from master_app.services.tables import table_create, table_delete
 from master_app.services.tokens import api_token_issue, api_token_revoke
 
 
@@ -71,6 +75,45 @@ class TableAdmin(admin.ModelAdmin):
     @admin.display(description="rows (master's copy)")
     def row_count(self, obj: Table) -> int:
         return obj.rows.count()
+
+    # Creating and deleting go through the services: a table needs its first tablet and a
+    # metadata version, and a deleted table's rows must leave the tablet servers too.
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is None:
+            form.clean = _clean_new_table(form.clean)
+        return form
+
+    def save_model(self, request, obj: Table, form, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)  # columns only (name is read-only)
+            return
+        created = table_create(obj.name, obj.key_type, obj.columns)
+        obj.pk, obj.next_key, obj.created_at = created.pk, created.next_key, created.created_at
+
+    def delete_model(self, request, obj: Table) -> None:
+        table_delete(obj.name)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for name in list(queryset.values_list("name", flat=True)):
+            table_delete(name)
+
+
+def _clean_new_table(clean):
+    """The admin's add form refuses what ``table_create`` would (a name still being
+    dropped, no live server) with a form error rather than a failed save."""
+
+    def checked(form):
+        data = clean(form)
+        name = data.get("name")
+        if name and DroppedTable.objects.filter(name=name).exists():
+            raise ValidationError(TableBeingDropped.default_message)
+        if not TabletServer.objects.filter(state=TabletServer.State.UP, draining=False).exists():
+            raise ValidationError("no live tablet server to hold the new table; start one first")
+        return data
+
+    return checked
 
 
 @admin.register(TabletServer)

@@ -30,6 +30,21 @@ class Table(models.Model):
         return self.name
 
 
+class DroppedTable(models.Model):
+    """A deleted table whose rows some tablet servers may still store.
+
+    Its name cannot be given to a new table until every server in ``servers`` has dropped
+    the old rows and change-log entries (they would show up in the new table).
+    """
+
+    name = models.CharField(max_length=64, unique=True)
+    dropped_at = models.DateTimeField(auto_now_add=True)
+    servers = models.JSONField(default=list, help_text="Servers that have not dropped it yet.")
+
+    def __str__(self) -> str:
+        return f"{self.name} (dropping on {', '.join(self.servers) or 'nobody'})"
+
+
 class TabletServer(models.Model):
     """A tablet server known to the master; ``state`` is maintained from its heartbeats."""
 

@@ -10,6 +10,7 @@ from django.conf import settings
 from distdb.errors import LeaseHeld
 from master_app.services.collect import changes_collect_all
 from master_app.services.servers import tablet_servers_expire
+from master_app.services.tables import tables_dropped_settle
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 def collect_changes() -> dict:
     """Refresh the master's consolidated copy from every live tablet server's change log."""
     tablet_servers_expire()
-    return changes_collect_all()
+    collected = changes_collect_all()
+    tables_dropped_settle()  # deleted tables that a server has not dropped yet
+    return collected
 
 
 @shared_task(

@@ -58,6 +58,8 @@ from distdb.protocol import (
     CountReply,
     DropCommand,
     DropReply,
+    DropTableCommand,
+    DropTableReply,
     DropUnownedCommand,
     DropUnownedReply,
     ExportChangesRequest,
@@ -96,6 +98,7 @@ from tablet_app.services import (
     range_unfreeze,
     rows_drop_unowned,
     rows_ingest,
+    table_drop,
 )
 
 log = logging.getLogger("distdb.tablet.link")
@@ -324,6 +327,8 @@ class TabletLink:
             return UnfreezeReply()
         if isinstance(c, DropCommand):
             return DropReply(rows=await _db(range_drop)(c.table, c.start, c.end))
+        if isinstance(c, DropTableCommand):
+            return DropTableReply(rows=await _db(table_drop)(c.table))
         if isinstance(c, DropUnownedCommand):
             return DropUnownedReply(rows=await _db(rows_drop_unowned)(c.table, c.start, c.end))
         if isinstance(c, CountCommand):

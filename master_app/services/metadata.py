@@ -131,6 +131,17 @@ def metadata_commit(
     return version
 
 
+def metadata_bump(reason: str) -> int:
+    """A new version for a change already made in this transaction outside the tablets
+    (a table deleted), pushed to every linked tablet server after the commit."""
+    with transaction.atomic():
+        last = MetadataVersion.objects.select_for_update().order_by("-version").first()
+        version = (last.version if last else 0) + 1
+        MetadataVersion.objects.create(version=version, reason=reason[:200])
+        transaction.on_commit(metadata_push)
+    return version
+
+
 @contextmanager
 def lock_wait_bounded(deadline: float | None, clock: Callable[[], float]) -> Iterator[None]:
     """Wait for database locks no longer than until ``deadline`` in the block.

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 
-from distdb.errors import BadRequest, Conflict, TableExists, TableNotFound, ValidationFailed
+from distdb.errors import (
+    BadRequest,
+    Conflict,
+    DistdbError,
+    TableBeingDropped,
+    TableExists,
+    TableNotFound,
+    ValidationFailed,
+)
 from distdb.keys import KEY_TYPES
-from distdb.protocol import MAX_KEY_BLOCK, KeyBlock
-from master_app.models import Table, TabletServer
-from master_app.services.metadata import RangeAssignment, metadata_commit
+from distdb.protocol import MAX_KEY_BLOCK, DropTableCommand, KeyBlock
+from master_app.models import DroppedTable, Table, TabletServer
+from master_app.services.link import link_call, new_command_id
+from master_app.services.metadata import RangeAssignment, metadata_bump, metadata_commit
 
+log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -41,6 +52,8 @@ def table_create(name: str, key_type: str, columns: list[str] | None = None) -> 
     )
     if server is None:
         raise Conflict("no live tablet server to hold the new table; start one first")
+    if DroppedTable.objects.filter(name=name).exists():
+        raise TableBeingDropped(name=name)
     try:
         with transaction.atomic():
             table = Table.objects.create(name=name, key_type=key_type, columns=columns)
@@ -76,3 +89,43 @@ def keys_allocate(table_name: str, count: int, above: int | None = None) -> KeyB
 def keys_reserve_above(table: Table, highest: int) -> None:
     """Make sure generated keys start above ``highest`` (after loading explicit keys)."""
     Table.objects.filter(pk=table.pk, next_key__lte=highest).update(next_key=highest + 1)
+
+
+def table_delete(name: str) -> None:
+    """Delete a table: its tablets, the master's copy of its rows, and (on every tablet
+    server) its rows and change-log entries.
+
+    One transaction removes it from the metadata (a new version, pushed); each server is
+    then told to drop what it stores. A server that cannot be told now is told again by
+    ``tables_dropped_settle`` (every collection); until all have dropped it, the name
+    cannot be reused (``DroppedTable``).
+    """
+    servers = sorted(TabletServer.objects.values_list("node_id", flat=True))
+    with transaction.atomic():
+        deleted, _ = Table.objects.filter(name=name).delete()
+        if not deleted:
+            raise TableNotFound(table=name)
+        DroppedTable.objects.update_or_create(name=name, defaults={"servers": servers})
+        metadata_bump(f"delete table {name}")
+    tables_dropped_settle()
+
+
+def tables_dropped_settle(*, timeout_s: float = 10) -> int:
+    """Tell every server that still stores a deleted table to drop it; returns how many
+    tables are still pending. Best effort per server: one that is down is asked later."""
+    pending = 0
+    for dropped in DroppedTable.objects.all():
+        left = []
+        for node_id in dropped.servers:
+            try:
+                link_call(node_id, DropTableCommand(id=new_command_id(), table=dropped.name),
+                          timeout_s=timeout_s)  # fmt: skip
+            except DistdbError as exc:  # down, or the metadata not applied yet: later
+                log.info("%s has not dropped table %s yet: %s", node_id, dropped.name, exc)
+                left.append(node_id)
+        if left:
+            DroppedTable.objects.filter(pk=dropped.pk).update(servers=left)
+            pending += 1
+        else:
+            dropped.delete()
+    return pending

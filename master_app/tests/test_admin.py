@@ -101,3 +101,16 @@ def test_rebalance_now_queues_a_run_or_says_one_is_going(admin_client, monkeypat
     assert len(queued) == 1
     assert "A run is already going: rebalance (beat) on host" in page
     assert admin_client.get(url).status_code == 302  # GET does nothing
+
+
+def test_deleting_a_table_in_the_admin_goes_through_the_service(admin_client, monkeypatch):
+    from master_app import admin as master_admin
+    from master_app.models import Table
+
+    table = Table.objects.create(name="doomed", key_type="int")
+    deleted: list[str] = []
+    monkeypatch.setattr(master_admin, "table_delete", deleted.append)
+    response = admin_client.post(
+        f"/admin/master_app/table/{table.pk}/delete/", {"post": "yes"}, follow=True
+    )
+    assert response.status_code == 200 and deleted == ["doomed"]

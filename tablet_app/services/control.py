@@ -54,6 +54,7 @@ __all__ = [
     "freezes_due",
     "freezes_resolve",
     "rows_drop_unowned",
+    "table_drop",
     "rows_export",
     "rows_ingest",
 ]
@@ -107,6 +108,26 @@ def range_drop(table: str, start: str, end: str | None) -> int:
         total += len(ids)
         if len(ids) < BATCH:
             return total
+
+
+def table_drop(table: str) -> int:
+    """Delete every row and change-log entry of ``table``, a table the master deleted;
+    returns the rows deleted. Refused (``Conflict``) while any range of it is owned.
+
+    The log entries go too: collected later, they would fill a new table of the same
+    name with the old one's rows. Batches keep each transaction short.
+    """
+    rows = range_drop(table, "", None)
+    while True:
+        with transaction.atomic():
+            seqs = list(
+                ChangeLogEntry.objects.filter(table=table)
+                .order_by("seq")
+                .values_list("seq", flat=True)[:BATCH]
+            )
+            ChangeLogEntry.objects.filter(seq__in=seqs).delete()
+        if len(seqs) < BATCH:
+            return rows
 
 
 def rows_drop_unowned(table: str, start: str = "", end: str | None = None) -> int:

@@ -32,6 +32,7 @@ from tablet_app.services import (
     rows_ingest,
     rows_mutate,
     rows_read,
+    table_drop,
 )
 from tablet_app.tests.conftest import NODE, OTHER, freeze, tablet
 
@@ -320,10 +321,11 @@ def test_pages_are_cut_by_utf8_bytes_not_characters_and_hold_one_row_however_lar
     rows, more = rows_export("t", "", None, None, 100, 3000)
     assert len(rows) == 2 and more
     big = "中" * 100_000  # 300 KB: over the cap on its own
+    before = changes_last_seq()  # (PostgreSQL's sequences do not restart per test)
     rows_mutate("t", [Mutation(op="upsert", key="k0", cells={"d": big})])
     rows, more = rows_export("t", "", None, None, 100, 3000)
     assert [r.key for r in rows] == ["k0"] and rows[0].cells == {"d": big} and more
-    entries, more = changes_in_range_since("t", "", None, 10, 100, 3000)
+    entries, more = changes_in_range_since("t", "", None, before, 100, 3000)
     assert [e.key for e in entries] == ["k0"] and not more
 
 
@@ -372,3 +374,17 @@ def test_a_change_batch_says_whether_entries_were_left_out(assign):
     assert changes_batch(0, 100, max_bytes=10)[1] is True  # the size cut it
     assert changes_batch(0, 3)[1] is False  # exactly the limit, and nothing after it
     assert changes_batch(0, 4)[1] is False
+
+
+def test_table_drop_deletes_a_deleted_tables_rows_and_log_but_never_an_owned_one(assign):
+    assign(tablet("t"), tablet("keep"), version=1)
+    put("t", "a", "b")
+    put("keep", "a")
+    with pytest.raises(Conflict):
+        table_drop("t")  # still owned here: nothing goes
+    assign(tablet("keep"), version=2)  # the master deleted "t"
+    assert table_drop("t") == 2
+    assert not Row.objects.filter(table="t").exists()
+    assert not ChangeLogEntry.objects.filter(table="t").exists()  # no old rows to collect
+    assert Row.objects.filter(table="keep").count() == 1
+    assert ChangeLogEntry.objects.filter(table="keep").count() == 1

@@ -266,3 +266,26 @@ def test_keyless_adds_after_explicit_integer_keys_get_keys_above_them(api):
         batch = {"mutations": [{"op": "insert", "cells": {"via": "batch"}}]}
         status, body, _ = api("POST", "/tables/explicit_then_keyless/rows:batch", batch, client)
         assert status == 200 and body["results"][0]["status"] == "created", body
+
+
+def test_a_deleted_tables_rows_do_not_come_back_in_a_new_table_of_its_name(api, cluster):
+    """Issue #9 defect 6: deleting a table left its rows on the tablet servers, and a new
+    table of the same name showed them."""
+    assert api("POST", "/tables/", {"name": "reborn", "key_type": "int"})[0] == 201
+    rows = [{"key": k, "cells": {"old": True}} for k in range(1, 30)]
+    assert api("POST", "/tables/reborn/rows", rows)[0] == 201
+    cluster.shell(
+        "master",
+        "from master_app.services.tables import table_delete; table_delete('reborn'); print(1)",
+    )
+    deadline = time.monotonic() + 60
+    while True:  # recreating waits until every server has dropped the old rows
+        status, body, _ = api("POST", "/tables/", {"name": "reborn", "key_type": "int"})
+        if status == 201 or time.monotonic() > deadline:
+            break
+        assert status == 409 and body["error"]["code"] == "table_being_dropped", body
+        time.sleep(0.5)
+    assert status == 201, body
+    for client in (0, 1):
+        status, body, _ = api("GET", "/tables/reborn/rows?start=0&limit=100", client=client)
+        assert status == 200 and body["rows"] == [], body
