@@ -2,7 +2,8 @@
 
 ``DISTDB_PORT``/``DISTDB_HOST`` give the default bind, so ``manage.py runserver``
 under a role's settings starts that node where the cluster expects it. The node's
-keys and token are checked first, so a misconfigured node fails at start-up.
+keys and token are checked first, so a misconfigured node fails at start-up. A request
+body over the limit is refused by the HTTP server itself (``distdb.body_limit``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.management.base import CommandError
 
+from distdb import body_limit
 from distdb.checks import RUNTIME
 
 
@@ -31,4 +33,5 @@ class Command(DaphneRunserver):
         errors = [p for p in problems if p.is_serious()]
         if errors:
             raise CommandError("\n".join(f"{e.id}: {e.msg} ({e.hint})" for e in errors))
+        body_limit.install(settings.DISTDB_MAX_BODY_BYTES)  # before Daphne builds its factory
         super().handle(*args, **options)
