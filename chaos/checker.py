@@ -263,6 +263,8 @@ def bound_unknown_writes(ops: list[Op]) -> list[Op]:
       no read directly follows it (that read would have returned its value), so
       dropping it leaves every read where it was.
     """
+    if any(op.kind == "cas" for op in ops):
+        return ops  # a cas reads and writes: the reasoning below covers reads and writes only
     writes = [op for op in ops if op.kind == "write"]
     values = [_canon(op.value) for op in writes]
     if len(set(values)) != len(values):

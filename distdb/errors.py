@@ -148,6 +148,11 @@ class TableExists(Conflict):
     default_message = "a table with this name already exists"
 
 
+class KeysExhausted(Conflict):
+    code = "keys_exhausted"
+    default_message = "this table's generated integer keys are used up; give keys explicitly"
+
+
 class TableBeingDropped(Conflict):
     """A deleted table's rows are still being dropped from the tablet servers."""
 

@@ -12,7 +12,7 @@ from django.urls import path
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from distdb.errors import TableBeingDropped
+from distdb.errors import DistdbError, TableBeingDropped
 from master_app.models import (
     ApiToken,
     ConsolidatedRow,
@@ -93,11 +93,14 @@ class TableAdmin(admin.ModelAdmin):
         obj.pk, obj.next_key, obj.created_at = created.pk, created.next_key, created.created_at
 
     def delete_model(self, request, obj: Table) -> None:
-        table_delete(obj.name)
+        self.delete_queryset(request, Table.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request, queryset) -> None:
         for name in list(queryset.values_list("name", flat=True)):
-            table_delete(name)
+            try:
+                table_delete(name)
+            except DistdbError as exc:  # a rebalance holds the lease, say
+                self.message_user(request, f"{name} was not deleted: {exc.message}", "ERROR")
 
 
 def _clean_new_table(clean):

@@ -179,8 +179,13 @@ async def route_keys(table: str, keys: Sequence[str], send: Send) -> list[Any]:
         before = routing.version
         routing = cache.adopt(outcome.metadata) or routing
         outdated = any(e.code == "outdated" for e in outcome.retry.values())
-        if (outdated and routing.version == before) or outcome.unreachable:
-            # The tablet knew no newer version (or is dead): ask the master.
+        frozen_again = attempt >= 2 and any(
+            e.code == "range_frozen" for e in outcome.retry.values()
+        )
+        if (outdated and routing.version == before) or outcome.unreachable or frozen_again:
+            # The tablet knew no newer version, is dead, or stays frozen (the move may have
+            # committed while the source could not hear of it): ask the master, at most
+            # once a second unless the tablet said "outdated".
             routing = await master_reroute(routing, table, unreachable=not outdated)
         moved = routing.version > before
         retry = dict(outcome.retry)

@@ -136,7 +136,8 @@ async def rows_scan(
         )
         routing = cache.adopt(metadata) or routing
         if routing.version == before:
-            unreachable = error is not None and is_not_sent(error)
+            # A dead or frozen tablet asks the master at most once a second.
+            unreachable = error is not None and (is_not_sent(error) or error.code == "range_frozen")
             routing = await master_reroute(routing, table, unreachable=unreachable)
         if error is not None and is_not_sent(error) and routing.version == before:
             raise error  # the tablet is down and the range did not move

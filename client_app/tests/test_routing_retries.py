@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from client_app.metadata_cache import metadata_cache
 from client_app.services import engine
 
 
@@ -87,6 +88,21 @@ async def test_a_range_that_stays_frozen_ends_in_a_retryable_503(api, cluster, s
     assert answer.headers["retry-after"] == "1"
     assert answer.json["error"]["retryable"] is True
     assert len(keys_sent(cluster.tablets["tablet-1"], "mutate")) == 3
+
+
+async def test_a_range_still_frozen_after_a_retry_asks_the_master_where_it_is(
+    api, cluster, settings
+):
+    """The move may have committed while its source could not hear of it: a range that
+    stays frozen sends the client server to the master (at most once a second)."""
+    settings.DISTDB_ROUTING_MAX_TRIES = 4
+    cluster.put("products", "int", 5, {"a": 1})
+    await warm(api, cluster)
+    metadata_cache.get().fetched_at -= 60  # the last fetch was a while ago
+    before = cluster.master_calls["metadata"]
+    cluster.tablets["tablet-1"].frozen_times = 100
+    await api("PATCH", "/api/v1/tables/products/rows/5", {"cells": {"a": 2}})
+    assert cluster.master_calls["metadata"] == before + 1  # asked, and not on every try
 
 
 async def test_a_tablet_that_always_answers_outdated_ends_in_an_error_after_max_tries(

@@ -14,15 +14,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Max
 
-from distdb.errors import MoveAborted
+from distdb.errors import MoveAborted, Unavailable
 from distdb.protocol import KeyType, Metadata, TableInfo, TabletAssignment
 from master_app.models import MetadataVersion, Table, Tablet, TabletServer
 from master_app.services.link import link_push_metadata
 
 log = logging.getLogger(__name__)
+FENCE_WAIT_S = 8.0  # a fenced read's wait for the metadata lock (tablets time out at 10 s)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,20 @@ def metadata_current(*, fenced: bool = False) -> Metadata:
     tablet server settling a freeze whose lease ended needs this: a commit that took the
     lock before the lease ended may still be writing, and must be seen (``moves``).
     On SQLite every transaction takes the write lock (IMMEDIATE) and so is fenced anyway.
+    The wait for the lock is bounded (``FENCE_WAIT_S``, below the tablet's request
+    timeout): past it the caller gets ``Unavailable`` and asks again, rather than
+    stacking abandoned requests on the master's threads.
     """
+    if not fenced:
+        return _metadata_read(fenced=False)
+    try:
+        with lock_wait_bounded(time.monotonic() + FENCE_WAIT_S, time.monotonic):
+            return _metadata_read(fenced=True)
+    except OperationalError as exc:  # the lock was not granted in time
+        raise Unavailable(f"the metadata is being changed; ask again ({exc})") from None
+
+
+def _metadata_read(*, fenced: bool) -> Metadata:
     with transaction.atomic():
         if fenced:
             MetadataVersion.objects.select_for_update().order_by("-version").first()
@@ -72,7 +86,7 @@ def metadata_current(*, fenced: bool = False) -> Metadata:
 
 def metadata_commit(
     table: Table,
-    assignments: Iterable[RangeAssignment],
+    assignments: Iterable[RangeAssignment] | Callable[[], Iterable[RangeAssignment]],
     reason: str,
     *,
     push: bool = True,
@@ -86,26 +100,30 @@ def metadata_commit(
     tablet server is sent the new version after the commit (a move tells the two servers
     concerned first, then pushes).
 
+    ``assignments`` may be a function: it is then called under the metadata lock, so what
+    it derives from the committed tablets (a move) cannot be overtaken by another commit.
+
     ``deadline`` (on ``clock``): a move's last instant to commit, its freeze lease less
     the margin. The commit is then impossible after it: the wait for the metadata lock
     is bounded by the time left, and the deadline is checked again *after* the lock is
     taken, inside the transaction, so a commit that waited too long rolls back
     (``MoveAborted``) instead of handing over a range whose source may have reopened it.
     """
-    ordered = sorted(assignments, key=lambda a: a.start)
-    _check_cover(table.name, ordered)
-    servers = {
-        s.node_id: s
-        for s in TabletServer.objects.filter(node_id__in={a.server_id for a in ordered})
-    }
-    missing = {a.server_id for a in ordered} - servers.keys()
-    if missing:
-        raise ValueError(f"unknown tablet servers: {sorted(missing)}")
     with lock_wait_bounded(deadline, clock), transaction.atomic():
         # Lock the version sequence so two commits cannot take the same number.
         last = MetadataVersion.objects.select_for_update().order_by("-version").first()
         if deadline is not None and clock() > deadline:
             raise MoveAborted(f"the commit got the metadata lock {clock() - deadline:.2f}s late")
+        planned = assignments() if callable(assignments) else assignments
+        ordered = sorted(planned, key=lambda a: a.start)
+        _check_cover(table.name, ordered)
+        servers = {
+            s.node_id: s
+            for s in TabletServer.objects.filter(node_id__in={a.server_id for a in ordered})
+        }
+        missing = {a.server_id for a in ordered} - servers.keys()
+        if missing:
+            raise ValueError(f"unknown tablet servers: {sorted(missing)}")
         version = (last.version if last else 0) + 1
         MetadataVersion.objects.create(version=version, reason=reason[:200])
         existing = {t.start_key: t for t in Tablet.objects.filter(table=table)}

@@ -95,6 +95,16 @@ class MoveReport:
 
 
 Progress = Callable[[str, int], None]  # (step description, rows copied so far)
+
+
+def lease_clock() -> float:
+    """The granting side's clock: CLOCK_BOOTTIME, which keeps counting while the host is
+    suspended (CLOCK_MONOTONIC stops), so a suspended master never believes less time
+    passed than the tablet's lease did. The tablet counts on CLOCK_MONOTONIC: the
+    conservative choice for the side whose lease must end last."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 Clock = Callable[[], float]  # monotonic seconds
 
 
@@ -103,7 +113,7 @@ def move_range(
     *,
     progress: Progress | None = None,
     check: Callable[[], None] = lambda: None,
-    clock: Clock = time.monotonic,
+    clock: Clock = lease_clock,
 ) -> MoveReport:
     """Run one move to the end; returns its report, ``outcome`` "succeeded" or "failed".
 
@@ -135,7 +145,7 @@ def move_range(
         return command(server, _drop(move))
 
     frozen_at: float | None = None
-    committed = False
+    commit_started = committed = False
     floor = log_pin(source)
     try:
         say("clearing the target", 0)
@@ -177,6 +187,7 @@ def move_range(
                 f"the freeze took too long ({clock() - frozen_at:.1f}s of {lease_s}s)"
             )
 
+        commit_started = True
         report.version = _commit(move, table, source, target, deadline, clock)
         committed = True
         lap("commit")
@@ -192,11 +203,14 @@ def move_range(
         report.outcome = "succeeded"
     except Exception as exc:  # noqa: BLE001 - every failure is reported, and undone if it can be
         report.outcome, report.error = "failed", f"{type(exc).__name__}: {exc}"
-        if not committed and frozen_at is not None:
-            # An error after the freeze may have come after the COMMIT went through (an
-            # error on COMMIT, a Celery time limit): decide by what is committed.
-            committed = _commit_seen(move, target, report)
-        if not committed:
+        if committed or (commit_started and not isinstance(exc, MoveAborted)):
+            # The COMMIT may have gone through (an error on COMMIT, a lost connection, a
+            # time limit): undo nothing. The source settles with the master's fenced
+            # metadata when its lease ends; an uncommitted copy is dropped by the next run.
+            # (MoveAborted is only raised before a COMMIT is sent: that one is undone.)
+            if not committed:
+                _commit_report(move, target, report)
+        else:
             _undo(move, source, target, frozen_at is not None, report)
         if frozen_at is not None:
             report.freeze_ms = (clock() - frozen_at) * 1000
@@ -253,34 +267,39 @@ def _commit(
     clock: Clock,
 ) -> int:
     """The table's tablets with [start, end) given to the target, as a new version,
-    committed before ``deadline`` or not at all (``metadata_commit``)."""
-    assignments: list[RangeAssignment] = []
-    inside = False
-    for t in Tablet.objects.filter(table=table).select_related("server").order_by("start_key"):
-        pieces = range_cut(t.start_key, t.end_key, (move.start, move.end))
-        for lo, hi in pieces:
-            moving = lo >= move.start and (move.end is None or (hi is not None and hi <= move.end))
-            if moving:
-                if t.server_id != source.pk:
-                    raise MoveAborted(f"{move.table} [{lo!r}, {hi!r}) is no longer on {source}")
-                inside = True
-            owner = target.node_id if moving else t.server.node_id
-            assignments.append(RangeAssignment(move.table, lo, hi, owner))
-    if not inside:
-        raise MoveAborted(f"{move.table} [{move.start!r}, {move.end!r}) is not a current range")
+    committed before ``deadline`` or not at all (``metadata_commit``). The new tablets are
+    computed from the committed ones *under the metadata lock*, so a change committed
+    meanwhile (another run, a deleted table) is neither overwritten nor missed."""
+
+    def assignments() -> list[RangeAssignment]:
+        out: list[RangeAssignment] = []
+        inside = False
+        tablets = Tablet.objects.filter(table=table).select_related("server")
+        for t in tablets.order_by("start_key"):
+            for lo, hi in range_cut(t.start_key, t.end_key, (move.start, move.end)):
+                moving = lo >= move.start and (
+                    move.end is None or (hi is not None and hi <= move.end)
+                )
+                if moving:
+                    if t.server_id != source.pk:
+                        raise MoveAborted(f"{move.table} [{lo!r}, {hi!r}) is no longer on {source}")
+                    inside = True
+                owner = target.node_id if moving else t.server.node_id
+                out.append(RangeAssignment(move.table, lo, hi, owner))
+        if not inside:
+            raise MoveAborted(f"{move.table} [{move.start!r}, {move.end!r}) is not a current range")
+        return _merge_adjacent(out)
+
     reason = f"move {move.table} [{move.start!r}, {move.end!r}) {source} -> {target}"
-    return metadata_commit(
-        table, _merge_adjacent(assignments), reason, push=False, deadline=deadline, clock=clock
-    )
+    return metadata_commit(table, assignments, reason, push=False, deadline=deadline, clock=clock)
 
 
-def _commit_seen(move: Move, target: TabletServer, report: MoveReport) -> bool:
-    """Whether the metadata now gives [start, end) to the target, i.e. the commit happened.
+def _commit_report(move: Move, target: TabletServer, report: MoveReport) -> None:
+    """After a commit whose outcome is unknown: say in the report what the metadata
+    shows now, and push it if the move went through (the target serves at once).
 
-    When that cannot be read either, the move is treated as committed: leaving the
-    source frozen and the target's copy in place is safe (the source settles with the
-    master when its lease ends; an unowned copy is dropped by the next run), whereas
-    undoing a move that did commit would drop the only current copy of the range.
+    Informational only: nothing is undone either way (``move_range``), since a COMMIT
+    still in flight on a lost connection may land after this read.
     """
     try:
         tablets = Tablet.objects.filter(table__name=move.table).select_related("server")
@@ -290,13 +309,17 @@ def _commit_seen(move: Move, target: TabletServer, report: MoveReport) -> bool:
             and (t.end_key is None or t.end_key > move.start)
         ]  # fmt: skip
         seen = bool(inside) and all(t.server_id == target.pk for t in inside)
-    except Exception as exc:  # noqa: BLE001 - unknown: take the safe side (see above)
-        report.warnings.append(f"could not read whether the commit happened ({exc}): kept")
-        return True
+    except Exception as exc:  # noqa: BLE001 - the report says so; nothing depends on it
+        report.warnings.append(f"the commit's outcome is unknown ({exc}); nothing undone")
+        return
     if seen:
         report.warnings.append("the commit went through before the error: the move stands")
         metadata_push()  # the target serves as soon as it hears (the source is fenced)
-    return seen
+    else:
+        report.warnings.append(
+            "the commit's outcome is unknown; nothing undone: the source settles with the "
+            "master when its lease ends, a copy left on the target is dropped by the next run"
+        )
 
 
 def _merge_adjacent(assignments: list[RangeAssignment]) -> list[RangeAssignment]:

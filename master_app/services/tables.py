@@ -12,6 +12,7 @@ from distdb.errors import (
     BadRequest,
     Conflict,
     DistdbError,
+    KeysExhausted,
     TableBeingDropped,
     TableExists,
     TableNotFound,
@@ -20,10 +21,12 @@ from distdb.errors import (
 from distdb.keys import KEY_TYPES
 from distdb.protocol import MAX_KEY_BLOCK, DropTableCommand, KeyBlock
 from master_app.models import DroppedTable, Table, TabletServer
+from master_app.services import leases
 from master_app.services.link import link_call, new_command_id
 from master_app.services.metadata import RangeAssignment, metadata_bump, metadata_commit
 
 log = logging.getLogger(__name__)
+INT_KEY_MAX = 2**63 - 1
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -52,10 +55,11 @@ def table_create(name: str, key_type: str, columns: list[str] | None = None) -> 
     )
     if server is None:
         raise Conflict("no live tablet server to hold the new table; start one first")
-    if DroppedTable.objects.filter(name=name).exists():
-        raise TableBeingDropped(name=name)
     try:
         with transaction.atomic():
+            # In the transaction: a delete of the same name committed meanwhile is seen.
+            if DroppedTable.objects.filter(name=name).exists():
+                raise TableBeingDropped(name=name)
             table = Table.objects.create(name=name, key_type=key_type, columns=columns)
             metadata_commit(
                 table, [RangeAssignment(name, "", None, server.node_id)], f"create table {name}"
@@ -82,16 +86,29 @@ def keys_allocate(table_name: str, count: int, above: int | None = None) -> KeyB
         if table.key_type != "int":
             raise BadRequest("only integer-keyed tables allocate keys", table=table_name)
         first = table.next_key if above is None else max(table.next_key, above + 1)
+        if first + count - 1 > INT_KEY_MAX:
+            raise KeysExhausted(table=table_name)
         Table.objects.filter(pk=table.pk).update(next_key=first + count)
     return KeyBlock(table=table_name, first=first, count=count)
 
 
 def keys_reserve_above(table: Table, highest: int) -> None:
-    """Make sure generated keys start above ``highest`` (after loading explicit keys)."""
-    Table.objects.filter(pk=table.pk, next_key__lte=highest).update(next_key=highest + 1)
+    """Make sure generated keys start above ``highest`` (after loading explicit keys).
+
+    At the very top of the key space the counter cannot move past it (the column holds
+    64-bit integers): it stays, and a keyless add answers ``keys_exhausted`` then.
+    """
+    target = min(highest + 1, INT_KEY_MAX)
+    Table.objects.filter(pk=table.pk, next_key__lt=target).update(next_key=target)
 
 
 def table_delete(name: str) -> None:
+    """See below; holds the maintenance lease, so no move of the table runs meanwhile."""
+    with leases.held(leases.MAINTENANCE, leases.holder_name(f"delete table {name}"), 120):
+        _table_delete(name)
+
+
+def _table_delete(name: str) -> None:
     """Delete a table: its tablets, the master's copy of its rows, and (on every tablet
     server) its rows and change-log entries.
 

@@ -188,3 +188,53 @@ def test_collect_stops_when_the_tablet_says_nothing_more_was_left_out(servers, m
     monkeypatch.setattr(collect, "link_call", link_call)
     assert collect.changes_collect(servers[0]) == 2
     assert sent == ["changes", "trim", "changes", "trim"]  # no third "changes" round
+
+
+def test_an_error_on_commit_whose_outcome_is_unknown_undoes_nothing(table, monkeypatch, settings):
+    """Review finding: a COMMIT in flight on a lost connection may land after any read,
+    so once the commit was sent nothing is undone (the source settles by its lease)."""
+    settings.DISTDB_FREEZE_LEASE_S, settings.DISTDB_FREEZE_MARGIN_S = 10.0, 1.0
+    clock = FakeClock()
+    calls = scripted_link(monkeypatch, clock, {})
+
+    def commit_lost(*args):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(moves, "_commit", commit_lost)
+    version = metadata_version_current()
+    report = moves.move_range(Move("t", "m", None, "tablet-2", "tablet-1", 3), clock=clock)
+    assert report.outcome == "failed" and metadata_version_current() == version
+    assert ("tablet-2", "unfreeze") not in calls
+    assert calls.count(("tablet-1", "drop")) == 1  # only the clearing before the copy
+    assert "nothing undone" in " ".join(report.warnings)
+
+
+def test_the_new_tablets_are_computed_under_the_metadata_lock(table, monkeypatch, settings):
+    """Review finding: assignments read before the lock could overwrite a commit that
+    landed in between; now a range that moved meanwhile aborts the move."""
+    settings.DISTDB_FREEZE_LEASE_S, settings.DISTDB_FREEZE_MARGIN_S = 10.0, 1.0
+    clock = FakeClock()
+    scripted_link(monkeypatch, clock, {})
+    real_wait = metadata.lock_wait_bounded
+
+    @contextmanager
+    def someone_commits_first(deadline, clock_):
+        if deadline is None:  # the other commit itself
+            with real_wait(deadline, clock_):
+                yield
+            return
+        metadata_commit(
+            table,
+            [
+                RangeAssignment("t", "", "m", "tablet-1"),
+                RangeAssignment("t", "m", None, "tablet-1"),
+            ],
+            "another run",
+            push=False,
+        )
+        with real_wait(deadline, clock_):
+            yield
+
+    monkeypatch.setattr(metadata, "lock_wait_bounded", someone_commits_first)
+    report = moves.move_range(Move("t", "m", None, "tablet-2", "tablet-1", 3), clock=clock)
+    assert report.outcome == "failed" and "no longer on" in report.error

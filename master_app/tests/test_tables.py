@@ -71,3 +71,16 @@ def test_deleting_an_unknown_table_is_a_404(servers, told):
     with pytest.raises(TableNotFound):
         tables.table_delete("nope")
     assert Table.objects.count() == 0
+
+
+def test_generated_keys_stop_at_the_top_of_the_key_space(servers):
+    from distdb.errors import KeysExhausted
+
+    table = tables.table_create("top", "int")
+    tables.keys_reserve_above(table, 2**63 - 1)  # an explicit key at the very top
+    table.refresh_from_db()
+    assert table.next_key == 2**63 - 1  # no overflow of the 64-bit column
+    with pytest.raises(KeysExhausted):
+        tables.keys_allocate("top", 10)
+    with pytest.raises(KeysExhausted):
+        tables.keys_allocate("top", 1, above=2**63 - 1)

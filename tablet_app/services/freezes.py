@@ -119,7 +119,11 @@ def range_freeze(
                     piece.save()
                     ranges.append(piece)
                     break
-        _within(table, start, end).update(**freeze.fields())
+        for r in _within(table, start, end):
+            # Never shorten a freeze already there (a stale or reconfigured master).
+            kept = latest([Freeze.of(r), freeze])
+            assert kept is not None
+            OwnedRange.objects.filter(pk=r.pk).update(**kept.fields())
     return freeze
 
 

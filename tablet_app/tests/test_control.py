@@ -388,3 +388,11 @@ def test_table_drop_deletes_a_deleted_tables_rows_and_log_but_never_an_owned_one
     assert not ChangeLogEntry.objects.filter(table="t").exists()  # no old rows to collect
     assert Row.objects.filter(table="keep").count() == 1
     assert ChangeLogEntry.objects.filter(table="keep").count() == 1
+
+
+def test_a_second_freeze_never_shortens_the_first(assign, clock):
+    assign(tablet("t"), version=1)
+    freeze("t", "g", "p", ends_in_s=30)
+    freeze("t", "g", "p", ends_in_s=1)  # a stale master with a shorter lease
+    clock.advance(5)
+    assert not freezes_due() and frozen("t", "h")
