@@ -65,9 +65,6 @@ class Freeze:
     boot: str
     lease_s: float
 
-    def ended(self, now: float) -> bool:
-        return self.boot == boot_id() and self.deadline <= now
-
     def left_s(self, now: float) -> float | None:
         """Seconds left (None: taken in an earlier boot, not known yet)."""
         return self.deadline - now if self.boot == boot_id() else None
@@ -147,12 +144,6 @@ def freezes_due() -> bool:
                 r.frozen_deadline, r.frozen_boot = clock() + (r.frozen_lease_s or 0.0), boot_id()
                 r.save(update_fields=["frozen_deadline", "frozen_boot"])
     return freezes_ended(clock()).exists()
-
-
-def freezes_current() -> list[tuple[OwnedRange, Freeze]]:
-    """Every frozen range with its lease (the admin's view)."""
-    rows = OwnedRange.objects.filter(frozen_deadline__isnull=False).order_by("table", "start_key")
-    return [(r, f) for r in rows if (f := Freeze.of(r)) is not None]
 
 
 def freezes_ended(now: float) -> QuerySet[OwnedRange]:
