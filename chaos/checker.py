@@ -286,7 +286,7 @@ def bound_unknown_writes(ops: list[Op]) -> list[Op]:
 
 
 def check_history(
-    ops: Iterable[Op], *, max_steps_per_key: int = 2_000_000, unique_values: bool = False
+    ops: Iterable[Op], *, max_steps_per_key: int = 50_000_000, unique_values: bool = False
 ) -> HistoryVerdict:
     """Check every key's register history; the verdict lists the keys that fail.
 

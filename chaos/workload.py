@@ -120,7 +120,9 @@ class Mix:
 
     read: int = 35
     write: int = 30
-    delete: int = 3
+    # Few deletes: one whose outcome is unknown cannot be bounded like a write (it writes
+    # no value of its own) and stays a candidate for the rest of its key's history.
+    delete: int = 1
     batch: int = 10
     scan: int = 7
     insert: int = 15
