@@ -96,7 +96,7 @@ class Command(BaseCommand):
                 cluster.wait_ready(timeout=options["ready_timeout"])
                 if fixture is not None:
                     self.stdout.write(f"[seed] {cluster.seed(fixture)}")
-                self._summary(cfg, info)
+                self._summary(cfg)
                 failed = f"{cluster.supervise().name} exited"
             except KeyboardInterrupt:
                 pass
@@ -112,17 +112,18 @@ class Command(BaseCommand):
         if failed:
             sys.exit(1)
 
-    def _summary(self, cfg: ClusterConfig, info: dict[str, str]) -> None:
+    def _summary(self, cfg: ClusterConfig) -> None:
+        # Secrets are never printed (consoles end up in logs and CI output): where they are.
         lines = ["", "distdb local cluster is up", ""]
         for node in cfg.nodes:
             url = f"http://{cfg.host}:{node.port}"
-            lines.append(f"  {node.node_id:<10} {url}/admin/   (admin / {info['admin_password']})")
+            lines.append(f"  {node.node_id:<10} {url}/admin/")
         api = f"http://{cfg.host}:{cfg.client_ports[0]}"
         lines += [
+            f"  admin      user admin, password in {cfg.data_dir / 'admin-password'}",
             "",
             f"  REST API   {api}/api/v1/tables/   docs: {api}/api/docs/",
-            f"  API token  {info['api_token']}",
-            f"             (also in {cfg.data_dir / 'api-token'})",
+            f"  API token  in {cfg.data_dir / 'api-token'}",
             f"  logs       {cfg.logs}/<process>.log",
             "",
             f'  try: curl -H "Authorization: Bearer $(cat {cfg.data_dir / "api-token"})" '
