@@ -69,7 +69,9 @@ class Nemesis:
     rng: random.Random
     now: Callable[[], float]
     kinds: tuple[str, ...] = NEMESES
-    interval_s: tuple[float, float] = (1.0, 4.0)  # between fault starts
+    # Moves are what the safety rules are about: they are drawn three times as often.
+    weights: dict[str, int] = field(default_factory=lambda: {"move": 3})
+    interval_s: tuple[float, float] = (0.5, 3.0)  # between fault starts
     fault_s: tuple[float, float] = (1.0, 8.0)  # how long a fault lasts
     max_active: int = 2
     inline: bool = False  # run each fault to its end before the next (tests, replays by hand)
@@ -77,13 +79,14 @@ class Nemesis:
     moves_triggered: int = 0
     _active: list[threading.Thread] = field(default_factory=list)
     _busy: set[str] = field(default_factory=set)  # targets with a fault on them now
+    _draining: str | None = None  # the server the move nemesis drained last
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self.rng.uniform(*self.interval_s)):
             # Draw every choice before looking at what is running, so the RNG's sequence
             # (and so the schedule a seed replays) does not depend on timing.
-            kind = self.rng.choice(self.kinds)
+            kind = self.rng.choices(self.kinds, [self.weights.get(k, 1) for k in self.kinds])[0]
             targets = self._targets(kind)
             target = targets[self.rng.randrange(len(targets))] if targets else None
             duration = self.rng.uniform(*self.fault_s)
@@ -156,10 +159,18 @@ class Nemesis:
         finally:
             conn.close()
 
-    def _move(self, target: str, duration: float, drain: bool, fault: Fault) -> None:
-        self.controls.master_manage("drain", target, *([] if drain else ["--undo"]))
-        fault.note = "drain; " if drain else "undrain; "
-        self._rebalance(target, duration, drain, fault)
+    def _move(self, target: str, duration: float, variant: bool, fault: Fault) -> None:
+        """Drain ``target`` (everything it holds moves), or bring the drained server back
+        (half of the data moves back): every move fault moves data."""
+        with self._lock:
+            undrain, self._draining = self._draining, None if self._draining else target
+        if undrain:
+            self.controls.master_manage("drain", undrain, "--undo")
+            fault.note = f"undrain {undrain}; "
+        else:
+            self.controls.master_manage("drain", target)
+            fault.note = "drain; "
+        self._rebalance(target, duration, variant, fault)
 
     def _rebalance(self, target: str, duration: float, variant: bool, fault: Fault) -> None:
         rc, out = self.controls.master_manage("rebalance", "--no-progress", "--json")

@@ -119,3 +119,11 @@ def test_metadata_with_a_hole_is_a_problem():
     assigned = [("t", "", "f", "tablet-1"), ("t", "m", None, "tablet-2")]
     owned = {"tablet-1": [("t", "", "f")], "tablet-2": [("t", "m", None)]}
     assert any("gap or overlap" in p for p in ownership_compare(assigned, owned))
+
+
+def test_move_faults_alternate_draining_a_server_and_bringing_it_back():
+    nemesis, controls = run_schedule(seed=3, ticks=80)
+    drains = [n for what, n in controls.calls if what == "manage" and n.startswith("drain")]
+    assert len(drains) >= 2
+    for first, second in zip(drains[::2], drains[1::2], strict=False):
+        assert second == first + " --undo"  # the drained one comes back next
