@@ -63,7 +63,7 @@ def metadata_current(*, fenced: bool = False) -> Metadata:
 def _metadata_read(*, fenced: bool) -> Metadata:
     with transaction.atomic():
         if fenced:
-            MetadataVersion.objects.select_for_update().order_by("-version").first()
+            _version_lock()
         version = metadata_version_current()
         tables = {
             t.name: TableInfo(key_type=cast(KeyType, t.key_type), columns=t.columns or None)
@@ -111,7 +111,7 @@ def metadata_commit(
     """
     with lock_wait_bounded(deadline, clock), transaction.atomic():
         # Lock the version sequence so two commits cannot take the same number.
-        last = MetadataVersion.objects.select_for_update().order_by("-version").first()
+        last = _version_lock()
         if deadline is not None and clock() > deadline:
             raise MoveAborted(f"the commit got the metadata lock {clock() - deadline:.2f}s late")
         planned = assignments() if callable(assignments) else assignments
@@ -124,8 +124,7 @@ def metadata_commit(
         missing = {a.server_id for a in ordered} - servers.keys()
         if missing:
             raise ValueError(f"unknown tablet servers: {sorted(missing)}")
-        version = (last.version if last else 0) + 1
-        MetadataVersion.objects.create(version=version, reason=reason[:200])
+        version = _version_new(last, reason)
         existing = {t.start_key: t for t in Tablet.objects.filter(table=table)}
         keep = set()
         for a in ordered:
@@ -153,10 +152,19 @@ def metadata_bump(reason: str) -> int:
     """A new version for a change already made in this transaction outside the tablets
     (a table deleted), pushed to every linked tablet server after the commit."""
     with transaction.atomic():
-        last = MetadataVersion.objects.select_for_update().order_by("-version").first()
-        version = (last.version if last else 0) + 1
-        MetadataVersion.objects.create(version=version, reason=reason[:200])
+        version = _version_new(_version_lock(), reason)
         transaction.on_commit(metadata_push)
+    return version
+
+
+def _version_lock() -> MetadataVersion | None:
+    """Lock the newest version row: every commit and every fenced read orders here."""
+    return MetadataVersion.objects.select_for_update().order_by("-version").first()
+
+
+def _version_new(last: MetadataVersion | None, reason: str) -> int:
+    version = (last.version if last else 0) + 1
+    MetadataVersion.objects.create(version=version, reason=reason[:200])
     return version
 
 
