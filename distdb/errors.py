@@ -105,6 +105,11 @@ class TokenWrongAudience(Forbidden):
     default_message = "the token is for another audience"
 
 
+class LinkUnverified(Forbidden):
+    code = "link_unverified"
+    default_message = "the link message is not signed by this cluster's master"
+
+
 class NotFound(DistdbError):
     code = "not_found"
     status = 404

@@ -315,10 +315,14 @@ def error_info(exc: Any) -> ErrorInfo:
 
 
 class Hello(Message):
+    """``nonce``: fresh per connection; the master's signed welcome echoes it
+    (``distdb.link_signing``)."""
+
     type: Literal["hello"] = "hello"
     url: str = Field(min_length=1, max_length=200)
     last_seq: int = Field(ge=0)
     metadata_version: int = Field(ge=0)
+    nonce: str = Field(min_length=16, max_length=64)
 
 
 class Heartbeat(Message):

@@ -6,11 +6,17 @@ consumer joins the group ``tablet.<node_id>`` so that master code running anywhe
 (a Celery task, a management command) can send it commands through the channel layer
 (``master_app.services.link.link_call``); replies travel back to the caller's reply
 channel. It also joins ``tablets`` to push every new metadata version.
+
+What it sends itself (the welcome, metadata pushes) it signs, as the senders of commands
+do (``distdb.link_signing``): the tablet accepts nothing unsigned. From the channel layer
+it takes only the ``link.*`` events: a ``websocket.*`` event put into Redis would
+otherwise pass for a message from the tablet.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 from channels.db import database_sync_to_async
@@ -21,12 +27,12 @@ from pydantic import ValidationError
 
 from distdb.auth import bearer_token, token_verify
 from distdb.errors import DistdbError, ValidationFailed
+from distdb.link_signing import link_seal
 from distdb.protocol import (
     Heartbeat,
     Hello,
     Reply,
     Welcome,
-    dumps,
     tablet_to_master_adapter,
 )
 from master_app.services.link import ALL_TABLETS, tablet_group
@@ -38,6 +44,8 @@ from master_app.services.servers import (
 )
 
 log = logging.getLogger(__name__)
+CHANNEL_EVENTS = frozenset({"link.command", "link.metadata"})  # all master code may send us
+PUSH_TTL_S = 60.0  # a signed push or welcome older than this is refused by the tablet
 
 
 class TabletLinkConsumer(AsyncWebsocketConsumer):
@@ -45,6 +53,30 @@ class TabletLinkConsumer(AsyncWebsocketConsumer):
 
     node_id: str | None = None
     pending: dict[str, str]
+
+    async def __call__(self, scope, receive, send) -> None:
+        """Mark what comes from the socket, so ``dispatch`` can tell it from channel events."""
+        marker = self._from_socket = object()
+
+        async def from_socket() -> dict[str, Any]:
+            return {**(await receive()), "_from": marker}
+
+        await super().__call__(scope, from_socket, send)
+
+    async def dispatch(self, message) -> None:
+        from_socket = message.pop("_from", None) is self._from_socket
+        kind = message.get("type", "")
+        if from_socket != kind.startswith("websocket.") or (
+            not from_socket and kind not in CHANNEL_EVENTS
+        ):
+            log.warning("dropped a %r event that did not come from the socket", kind)
+            return
+        await super().dispatch(message)
+
+    async def _send_signed(self, body: dict[str, Any], nonce: str | None = None) -> None:
+        assert self.node_id is not None
+        sealed = link_seal(body, self.node_id, ttl_s=PUSH_TTL_S, nonce=nonce)
+        await self.send(bytes_data=orjson.dumps(sealed))
 
     async def connect(self) -> None:
         self.pending = {}
@@ -92,7 +124,8 @@ class TabletLinkConsumer(AsyncWebsocketConsumer):
         await database_sync_to_async(tablet_server_connect)(self.node_id, hello.url)
         await self.channel_layer.group_add(tablet_group(self.node_id), self.channel_name)
         await self.channel_layer.group_add(ALL_TABLETS, self.channel_name)
-        await self.send(bytes_data=dumps(Welcome(heartbeat_s=settings.DISTDB_HEARTBEAT_S)))
+        welcome = Welcome(heartbeat_s=settings.DISTDB_HEARTBEAT_S)
+        await self._send_signed(welcome.model_dump(mode="json"), nonce=hello.nonce)
         await self.link_metadata({})
         log.info(
             "tablet server %s linked from %s (last_seq=%s)", self.node_id, hello.url, hello.last_seq
@@ -113,7 +146,7 @@ class TabletLinkConsumer(AsyncWebsocketConsumer):
     async def link_metadata(self, event) -> None:
         """Push the current metadata (sent on hello and after every commit)."""
         metadata = await database_sync_to_async(metadata_current)()
-        await self.send(bytes_data=dumps(metadata))
+        await self._send_signed(metadata.model_dump(mode="json"))
 
     async def link_command(self, event) -> None:
         """Relay a command from master code to the tablet; remember where the reply goes."""

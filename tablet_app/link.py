@@ -17,6 +17,10 @@ it acknowledged, so unreported changes are reported after reconnecting.
 It also settles write freezes whose lease ended (a master that died mid-move): it
 asks the master's HTTP API for the current metadata and lets ``freezes_resolve``
 decide, whether or not the link itself is up.
+
+It obeys only what the master signed (``distdb.link_signing``): commands reach the
+master's consumer through Redis, and anything else written there is refused with
+``link_unverified``. Each connection has its own ``LinkVerifier``.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ from django.db import close_old_connections
 from pydantic import BaseModel, ValidationError
 
 from distdb.auth import own_token
-from distdb.errors import DistdbError, error_from_dict
+from distdb.errors import DistdbError, LinkUnverified, error_from_dict
+from distdb.link_signing import LinkVerifier
 from distdb.protocol import (
     ApplyMetadataCommand,
     ApplyMetadataReply,
@@ -175,6 +180,7 @@ class TabletLink:
         self.node_id: str = settings.DISTDB_NODE_ID
         self.heartbeat_s: float = 5.0
         self.connected = asyncio.Event()  # set by the master's welcome, cleared on loss
+        self.verifier = LinkVerifier(self.node_id)  # a new one for each connection
         self._connect = connect
         self._http: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # commands running (kept referenced)
@@ -220,7 +226,13 @@ class TabletLink:
         """Say hello on a new connection, then heartbeat and handle messages until it ends."""
         last_seq = await _db(changes_last_seq)()
         snapshot = await _db(metadata_version_current)()
-        hello = Hello(url=settings.DISTDB_PUBLIC_URL, last_seq=last_seq, metadata_version=snapshot)
+        self.verifier = LinkVerifier(self.node_id)
+        hello = Hello(
+            url=settings.DISTDB_PUBLIC_URL,
+            last_seq=last_seq,
+            metadata_version=snapshot,
+            nonce=self.verifier.nonce,
+        )
         await ws.send(dumps(hello))
         heartbeats = asyncio.create_task(self._heartbeats(ws))
         try:
@@ -275,6 +287,14 @@ class TabletLink:
                 raise _refused(f"{err.code}: {err.message}")
             log.error("the master reported an error: %s (%s)", err.code, err.message)
             return
+        if not isinstance(data, dict):
+            log.error("a message from the master that is not an object")
+            return
+        try:
+            data = self.verifier.open(data)
+        except LinkUnverified as exc:
+            await self._refuse_unverified(ws, data, exc)
+            return
         try:
             message = master_to_tablet_adapter.validate_python(data)
         except ValidationError as exc:
@@ -291,6 +311,22 @@ class TabletLink:
             task = asyncio.create_task(self._command(ws, message))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _refuse_unverified(
+        self, ws: LinkSocket, data: dict[str, Any], exc: LinkUnverified
+    ) -> None:
+        """Refuse a message that the master did not sign; a command gets an error reply.
+
+        A welcome that fails is fatal, like a refusal: this server does not trust the key
+        of the master it dialled, and dialling again will not change that."""
+        if data.get("type") == "welcome" and not self.verifier.welcomed:
+            raise _refused(f"its welcome is not signed by the key this server trusts: {exc}")
+        log.warning("refused an unsigned or forged %r from the link: %s", data.get("type"), exc)
+        command_id = data.get("id")
+        if isinstance(command_id, str) and 0 < len(command_id) <= 64:
+            reply = Reply(id=command_id, ok=False, error=error_info(exc))
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await ws.send(dumps(reply))
 
     async def _command(self, ws: LinkSocket, command: Command[Any]) -> None:
         try:

@@ -207,6 +207,11 @@ class LocalCluster:
     def redis_port(self) -> int:
         return self.cfg.redis_port
 
+    @property
+    def redis_url(self) -> str:
+        """The cluster's Redis, credentials included (what its processes are given)."""
+        return self.cfg.redis_url
+
     def url(self, port: int) -> str:
         return self.cfg.url(port)
 

@@ -1,5 +1,9 @@
 """Commands to tablet servers over their link, from any master process (sync callers).
 
+Every command is signed by the sending process with the master's key
+(``distdb.link_signing``): Redis only carries it, and a message put into Redis by anyone
+else is refused by the tablet.
+
 Sync callers share one event loop per process (``_link_loop``). The command goes through
 the channel layer (Redis) to the consumer that holds the
 tablet's WebSocket, which relays it and routes the reply back to a fresh reply
@@ -23,6 +27,7 @@ from typing import Any, TypeVar, cast
 from channels.layers import get_channel_layer
 
 from distdb.errors import DistdbError, TabletUnavailable, error_from_dict
+from distdb.link_signing import link_seal
 from distdb.protocol import Command, Reply, ReplyT
 
 T = TypeVar("T")
@@ -74,7 +79,10 @@ async def link_call_async(node_id: str, command: Command[ReplyT], *, timeout_s: 
     an error reply is raised as its ``DistdbError`` (with the server in its detail)."""
     layer = get_channel_layer()
     reply_channel = await layer.new_channel()
-    body = command.model_dump(mode="json")
+    # Sealed here, by the sender, before it crosses Redis: the tablet verifies it came
+    # from a master process (``distdb.link_signing``). It may wait in Redis up to the
+    # channel layer's expiry; the call's own timeout bounds the rest.
+    body = link_seal(command.model_dump(mode="json"), node_id, ttl_s=timeout_s + 30)
     await layer.group_send(
         tablet_group(node_id), {"type": "link.command", "reply_to": reply_channel, "body": body}
     )

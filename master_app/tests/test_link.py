@@ -12,6 +12,7 @@ from channels.testing import WebsocketCommunicator
 
 from distdb.auth import token_sign
 from distdb.errors import Conflict, DistdbError
+from distdb.link_signing import LinkVerifier
 from distdb.protocol import (
     CountReply,
     DropCommand,
@@ -28,6 +29,7 @@ from master_app.routing import websocket_urlpatterns
 from master_app.services.link import link_call_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
+NONCE = "n" * 16
 
 
 def _communicator(token: str | None) -> WebsocketCommunicator:
@@ -42,7 +44,9 @@ async def _refused(token: str | None) -> dict:
     error = orjson.loads(await comm.receive_from())
     closed = await comm.receive_output()
     assert closed["type"] == "websocket.close" and closed["code"] in (4401, 4403)
-    await comm.send_to(bytes_data=dumps(Hello(url="http://evil", last_seq=0, metadata_version=0)))
+    await comm.send_to(
+        bytes_data=dumps(Hello(url="http://evil", last_seq=0, metadata_version=0, nonce=NONCE))
+    )
     await comm.disconnect()
     assert not await database_sync_to_async(TabletServer.objects.exists)()
     return error["error"]
@@ -64,11 +68,15 @@ async def test_a_linked_tablet_is_registered_up_and_gets_the_metadata():
     comm = _communicator(token_sign("tablet-7", "tablet"))
     assert (await comm.connect())[0]
     await comm.send_to(
-        bytes_data=dumps(Hello(url="http://t7:7000", last_seq=3, metadata_version=0))
+        bytes_data=dumps(Hello(url="http://t7:7000", last_seq=3, metadata_version=0, nonce=NONCE))
     )
     welcome = orjson.loads(await comm.receive_from())
     metadata = orjson.loads(await comm.receive_from())
     assert welcome["type"] == "welcome" and metadata["type"] == "metadata"
+    verifier = LinkVerifier("tablet-7")  # the tablet's check: both are signed for it
+    verifier.nonce = NONCE
+    assert verifier.open(welcome)["type"] == "welcome"
+    assert verifier.open(metadata)["type"] == "metadata"
     server = await database_sync_to_async(TabletServer.objects.get)(node_id="tablet-7")
     assert (server.state, server.url) == ("up", "http://t7:7000")
 
@@ -81,7 +89,9 @@ async def test_a_linked_tablet_is_registered_up_and_gets_the_metadata():
 async def test_a_command_is_relayed_to_the_tablet_and_its_reply_comes_back():
     comm = _communicator(token_sign("tablet-8", "tablet"))
     await comm.connect()
-    await comm.send_to(bytes_data=dumps(Hello(url="http://t8", last_seq=0, metadata_version=0)))
+    await comm.send_to(
+        bytes_data=dumps(Hello(url="http://t8", last_seq=0, metadata_version=0, nonce=NONCE))
+    )
     await comm.receive_from()
     await comm.receive_from()
 
@@ -90,6 +100,7 @@ async def test_a_command_is_relayed_to_the_tablet_and_its_reply_comes_back():
     )
     sent = orjson.loads(await comm.receive_from())
     assert sent["type"] == "trim" and sent["id"] == "c1"
+    assert sent["sig"]  # signed by the sender, before it went through the channel layer
     result = TrimReply(trimmed=7)
     await comm.send_to(bytes_data=dumps(Reply(id="c1", ok=True, result=result)))
     assert await call == result  # the command's own reply model, not a dict
@@ -99,7 +110,9 @@ async def test_a_command_is_relayed_to_the_tablet_and_its_reply_comes_back():
 async def _linked(node_id: str) -> WebsocketCommunicator:
     comm = _communicator(token_sign(node_id, "tablet"))
     await comm.connect()
-    await comm.send_to(bytes_data=dumps(Hello(url="http://t", last_seq=0, metadata_version=0)))
+    await comm.send_to(
+        bytes_data=dumps(Hello(url="http://t", last_seq=0, metadata_version=0, nonce=NONCE))
+    )
     await comm.receive_from()  # welcome
     await comm.receive_from()  # metadata
     return comm
@@ -146,7 +159,9 @@ async def test_a_heartbeat_from_a_tablet_behind_the_metadata_gets_it_again():
     await database_sync_to_async(MetadataVersion.objects.create)(version=5, reason="test")
     comm = _communicator(token_sign("tablet-6", "tablet"))
     assert (await comm.connect())[0]
-    await comm.send_to(bytes_data=dumps(Hello(url="http://t6", last_seq=0, metadata_version=0)))
+    await comm.send_to(
+        bytes_data=dumps(Hello(url="http://t6", last_seq=0, metadata_version=0, nonce=NONCE))
+    )
     await comm.receive_from()  # welcome
     await comm.receive_from()  # the metadata, on hello
     await comm.send_to(bytes_data=dumps(Heartbeat(last_seq=0, metadata_version=5)))
@@ -154,4 +169,24 @@ async def test_a_heartbeat_from_a_tablet_behind_the_metadata_gets_it_again():
     await comm.send_to(bytes_data=dumps(Heartbeat(last_seq=0, metadata_version=4)))
     again = orjson.loads(await comm.receive_from())
     assert again["type"] == "metadata" and again["version"] == 5
+    await comm.disconnect()
+
+
+async def test_websocket_events_from_the_channel_layer_are_dropped():
+    """Whoever writes to Redis must not speak for the tablet (a forged hello would
+    register another URL for it); only ``link.*`` events come from the channel layer."""
+    from channels.layers import get_channel_layer
+
+    from master_app.services.link import tablet_group
+
+    comm = await _linked("tablet-11")
+    forged = dumps(Hello(url="http://evil", last_seq=0, metadata_version=0, nonce=NONCE))
+    layer = get_channel_layer()
+    await layer.group_send(
+        tablet_group("tablet-11"), {"type": "websocket.receive", "bytes": forged}
+    )
+    await layer.group_send(tablet_group("tablet-11"), {"type": "websocket.disconnect", "code": 1})
+    assert await comm.receive_nothing(timeout=0.3)  # no second welcome: the hello was dropped
+    server = await database_sync_to_async(TabletServer.objects.get)(node_id="tablet-11")
+    assert (server.url, server.state) == ("http://t", "up")
     await comm.disconnect()

@@ -12,11 +12,13 @@ import orjson
 import pytest
 import websockets
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connections
 from websockets.frames import Close
 
-from distdb import protocol
+from distdb import link_signing, protocol
 from distdb.errors import TabletUnavailable
+from distdb.link_signing import link_seal
 from distdb.protocol import (
     ApplyMetadataCommand,
     CatchUpCommand,
@@ -108,13 +110,36 @@ def message(model: protocol.Message) -> dict[str, Any]:
     return model.model_dump(mode="json")
 
 
-WELCOME = message(Welcome(heartbeat_s=60))
+NONCE = "fixed-test-nonce-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def fixed_nonce(monkeypatch):
+    """Every connection's hello carries ``NONCE``, so a test can sign its welcome ahead."""
+    monkeypatch.setattr(link_signing, "new_nonce", lambda: NONCE)
+
+
+def sealed(model: protocol.Message | dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """A message as the master sends it: signed for this tablet server."""
+    body = model if isinstance(model, dict) else message(model)
+    return link_seal(body, settings.DISTDB_NODE_ID, ttl_s=60, **kwargs)
+
+
+def welcome() -> dict[str, Any]:
+    return sealed(Welcome(heartbeat_s=60), nonce=NONCE)
+
+
+async def welcomed(link: TabletLink) -> TabletLink:
+    if not link.verifier.welcomed:
+        await link._handle(FakeSocket(), orjson.dumps(welcome()))
+    return link
 
 
 async def run_command(link: TabletLink, command: protocol.Command[Any]) -> Reply:
     """Hand ``command`` to the agent as the master would and return the reply it sends."""
     ws = FakeSocket()
-    await link._handle(ws, orjson.dumps(message(command)))
+    await welcomed(link)
+    await link._handle(ws, orjson.dumps(sealed(command)))
     await asyncio.gather(*link._tasks)
     [sent] = ws.sent
     reply = tablet_to_master_adapter.validate_python(sent)
@@ -268,21 +293,24 @@ async def test_an_unexpected_exception_is_an_internal_error_reply(link, monkeypa
 @pytest.mark.parametrize(
     "raw",
     [
-        b"not json",
-        orjson.dumps({"type": "explode", "id": "x"}),
-        orjson.dumps({"v": 1, "type": "count", "id": "x", "table": "t", "surprise": 1}),
+        lambda: b"not json",
+        lambda: orjson.dumps(sealed({"type": "explode", "id": "x"})),
+        lambda: orjson.dumps(
+            sealed({"v": 1, "type": "count", "id": "x", "table": "t", "surprise": 1})
+        ),
     ],
 )
 async def test_a_bad_message_is_logged_and_ignored(link, raw, caplog):
     ws = FakeSocket()
-    await link._handle(ws, raw)
+    await welcomed(link)
+    await link._handle(ws, raw())
     assert ws.sent == [] and not link._tasks
     assert "from the master" in caplog.text
 
 
 async def test_an_error_from_the_master_once_linked_is_logged_not_fatal(link, caplog):
     ws = FakeSocket()
-    await link._handle(ws, orjson.dumps(WELCOME))
+    await link._handle(ws, orjson.dumps(welcome()))
     await link._handle(ws, orjson.dumps(TabletUnavailable("busy").as_dict()))
     assert link.connected.is_set()
     assert "tablet_unavailable" in caplog.text
@@ -293,8 +321,8 @@ async def test_an_error_from_the_master_once_linked_is_logged_not_fatal(link, ca
 
 async def test_the_agent_says_hello_and_dials_again_after_a_lost_link(owned, token):
     await put("t", "a")
-    lost = FakeSocket(WELCOME, close=Close(1011, "server error"))
-    second = FakeSocket(WELCOME)
+    lost = FakeSocket(welcome(), close=Close(1011, "server error"))
+    second = FakeSocket(welcome())
     dialer = FakeDialer(lost, second)
     link = TabletLink(connect=dialer)
     await link._link_forever()  # returns when the fake dialer has no connection left
@@ -304,6 +332,7 @@ async def test_the_agent_says_hello_and_dials_again_after_a_lost_link(owned, tok
         "url": "http://testserver",
         "last_seq": await in_thread(changes_last_seq),
         "metadata_version": 3,
+        "nonce": NONCE,
     }
     assert lost.sent == [hello] and second.sent == [hello]
     assert not link.connected.is_set()  # cleared when a link ends
@@ -390,3 +419,33 @@ async def test_a_live_freeze_is_not_settled_and_the_master_is_not_asked(link, mo
 
     monkeypatch.setattr(link, "_request", master)
     assert await link.resolve_expired_freezes() == 0
+
+
+# --- only what the master signed ------------------------------------------------------------------
+
+
+async def test_an_unsigned_command_is_refused_with_a_reply_and_not_run(link, monkeypatch):
+    """What Redis carries unsigned (anyone could have put it there) changes nothing."""
+    await welcomed(link)
+    monkeypatch.setattr(tablet_link, "rows_drop_unowned", lambda *a: pytest.fail("ran it"))
+    ws = FakeSocket()
+    command = DropUnownedCommand(id="evil", table="t")
+    await link._handle(ws, orjson.dumps(message(command)))
+    await asyncio.gather(*link._tasks)
+    [reply] = ws.replies()
+    assert (reply.id, reply.ok, reply.error.code) == ("evil", False, "link_unverified")
+
+
+async def test_unsigned_metadata_is_not_applied(link, owned):
+    await welcomed(link)
+    before = await in_thread(metadata_version_current)
+    evil = message(owned.model_copy(update={"version": 10**9, "tablets": []}))
+    await link._handle(FakeSocket(), orjson.dumps(evil))
+    assert await in_thread(metadata_version_current) == before
+
+
+async def test_a_welcome_not_signed_by_the_trusted_key_stops_the_agent(owned, token):
+    forged = message(Welcome(heartbeat_s=60))  # no signature at all
+    link = TabletLink(connect=FakeDialer(FakeSocket(forged)))
+    with pytest.raises(SystemExit, match="not signed by the key this server trusts"):
+        await link.run_forever()
