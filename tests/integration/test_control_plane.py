@@ -79,3 +79,32 @@ def test_commands_injected_through_redis_are_refused_and_nothing_is_lost(cluster
             "from tablet_app.services import metadata_version_current as v; print(v())",
         ).strip()
         assert int(version.splitlines()[-1]) < 10**9
+
+
+def test_the_clusters_own_redis_refuses_clients_without_its_password(cluster):
+    """``make run`` starts Redis itself when none answers; that one has a password,
+    given to the cluster's processes in DISTDB_REDIS_URL (never on a command line)."""
+    import redis
+
+    anonymous = redis.Redis(host="127.0.0.1", port=cluster.redis_port, socket_timeout=3)
+    with pytest.raises(redis.AuthenticationError):
+        anonymous.ping()
+    assert redis.Redis.from_url(cluster.redis_url, socket_timeout=3).ping()
+    for proc in cluster.processes.values():
+        assert not any("pass" in arg for arg in proc.spec.argv), proc.spec.argv
+
+
+def test_state_files_are_private_to_the_clusters_user(cluster):
+    """Databases, keys, tokens, logs and every directory holding them: 0600/0700."""
+    import os
+    import stat
+
+    loose = []
+    for root, dirs, files in os.walk(cluster.data_dir):
+        for name in [*dirs, *files]:
+            path = os.path.join(root, name)
+            mode = stat.S_IMODE(os.lstat(path).st_mode)
+            if mode & 0o077:
+                loose.append(f"{oct(mode)} {os.path.relpath(path, cluster.data_dir)}")
+    assert not loose, "\n".join(loose)
+    assert stat.S_IMODE(os.stat(cluster.data_dir).st_mode) & 0o077 == 0

@@ -11,6 +11,7 @@ any process exiting on its own, rather than running on half a cluster.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import sys
@@ -23,6 +24,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from distdb.cluster import ClusterConfig, ClusterError, LocalCluster
 from distdb.cluster.prepare import cluster_prepare
+
+
+def _optional_path(text: str | None) -> Path | None:
+    return Path(text) if text else None
 
 
 def _ports(text: str) -> list[int]:
@@ -72,7 +77,10 @@ class Command(BaseCommand):
             master_port=options["master_port"],
             tablet_ports=_ports(options["tablet_ports"]),
             client_ports=_ports(options["client_ports"]),
-            redis_url=settings.DISTDB_REDIS_URL,
+            # The URL as configured, without the password a file adds (the processes
+            # are given the file, and --prepare-only's output must not hold secrets).
+            redis_url=os.environ.get("DISTDB_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_password_file=_optional_path(os.environ.get("DISTDB_REDIS_PASSWORD_FILE")),
         )
         try:
             info = cluster_prepare(cfg, log=lambda m: self.stdout.write(f"[prepare] {m}"))
@@ -85,7 +93,7 @@ class Command(BaseCommand):
                 {"name": s.name, "command": shlex.join(s.argv), "env": s.env}
                 for s in cluster.specs.values()
             ]
-            self.stdout.write(json.dumps({"processes": procs, **info}))
+            self.stdout.write(json.dumps({"processes": procs, "secrets": info}))
             return
         signal.signal(signal.SIGTERM, _interrupt)
         fixture = None if options["no_seed"] else options["fixture"]

@@ -7,6 +7,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from distdb.errors import DistdbError
+from distdb.files import write_private
 from master_app.services.tokens import DEFAULT_TTL_DAYS, api_token_issue
 
 
@@ -16,15 +17,17 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("name", help="Who the token is for.")
         parser.add_argument("--days", type=int, default=DEFAULT_TTL_DAYS)
-        parser.add_argument("--out", type=Path, help="Also write the token to this file (0600).")
+        parser.add_argument(
+            "--out", type=Path, help="Write the token to this file (0600) instead of printing it."
+        )
 
     def handle(self, *args, name: str, days: int, out: Path | None, **options):
         try:
             _, token = api_token_issue(name, ttl_days=days)
         except (ValueError, DistdbError) as exc:
             raise CommandError(str(exc)) from None
-        if out:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(token + "\n")
-            out.chmod(0o600)
-        self.stdout.write(token)
+        if out:  # the token goes to the file only: consoles end up in logs
+            write_private(out, token + "\n")
+            self.stderr.write(f"wrote the API token {name!r} to {out}")
+        else:
+            self.stdout.write(token)

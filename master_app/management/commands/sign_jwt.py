@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from distdb.auth import DEFAULT_SERVER_TTL_S, token_sign
 from distdb.errors import DistdbError
+from distdb.files import write_private
 
 
 class Command(BaseCommand):
@@ -29,9 +30,7 @@ class Command(BaseCommand):
         except DistdbError as exc:
             raise CommandError(exc.message) from None
         if out:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(token + "\n")
-            out.chmod(0o600)
+            write_private(out, token + "\n")
             self.stderr.write(f"wrote {role} token for {node_id} to {out}")
         else:
             self.stdout.write(token)
