@@ -15,7 +15,12 @@ Faults (``NEMESES``):
   slow disk or a long transaction would;
 * ``move``: force data to move — drain a random tablet server, or stop draining it, then
   rebalance now (every move runs the whole copy/catch-up/freeze/commit protocol);
-* ``rebalance``: trigger a rebalance run as the beat or an operator would.
+* ``rebalance``: trigger a rebalance run as the beat or an operator would;
+* ``partition``: cut the network between hosts (each host is a network namespace): one
+  host from all others, or the hosts split in two at random; packets are dropped, not
+  refused, so connections hang until their timeouts (``distdb.cluster.netns``);
+* ``clock``: step one node's wall clock forward or back by seconds to minutes, as a bad
+  NTP step would (monotonic clocks run on; ``chaos/native/clockshift.c``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from typing import Any, Protocol
 import orjson
 
 log = logging.getLogger("chaos.nemesis")
-NEMESES = ("kill", "pause", "db_lock", "move", "rebalance")
+NEMESES = ("kill", "pause", "db_lock", "move", "rebalance", "partition", "clock")
+NEEDS_PLACEMENT = ("partition", "clock")  # need namespaces / the clock shifter to run
+CLOCK_STEP_S = (5.0, 300.0)  # how far a clock is stepped, either way
 
 
 class Controls(Protocol):
@@ -47,6 +54,11 @@ class Controls(Protocol):
     def database_path(self, node_id: str) -> Path | None: ...
     def master_manage(self, *args: str, timeout_s: float = 120) -> tuple[int, str]: ...
     def tablet_ids(self) -> list[str]: ...
+    def hosts(self) -> list[str]: ...
+    def partition(self, side: list[str]) -> None: ...
+    def heal_partitions(self) -> None: ...
+    def node_ids(self) -> list[str]: ...
+    def clock_step(self, node_id: str, offset_s: float) -> None: ...
 
 
 @dataclass
@@ -91,20 +103,23 @@ class Nemesis:
             target = targets[self.rng.randrange(len(targets))] if targets else None
             duration = self.rng.uniform(*self.fault_s)
             variant = self.rng.random() < 0.5
+            aux = self.rng.random()  # seeds a fault's own further choices (which hosts...)
             self._active = [t for t in self._active if t.is_alive()]
             if target is None or len(self._active) >= self.max_active:
                 continue
-            exclusive = kind in ("kill", "pause", "db_lock")
+            exclusive = kind in ("kill", "pause", "db_lock", "partition", "clock")
             with self._lock:
                 if exclusive and target in self._busy:
                     continue
                 if exclusive:
                     self._busy.add(target)
             if self.inline:
-                self._one(kind, target, duration, variant)
+                self._one(kind, target, duration, variant, aux)
                 continue
             thread = threading.Thread(
-                target=self._one, args=(kind, target, duration, variant), name=f"nemesis-{kind}"
+                target=self._one,
+                args=(kind, target, duration, variant, aux),
+                name=f"nemesis-{kind}",
             )
             thread.start()
             self._active.append(thread)
@@ -118,14 +133,18 @@ class Nemesis:
             return ["master", *sorted(self.controls.tablet_ids())]
         if kind == "move":
             return sorted(self.controls.tablet_ids())
+        if kind == "partition":
+            return ["network"]  # one partition at a time: healing undoes every cut
+        if kind == "clock":
+            return sorted(self.controls.node_ids())
         return ["master"]
 
-    def _one(self, kind: str, target: str, duration: float, variant: bool) -> None:
+    def _one(self, kind: str, target: str, duration: float, variant: bool, aux: float) -> None:
         fault = Fault(kind, target, self.now())
         with self._lock:
             self.faults.append(fault)
         try:
-            getattr(self, f"_{kind}")(target, duration, variant, fault)
+            getattr(self, f"_{kind}")(target, duration, variant, fault, random.Random(aux))
         except Exception as exc:  # noqa: BLE001 - a fault that failed is recorded, not fatal
             fault.note = f"{fault.note} error: {type(exc).__name__}: {exc}".strip()
             log.warning("nemesis %s on %s: %s", kind, target, exc)
@@ -134,19 +153,25 @@ class Nemesis:
             with self._lock:
                 self._busy.discard(target)
 
-    def _kill(self, target: str, duration: float, variant: bool, fault: Fault) -> None:
+    def _kill(
+        self, target: str, duration: float, variant: bool, fault: Fault, rng: random.Random
+    ) -> None:
         self.controls.kill(target)
         time.sleep(duration)
         self.controls.restart(target)
 
-    def _pause(self, target: str, duration: float, variant: bool, fault: Fault) -> None:
+    def _pause(
+        self, target: str, duration: float, variant: bool, fault: Fault, rng: random.Random
+    ) -> None:
         self.controls.pause(target)
         try:
             time.sleep(duration)
         finally:
             self.controls.resume(target)
 
-    def _db_lock(self, target: str, duration: float, variant: bool, fault: Fault) -> None:
+    def _db_lock(
+        self, target: str, duration: float, variant: bool, fault: Fault, rng: random.Random
+    ) -> None:
         path = self.controls.database_path(target)
         if path is None:
             fault.note = "not SQLite: skipped"
@@ -159,7 +184,37 @@ class Nemesis:
         finally:
             conn.close()
 
-    def _move(self, target: str, duration: float, variant: bool, fault: Fault) -> None:
+    def _partition(
+        self, target: str, duration: float, variant: bool, fault: Fault, rng: random.Random
+    ) -> None:
+        """Isolate one host (``variant``), or split the hosts in two at random."""
+        hosts = sorted(self.controls.hosts())
+        if variant:
+            side = [hosts[rng.randrange(len(hosts))]]
+        else:
+            side = sorted(rng.sample(hosts, rng.randint(1, len(hosts) - 1)))
+        others = [h for h in hosts if h not in side]
+        fault.note = f"{'+'.join(side)} | {'+'.join(others)}"
+        self.controls.partition(side)
+        try:
+            time.sleep(duration)
+        finally:
+            self.controls.heal_partitions()
+
+    def _clock(
+        self, target: str, duration: float, variant: bool, fault: Fault, rng: random.Random
+    ) -> None:
+        step = rng.uniform(*CLOCK_STEP_S) * (1 if variant else -1)
+        fault.note = f"wall clock {step:+.0f} s"
+        self.controls.clock_step(target, step)
+        try:
+            time.sleep(duration)
+        finally:
+            self.controls.clock_step(target, 0.0)
+
+    def _move(
+        self, target: str, duration: float, variant: bool, fault: Fault, rng: random.Random
+    ) -> None:
         """Drain ``target`` (everything it holds moves), or bring the drained server back
         (half of the data moves back): every move fault moves data."""
         with self._lock:
@@ -170,9 +225,11 @@ class Nemesis:
         else:
             self.controls.master_manage("drain", target)
             fault.note = "drain; "
-        self._rebalance(target, duration, variant, fault)
+        self._rebalance(target, duration, variant, fault, rng)
 
-    def _rebalance(self, target: str, duration: float, variant: bool, fault: Fault) -> None:
+    def _rebalance(
+        self, target: str, duration: float, variant: bool, fault: Fault, rng: random.Random
+    ) -> None:
         rc, out = self.controls.master_manage("rebalance", "--no-progress", "--json")
         moved, failed = _moves(out)
         fault.note += f"{moved} moves succeeded, {failed} failed" + (

@@ -32,7 +32,8 @@ from typing import Any
 import orjson
 
 from chaos.checker import check_history, inserts_check
-from chaos.nemesis import Nemesis
+from chaos.clockshift import build_clockshift, clockshift_unavailable
+from chaos.nemesis import NEMESES, Nemesis
 from chaos.ownership import ownership_check
 from chaos.workload import (
     INSERT_TABLE,
@@ -46,6 +47,8 @@ from chaos.workload import (
     tables_create,
 )
 from distdb.cluster import ClusterConfig, ClusterError, LocalCluster
+from distdb.cluster.config import REDIS_HOST
+from distdb.cluster.netns import Network, netns_available
 
 log = logging.getLogger("chaos")
 
@@ -69,10 +72,11 @@ class ChaosConfig:
     out_dir: Path
     workers: int = 6
     registers: int = 16
-    kinds: tuple[str, ...] = ("kill", "pause", "db_lock", "move", "rebalance")
+    kinds: tuple[str, ...] = NEMESES
     max_active: int = 2
     recover_s: float = 60.0
     filler_rows: int = 400  # rows in the inserts table before the run, so moves carry data
+    skipped: dict[str, str] = field(default_factory=dict)  # nemeses left out, and why
 
 
 @dataclass
@@ -88,6 +92,7 @@ class ChaosResult:
     inserts: dict[str, Any]
     ownership: dict[str, Any]
     fault_counts: dict[str, int] = field(default_factory=dict)
+    skipped_nemeses: dict[str, str] = field(default_factory=dict)
     out_dir: str = ""
 
     def summary(self) -> str:
@@ -98,6 +103,7 @@ class ChaosResult:
             f"{'none' if self.recovery_s is None else f'{self.recovery_s:.1f}s'}; "
             f"linearizability {self.linearizability['verdict']}, inserts "
             f"{self.inserts['verdict']}, ownership {self.ownership['verdict']} -> {self.out_dir}"
+            + "".join(f"\n  not run: {k} ({why})" for k, why in self.skipped_nemeses.items())
         )
 
 
@@ -138,10 +144,51 @@ class _Controls:
     def tablet_ids(self) -> list[str]:
         return [f"tablet-{i}" for i in range(1, len(self.cluster.tablet_ports) + 1)]
 
+    def node_ids(self) -> list[str]:
+        return list(self.cluster.cfg.node_ids)
+
+    def hosts(self) -> list[str]:
+        return [*self.cluster.cfg.node_ids, REDIS_HOST]
+
+    def partition(self, side: list[str]) -> None:
+        self._network().partition(side)
+
+    def heal_partitions(self) -> None:
+        self._network().heal()
+
+    def clock_step(self, node_id: str, offset_s: float) -> None:
+        self.cluster.clock_step(node_id, offset_s)
+
+    def _network(self) -> Network:
+        if self.cluster.cfg.network is None:
+            raise ClusterError("this cluster's hosts are not in network namespaces")
+        return self.cluster.cfg.network
+
+
+def placement_unavailable(kinds: tuple[str, ...]) -> dict[str, str]:
+    """The nemeses of ``kinds`` this machine cannot run, with the reason for each."""
+    missing: dict[str, str] = {}
+    if "partition" in kinds and (why := netns_available()):
+        missing["partition"] = why
+    if "clock" in kinds and (why := clockshift_unavailable()):
+        missing["clock"] = why
+    return missing
+
 
 def chaos_run(cfg: ChaosConfig) -> ChaosResult:
+    """One run; nemeses the machine cannot run (no root for namespaces, no compiler for
+    the clock shifter) are left out with a warning, and named in the verdict."""
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    cluster_cfg = ClusterConfig.on_free_ports(cfg.out_dir / "cluster", env=dict(CLUSTER_ENV))
+    skipped = placement_unavailable(cfg.kinds)
+    for kind, why in skipped.items():
+        log.warning("the %s nemesis cannot run here: %s", kind, why)
+    cfg.kinds = tuple(k for k in cfg.kinds if k not in skipped)
+    cfg.skipped = skipped
+    cluster_cfg = ClusterConfig.on_free_ports(
+        cfg.out_dir / "cluster", env=dict(CLUSTER_ENV), netns="partition" in cfg.kinds
+    )
+    if "clock" in cfg.kinds:
+        cluster_cfg.clock_shift_lib = build_clockshift(cfg.out_dir)
     with LocalCluster(cluster_cfg).up() as cluster:
         return asyncio.run(_run(cfg, cluster))
 
@@ -224,6 +271,7 @@ async def _run(cfg: ChaosConfig, cluster: LocalCluster) -> ChaosResult:
         },
         ownership=own,
         fault_counts=fault_counts,
+        skipped_nemeses=cfg.skipped,
         out_dir=str(cfg.out_dir),
     )
     _write(cfg, rec, nemesis, result)
@@ -244,7 +292,12 @@ async def _fill(client: Client, rec: Recorder, rows: int) -> None:
 
 
 def _heal(cluster: LocalCluster) -> None:
-    """Every process running and not paused, then ready."""
+    """No partition, every clock right, every process running and not paused, then ready."""
+    if cluster.cfg.network is not None:
+        cluster.cfg.network.heal()
+    if cluster.cfg.clock_shift_lib is not None:
+        for node_id in cluster.cfg.node_ids:
+            cluster.clock_step(node_id, 0.0)
     for name, proc in cluster.processes.items():
         if proc.running:
             cluster.resume(name)

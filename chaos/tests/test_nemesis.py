@@ -44,6 +44,21 @@ class FakeControls:
     def tablet_ids(self) -> list[str]:
         return ["tablet-1", "tablet-2"]
 
+    def node_ids(self) -> list[str]:
+        return ["master", "tablet-1", "tablet-2", "client-1"]
+
+    def hosts(self) -> list[str]:
+        return [*self.node_ids(), "redis"]
+
+    def partition(self, side: list[str]) -> None:
+        self._record("partition", "+".join(side))
+
+    def heal_partitions(self) -> None:
+        self._record("heal", "network")
+
+    def clock_step(self, node_id: str, offset_s: float) -> None:
+        self._record("clock", f"{node_id} {offset_s:+.0f}")
+
 
 class Ticks:
     """A clock that advances one second per reading."""
@@ -127,3 +142,29 @@ def test_move_faults_alternate_draining_a_server_and_bringing_it_back():
     assert len(drains) >= 2
     for first, second in zip(drains[::2], drains[1::2], strict=False):
         assert second == first + " --undo"  # the drained one comes back next
+
+
+def test_every_partition_is_healed_and_never_cuts_a_side_from_nothing():
+    nemesis, controls = run_schedule(seed=3, ticks=200)
+    sides = [n.split("+") for what, n in controls.calls if what == "partition"]
+    heals = [n for what, n in controls.calls if what == "heal"]
+    assert sides and len(sides) == len(heals)
+    hosts = set(FakeControls().hosts())
+    for side in sides:
+        assert set(side) < hosts and side  # a proper, non-empty part of the hosts
+
+
+def test_every_clock_step_is_set_back_to_zero():
+    nemesis, controls = run_schedule(seed=4, ticks=200)
+    steps = [n.split() for what, n in controls.calls if what == "clock"]
+    moved = [(node, off) for node, off in steps if off != "+0"]
+    assert moved and len(steps) == 2 * len(moved)
+    for node, offset in moved:
+        assert 5 <= abs(float(offset)) <= 300
+        assert [node, "+0"] in steps
+
+
+def test_the_fault_details_replay_with_the_seed():
+    first = run_schedule(seed=9, ticks=120)[1].calls
+    again = run_schedule(seed=9, ticks=120)[1].calls
+    assert first == again

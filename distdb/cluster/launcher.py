@@ -92,6 +92,7 @@ class LocalCluster:
         On failure it closes what it started and raises ClusterError.
         """
         try:
+            self.place()
             self.prepare()
             self.start(*names)
             self.wait_ready(*names, timeout=timeout)
@@ -99,6 +100,21 @@ class LocalCluster:
             self.close()
             raise
         return self
+
+    def place(self) -> None:
+        """The hosts' network namespaces and clock files, when the config asks for them."""
+        if self.cfg.network is not None:
+            self.cfg.network.create()
+        if self.cfg.clock_shift_lib is not None:
+            for node_id in self.cfg.node_ids:
+                self.clock_step(node_id, 0.0)
+
+    def clock_step(self, node_id: str, offset_s: float) -> None:
+        """Set ``node_id``'s wall clock ``offset_s`` seconds from the real one (within a
+        second: the shifter re-reads its file once per second); needs ``clock_shift_lib``."""
+        if self.cfg.clock_shift_lib is None:
+            raise ClusterError("this cluster's clocks cannot be stepped (no clock_shift_lib)")
+        write_private(self.cfg.clock_file(node_id), f"{offset_s:.3f}\n")
 
     def start(self, *names: str) -> None:
         """Start ``names`` (default: every process); Redis first, ready before the rest."""
@@ -134,6 +150,8 @@ class LocalCluster:
                 list(pool.map(lambda p: p.stop(timeout), procs))
         if "redis" in self.processes:
             self.processes["redis"].stop(timeout)
+        if self.cfg.network is not None:
+            self.cfg.network.destroy()
 
     def __enter__(self) -> Self:
         return self

@@ -18,11 +18,13 @@ import sys
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
+from urllib.parse import urlparse
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from distdb.cluster import ClusterConfig, ClusterError, LocalCluster
+from distdb.cluster.config import LOCAL_HOSTS
 from distdb.cluster.prepare import cluster_prepare
 
 
@@ -84,7 +86,11 @@ class Command(BaseCommand):
         )
         try:
             info = cluster_prepare(cfg, log=lambda m: self.stdout.write(f"[prepare] {m}"))
-            cluster = LocalCluster(cfg, console=not options["prepare_only"])
+            # Only printing the processes: a Redis elsewhere is not ours to start (a caller
+            # that placed its hosts in network namespaces starts it there itself).
+            remote_redis = urlparse(cfg.redis_url).hostname not in LOCAL_HOSTS
+            redis = False if options["prepare_only"] and remote_redis else None
+            cluster = LocalCluster(cfg, console=not options["prepare_only"], redis=redis)
         except ClusterError as exc:
             raise CommandError(str(exc)) from None
 
