@@ -7,6 +7,7 @@ render. Every view is async (``client_app.api_view.ApiView``); the per-row statu
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
@@ -26,6 +27,8 @@ from . import serializers as s
 from . import services, validation
 from .api_view import ApiView, JsonRenderer
 from .errors import error_headers
+from .services import idempotency
+from .services.idempotency import Answer, Plan
 from .services.results import RowResult, error_brief, results_outcome
 
 ERROR_TEXT = {
@@ -91,6 +94,50 @@ def single(results: list[RowResult]) -> Response:
     return Response({"key": result.key, "status": result.status})
 
 
+SYSTEM_TABLE_PREFIX = "_"  # the system's own tables (``_idempotency``): not the users'
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    idempotency.HEADER,
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Optional, 1-255 printable ASCII characters of your choosing: send the "
+    "request again with the same key (after a timeout or a 503) and it is applied at most "
+    "once; the first answer is returned again, with `Idempotent-Replayed: true`. The same "
+    "key with another request answers 422 `idempotency_key_reused`. Kept 24 hours.",
+)
+
+Write = Callable[[Plan, bool], Awaitable[Response]]  # (planned request, replaying) -> answer
+
+
+async def once(request, plan: Callable[[], Awaitable[Plan]], write: Write) -> Response:
+    """Apply a write; with an ``Idempotency-Key``, at most once (``services.idempotency``)."""
+    key = idempotency.idempotency_key(request.headers.get(idempotency.HEADER))
+    if key is None:
+        return await write(await plan(), False)
+    fp = request_fingerprint(request)
+
+    async def run(planned: Plan, replaying: bool) -> Answer:
+        try:
+            response = await write(planned, replaying)
+        except DistdbError as exc:
+            if exc.status >= 500:
+                raise  # not final: the record stays pending and a retry applies it again
+            return Answer(exc.status, exc.as_dict(), error_headers(exc))
+        headers = {k: v for k, v in response.items() if k.lower() == "retry-after"}
+        return Answer(response.status_code, response.data, headers)
+
+    answer = await idempotency.idempotent(request.user.name, key, fp, plan, run)
+    return Response(answer.body, status=answer.status, headers=answer.headers)
+
+
+def request_fingerprint(request) -> str:
+    return idempotency.fingerprint(request.method, request.path, request.data or None)
+
+
+async def nothing_to_plan() -> Plan:
+    return {}
+
+
 def keys_param(query) -> list[str] | None:
     """?keys=k1,k2 (comma-separated) and/or ?key=k (repeatable, for keys with commas)."""
     if "keys" not in query and "key" not in query:
@@ -107,7 +154,10 @@ class TablesView(ApiView):
         responses={200: s.TableListSerializer, **errors(503)},
     )
     async def get(self, request) -> Response:
-        return Response({"tables": await services.tables_list()})
+        tables = await services.tables_list()
+        return Response(
+            {"tables": [t for t in tables if not t["name"].startswith(SYSTEM_TABLE_PREFIX)]}
+        )
 
     @extend_schema(
         operation_id="table_create",
@@ -118,6 +168,8 @@ class TablesView(ApiView):
     )
     async def post(self, request) -> Response:
         data = validated(s.TableCreateSerializer, self.body(request))
+        if data["name"].startswith(SYSTEM_TABLE_PREFIX):
+            raise validation.invalid("name", "names starting with _ are reserved for the system")
         return Response(await services.table_create(**data), status=201)
 
 
@@ -184,7 +236,7 @@ class RowsView(ApiView):
         description="A list of rows; a row without a key gets a new unique key. Per-row "
         "results in request order: 201 when every row was created, 200 when some failed "
         "(see each result), the common error's status when every row failed alike.",
-        parameters=[TABLE, RETRY_AFTER],
+        parameters=[TABLE, RETRY_AFTER, IDEMPOTENCY_KEY],
         request=s.RowInSerializer(many=True),
         responses={
             201: s.RowResultsSerializer,
@@ -194,7 +246,25 @@ class RowsView(ApiView):
     )
     async def post(self, request, table: str) -> Response:
         rows = validated(s.RowInSerializer, self.body(request), many=True, allow_empty=False)
-        return results_response(await services.rows_add(table, rows), created_status=201)
+        if request.headers.get(idempotency.HEADER) is None:
+            return results_response(await services.rows_add(table, rows), created_status=201)
+
+        async def plan() -> Plan:
+            return await idempotency.keys_planned(table, rows, inserts=lambda row: True)
+
+        async def write(planned: Plan, replaying: bool) -> Response:
+            results = await idempotency.planned_apply(
+                table,
+                planned,
+                lambda items: services.rows_add(table, items),
+                lambda changed: idempotency.plan_update(
+                    request.user.name, request.headers[idempotency.HEADER], fp, changed
+                ),
+            )
+            return results_response(results, created_status=201)
+
+        fp = request_fingerprint(request)
+        return await once(request, plan, write)
 
 
 class RowView(ApiView):
@@ -210,22 +280,29 @@ class RowView(ApiView):
     @extend_schema(
         operation_id="cells_set",
         summary="Set cells of a row (merge)",
-        parameters=[TABLE, KEY, RETRY_AFTER],
+        parameters=[TABLE, KEY, RETRY_AFTER, IDEMPOTENCY_KEY],
         request=s.CellsSetSerializer,
         responses={200: s.RowStatusSerializer, **errors(400, 404, 413, 415, 503)},
     )
     async def patch(self, request, table: str, key: str) -> Response:
         data = validated(s.CellsSetSerializer, self.body(request))
-        return single(await services.cells_set(table, [key], data["cells"], text=True))
+
+        async def write(planned: Plan, replaying: bool) -> Response:
+            return single(await services.cells_set(table, [key], data["cells"], text=True))
+
+        return await once(request, nothing_to_plan, write)
 
     @extend_schema(
         operation_id="row_delete",
         summary="Delete a row",
-        parameters=[TABLE, KEY, RETRY_AFTER],
+        parameters=[TABLE, KEY, RETRY_AFTER, IDEMPOTENCY_KEY],
         responses={200: s.RowStatusSerializer, **errors(400, 404, 503)},
     )
     async def delete(self, request, table: str, key: str) -> Response:
-        return single(await services.rows_delete(table, [key], text=True))
+        async def write(planned: Plan, replaying: bool) -> Response:
+            return single(await services.rows_delete(table, [key], text=True))
+
+        return await once(request, nothing_to_plan, write)
 
 
 class CellsView(ApiView):
@@ -236,6 +313,7 @@ class CellsView(ApiView):
             TABLE,
             KEY,
             RETRY_AFTER,
+            IDEMPOTENCY_KEY,
             OpenApiParameter(
                 "columns",
                 OpenApiTypes.STR,
@@ -251,7 +329,11 @@ class CellsView(ApiView):
             raise validation.invalid(extra[0], "unknown parameter")
         names = [c for value in request.query_params.getlist("columns") for c in value.split(",")]
         columns = validation.columns(names, "columns")
-        return single(await services.cells_delete(table, [key], columns, text=True))
+
+        async def write(planned: Plan, replaying: bool) -> Response:
+            return single(await services.cells_delete(table, [key], columns, text=True))
+
+        return await once(request, nothing_to_plan, write)
 
 
 class BatchView(ApiView):
@@ -262,13 +344,33 @@ class BatchView(ApiView):
         "upsert (replace the row's cells), set (merge cells; row_not_found if absent), "
         "delete_cells, delete_row. Mutations of one key apply in request order. "
         "Per-row results, statuses as for adding rows (200 when all succeed).",
-        parameters=[TABLE, RETRY_AFTER],
+        parameters=[TABLE, RETRY_AFTER, IDEMPOTENCY_KEY],
         request=s.BatchSerializer,
         responses={200: s.RowResultsSerializer, **errors(400, 404, 409, 413, 415, 503)},
     )
     async def post(self, request, table: str) -> Response:
         data = validated(s.BatchSerializer, self.body(request))
-        return results_response(await services.rows_batch(table, data["mutations"]))
+        if request.headers.get(idempotency.HEADER) is None:
+            return results_response(await services.rows_batch(table, data["mutations"]))
+
+        async def plan() -> Plan:
+            return await idempotency.keys_planned(
+                table, data["mutations"], inserts=lambda m: m["op"] == "insert"
+            )
+
+        async def write(planned: Plan, replaying: bool) -> Response:
+            results = await idempotency.planned_apply(
+                table,
+                planned,
+                lambda items: services.rows_batch(table, items),
+                lambda changed: idempotency.plan_update(
+                    request.user.name, request.headers[idempotency.HEADER], fp, changed
+                ),
+            )
+            return results_response(results)
+
+        fp = request_fingerprint(request)
+        return await once(request, plan, write)
 
 
 class CompatView(ApiView):

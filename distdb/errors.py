@@ -174,6 +174,17 @@ class Outdated(Conflict):
     default_message = "the routing metadata is outdated"
 
 
+class IdempotencyKeyInvalid(BadRequest):
+    code = "invalid_idempotency_key"
+    default_message = "an Idempotency-Key is 1-255 printable ASCII characters"
+
+
+class IdempotencyKeyReused(DistdbError):
+    code = "idempotency_key_reused"
+    status = 422
+    default_message = "this Idempotency-Key was used for another request"
+
+
 class PayloadTooLarge(DistdbError):
     code = "payload_too_large"
     status = 413

@@ -1,0 +1,69 @@
+"""A keyless add retried after a timeout makes one row when it carries an Idempotency-Key
+(issue #9, defect 6), against real processes: the first attempt through one client
+server, given up by the client before the answer; the retry through the other."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+from tests.integration.api import call
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_keyless_add_retried_through_the_other_client_server_makes_one_row(cluster):
+    token = cluster.api_token
+    first, second = (f"{u}/api/v1/tables" for u in cluster.client_urls)
+    status, body, _ = call("POST", f"{first}/", token, {"name": "idem", "key_type": "int"})
+    assert status in (201, 409), body
+    marker = uuid.uuid4().hex
+    key = f"order-{marker}"
+    rows = [{"cells": {"m": marker, "i": i}} for i in range(3)]
+
+    request = urllib.request.Request(
+        f"{first}/idem/rows",
+        data=json.dumps(rows).encode(),
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": key,
+        },
+    )
+    # The client gives up at once: it cannot know whether the add was applied.
+    with contextlib.suppress(TimeoutError, OSError):
+        urllib.request.urlopen(request, timeout=0.005).read()
+
+    retry = _post(f"{second}/idem/rows", token, rows, key)
+    again = _post(f"{first}/idem/rows", token, rows, key)
+    assert retry[0] == 201 and again[0] == 201, (retry, again)
+    assert again[1] == retry[1]
+    assert again[2].get("Idempotent-Replayed") == "true"
+    status, page, _ = call("GET", f"{second}/idem/rows?limit=10000", token)
+    assert status == 200
+    mine = [r for r in page["rows"] if r["cells"].get("m") == marker]
+    assert sorted(r["cells"]["i"] for r in mine) == [0, 1, 2]  # each row once
+
+
+def _post(url: str, token: str, body, key: str):
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": key,
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), dict(exc.headers)
