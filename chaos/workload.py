@@ -10,7 +10,10 @@ clock, for ``chaos.checker``:
   and scans (each register in the scanned range is a read: present with its value, or
   absent) — all of them single-register operations the linearizability checker judges;
 * **inserts** (table ``chaos_ins``, generated integer keys): rows added without a key, each
-  carrying a unique token; acknowledged ones must all be there exactly once at the end.
+  carrying a unique token, sent with that token as their ``Idempotency-Key`` and retried
+  (through the other client server) while the outcome is unknown; acknowledged ones must
+  all be there, and every token at most once: a retry that made a second row is a
+  duplicate the checker reports.
 
 What an answer proves decides how it is recorded: a success is an operation with a known
 return; a 4xx on a write is a definite refusal (nothing happened: left out, except that
@@ -37,6 +40,7 @@ from chaos.checker import UNKNOWN, Op
 REGISTER_TABLE = "chaos_reg"
 INSERT_TABLE = "chaos_ins"
 REQUEST_TIMEOUT_S = 15.0  # longer than the client server's own routing deadline (10 s)
+INSERT_TRIES = 3  # an insert whose outcome is unknown is sent again, with the same key
 
 
 def register_keys(n: int) -> list[str]:
@@ -92,11 +96,14 @@ class Client:
     async def close(self) -> None:
         await self.session.close()
 
-    async def send(self, method: str, path: str, body: Any = None) -> Answer:
+    async def send(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Answer:
         url = next(self.bases) + path
         data = orjson.dumps(body) if body is not None else None
+        sent = {**self.headers, **(headers or {})}
         try:
-            async with self.session.request(method, url, data=data, headers=self.headers) as r:
+            async with self.session.request(method, url, data=data, headers=sent) as r:
                 raw = await r.read()
                 try:
                     return Answer(r.status, orjson.loads(raw) if raw else None)
@@ -226,13 +233,21 @@ class Worker:
     async def insert(self) -> None:
         token = f"{self.name}-t{next(self.token_seq)}"
         self.rec.attempted_inserts.add(token)
-        call = self.rec.now()
-        answer = await self.client.send("POST", f"/{INSERT_TABLE}/rows", [{"cells": {"t": token}}])
-        ret = self.rec.now()
-        ok = answer.status == 201
-        if ok:
-            self.rec.acked_inserts[token] = token
-        self.rec.timing(call, ret, "insert", ok)
+        once = {"Idempotency-Key": token}
+        for _ in range(INSERT_TRIES):
+            call = self.rec.now()
+            answer = await self.client.send(
+                "POST", f"/{INSERT_TABLE}/rows", [{"cells": {"t": token}}], headers=once
+            )
+            ret = self.rec.now()
+            ok = answer.status == 201
+            self.rec.timing(call, ret, "insert", ok)
+            if ok:
+                self.rec.acked_inserts[token] = token
+                return
+            if answer.status is not None and 400 <= answer.status < 500:
+                return  # refused: retrying would not change it
+            await asyncio.sleep(0.2)  # unknown outcome: send it again, same key
 
 
 def _results(answer: Answer) -> dict[Any, tuple[str | None, str | None]]:
