@@ -239,6 +239,14 @@ class MasterUnavailable(Unavailable):
     default_message = "the master is unavailable"
 
 
+class RevocationsUnavailable(Unavailable):
+    """This server has not loaded the list of revoked tokens yet, so it trusts no token:
+    revocation fails closed. Retry shortly; the next request fetches the list again."""
+
+    code = "revocations_unavailable"
+    default_message = "the list of revoked tokens is not loaded yet; retry shortly"
+
+
 class LeaseLost(Unavailable):
     code = "lease_lost"
     default_message = "the maintenance lease was lost"
