@@ -105,6 +105,13 @@ class TokenWrongAudience(Forbidden):
     default_message = "the token is for another audience"
 
 
+class TokenUrlMismatch(Forbidden):
+    """A tablet's hello names a URL other than the one its token was signed for."""
+
+    code = "token_url_mismatch"
+    default_message = "the token was not signed for this URL"
+
+
 class LinkUnverified(Forbidden):
     code = "link_unverified"
     default_message = "the link message is not signed by this cluster's master"
