@@ -70,7 +70,7 @@ def server_token_issue(
         raise ValueError("ttl_days must be at least 1")
     if role == "tablet" and not url:
         raise ValueError("a tablet's token needs its URL (--url): the only one it may register")
-    if url is not None and not url.startswith(("http://", "https://")) or len(url or "") > 200:
+    if url is not None and (not url.startswith(("http://", "https://")) or len(url) > 200):
         raise ValueError(f"{url!r} is not an http(s) URL of at most 200 characters")
     jti = uuid.uuid4().hex
     record = ServerToken.objects.create(
