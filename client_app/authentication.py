@@ -7,7 +7,9 @@ the base view runs it inline on the event loop, without a thread hop.
 
 Revocation: the master publishes the ids (``jti``) of revoked tokens. The set is fetched
 on first use (that request waits for it), then refreshed in the background at most every
-``REVOKED_REFRESH_S``; if the master is unreachable the last set is kept.
+``REVOKED_REFRESH_S``; if the master is unreachable the last set is kept. It fails
+closed: until a set has been loaded once, every token is answered 503
+``revocations_unavailable`` (retryable), and each request tries the fetch again at once.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
 from distdb.auth import API_ROLE, Claims, api_audience, bearer_token, token_verify
-from distdb.errors import DistdbError, TokenRevoked
+from distdb.errors import DistdbError, RevocationsUnavailable, TokenRevoked, Unavailable
 
 from . import internal_client
 from .process_local import ProcessLocal
@@ -66,8 +68,9 @@ class RevokedTokens:
         self._task: asyncio.Task[None] | None = None
 
     async def ensure_fresh(self) -> None:
-        """Cheap when fresh; the first call waits for the list, later ones refresh behind."""
-        if time.monotonic() - self.checked_at < REVOKED_REFRESH_S:
+        """Cheap when fresh; until a list is loaded every call waits for a fetch (one at a
+        time, shared), later ones refresh behind."""
+        if self.loaded and time.monotonic() - self.checked_at < REVOKED_REFRESH_S:
             return
         task = self._refresh_task()
         if not self.loaded:
@@ -90,6 +93,9 @@ class RevokedTokens:
             )
 
     def is_revoked(self, claims: Claims) -> bool:
+        """Raises ``RevocationsUnavailable`` while no list was ever loaded: fail closed."""
+        if not self.loaded:
+            raise RevocationsUnavailable()
         return claims.jti is not None and claims.jti in self.jtis
 
 
@@ -105,6 +111,8 @@ class ApiTokenAuthentication(BaseAuthentication):
             claims = token_verify(token, roles=(API_ROLE,), audience=api_audience())
             if revoked_tokens.get().is_revoked(claims):
                 raise TokenRevoked()
+        except Unavailable:
+            raise  # a 503 with Retry-After, not an authentication failure
         except DistdbError as exc:
             raise AuthFailed(exc) from None
         return ApiUser(claims.sub, claims), claims

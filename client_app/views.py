@@ -40,7 +40,8 @@ ERROR_TEXT = {
     409: "row_exists / table_exists (when every row failed so).",
     413: "payload_too_large: body over DISTDB_MAX_BODY_BYTES, or too many rows.",
     415: "unsupported_media_type: send Content-Type: application/json.",
-    503: "tablet_unavailable / range_frozen / master_unavailable, with Retry-After.",
+    503: "tablet_unavailable / range_frozen / master_unavailable / revocations_unavailable, "
+    "with Retry-After.",
 }
 
 

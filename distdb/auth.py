@@ -55,6 +55,7 @@ class Claims:
     iat: int
     exp: int
     jti: str | None = None
+    url: str | None = None  # a tablet's: the only URL it may register (issue #9)
 
 
 # --- keys -------------------------------------------------------------------------------------
@@ -122,8 +123,12 @@ def token_sign(
     audience: str | None = None,
     ttl_s: int = DEFAULT_SERVER_TTL_S,
     jti: str | None = None,
+    url: str | None = None,
 ) -> str:
-    """Sign a token with the master's private key (master-only: other nodes lack the key)."""
+    """Sign a token with the master's private key (master-only: other nodes lack the key).
+
+    ``url``: a tablet server's URL, bound into its token; the master refuses a link whose
+    hello registers any other (so a stolen tablet token cannot redirect clients)."""
     if role not in (*SERVER_ROLES, API_ROLE):
         raise ValueError(f"unknown role {role!r}")
     now = int(clock())
@@ -135,6 +140,8 @@ def token_sign(
         "exp": now + ttl_s,
         "jti": jti or uuid.uuid4().hex,
     }
+    if url is not None:
+        claims["url"] = url
     return jwt.encode(claims, private_key(), algorithm=ALGORITHM)
 
 
@@ -210,6 +217,7 @@ def _decode(token: str, audience: str) -> Claims:
             iat=int(claims["iat"]),
             exp=int(claims["exp"]),
             jti=str(claims["jti"]) if claims.get("jti") else None,
+            url=str(claims["url"]) if claims.get("url") else None,
         )
     except (TypeError, ValueError):
         raise TokenInvalid("the token's claims are malformed") from None
@@ -228,15 +236,29 @@ def bearer_token(header: str | bytes | None) -> str:
 
 
 def own_token() -> str:
-    """This node's server token, written by the cluster command or ``sign_jwt --out``."""
-    return _own_token(str(settings.DISTDB_TOKEN_FILE))
+    """This node's server token, written by the cluster command or ``sign_jwt --out``.
 
-
-@lru_cache(maxsize=4)
-def _own_token(path: str) -> str:
+    Rotation without a restart: the file is read again whenever it changes (its mtime,
+    size or inode; ``write_private`` renames a new file over it), so every call that
+    builds an ``Authorization`` header sends the current token. One ``stat`` per call,
+    about a microsecond. ``DISTDB_TOKEN`` in the environment overrides the file.
+    """
     env = os.environ.get("DISTDB_TOKEN")
     if env:
         return env.strip()
+    path = str(settings.DISTDB_TOKEN_FILE)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise Unauthenticated(
+            f"no token for this node at {path}; sign one with manage.py sign_jwt"
+        ) from None
+    return _own_token(path, (st.st_mtime_ns, st.st_size, st.st_ino))
+
+
+@lru_cache(maxsize=4)
+def _own_token(path: str, stamp: tuple[int, int, int]) -> str:
+    """The token in ``path`` as of ``stamp`` (a new stamp reads the file again)."""
     try:
         return Path(path).read_text().strip()
     except FileNotFoundError:

@@ -59,7 +59,13 @@ def check_keys_and_token(
                 f"DISTDB_TOKEN: no token in the environment and none at {token_file}",
                 hint=(
                     "On the master: manage.py sign_jwt "
-                    f"{settings.DISTDB_NODE_ID} {settings.DISTDB_ROLE} --out {token_file}"
+                    f"{settings.DISTDB_NODE_ID} {settings.DISTDB_ROLE}"
+                    + (
+                        f" --url {settings.DISTDB_PUBLIC_URL}"
+                        if settings.DISTDB_ROLE == "tablet"
+                        else ""
+                    )
+                    + f" --out {token_file}"
                 ),
                 id="distdb.E004",
             )

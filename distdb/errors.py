@@ -105,6 +105,13 @@ class TokenWrongAudience(Forbidden):
     default_message = "the token is for another audience"
 
 
+class TokenUrlMismatch(Forbidden):
+    """A tablet's hello names a URL other than the one its token was signed for."""
+
+    code = "token_url_mismatch"
+    default_message = "the token was not signed for this URL"
+
+
 class LinkUnverified(Forbidden):
     code = "link_unverified"
     default_message = "the link message is not signed by this cluster's master"
@@ -248,6 +255,14 @@ class RangeFrozen(Unavailable):
 class MasterUnavailable(Unavailable):
     code = "master_unavailable"
     default_message = "the master is unavailable"
+
+
+class RevocationsUnavailable(Unavailable):
+    """This server has not loaded the list of revoked tokens yet, so it trusts no token:
+    revocation fails closed. Retry shortly; the next request fetches the list again."""
+
+    code = "revocations_unavailable"
+    default_message = "the list of revoked tokens is not loaded yet; retry shortly"
 
 
 class LeaseLost(Unavailable):

@@ -3,10 +3,16 @@
 Why not Django views: on this machine a request through Django's ASGI handler costs
 ~9 ms of CPU, mostly sync<->async thread hops (DESIGN §9). Internal calls are the hot
 path of every client request, so they are served by a small ASGI app: read the body
-(bounded), verify the bearer token against the cached public key, parse the message
-schema, call one service function in a worker thread (one hop, for the database),
-and send JSON encoded once with orjson. Errors use the shared shape of
-``distdb.errors``.
+(bounded), verify the bearer token against the cached public key, check it is not
+revoked, parse the message schema, call one service function in a worker thread (one
+hop, for the database), and send JSON encoded once with orjson. Errors use the shared
+shape of ``distdb.errors``.
+
+Revoked server tokens (``RevokedTokenIds``): each role's app says where its list comes
+from (the master: its ``ServerToken`` records; a tablet: the copy the master pushed over
+the link into its database). The list is read at most every ``REVOKED_CACHE_S`` (one
+thread hop then, none otherwise), and revocation fails closed: until a list has been
+read, every token is refused with a retryable 503 ``revocations_unavailable``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +38,9 @@ from distdb.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RevocationsUnavailable,
+    TokenInvalid,
+    TokenRevoked,
     ValidationFailed,
 )
 
@@ -80,11 +90,67 @@ class Route:
     roles: tuple[str, ...]
 
 
+REVOKED_CACHE_S = 1.0
+
+
+class RevokedTokenIds:
+    """The ids (``jti``) of revoked server tokens, as ``load`` reads them (in a worker
+    thread; ``None``: no list known yet), cached for ``cache_s`` on ``monotonic``."""
+
+    def __init__(
+        self,
+        load: Callable[[], frozenset[str] | None],
+        *,
+        cache_s: float = REVOKED_CACHE_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = load
+        self._cache_s = cache_s
+        self._monotonic = monotonic
+        self._jtis: frozenset[str] | None = None
+        self._read_at = float("-inf")
+        self._reading: asyncio.Future[None] | None = None
+
+    def reset(self) -> None:
+        """Forget the list: the next check reads it again (tests, after a change)."""
+        self._jtis, self._read_at = None, float("-inf")
+
+    async def check(self, claims: Claims) -> None:
+        """Raise ``TokenRevoked`` for a revoked token; ``RevocationsUnavailable`` while no
+        list is known (fail closed); ``TokenInvalid`` for a token with no id to check."""
+        if self._monotonic() - self._read_at >= self._cache_s:
+            await self._read()
+        if self._jtis is None:
+            raise RevocationsUnavailable()
+        if claims.jti is None:
+            raise TokenInvalid("a server token without an id (jti) cannot be checked")
+        if claims.jti in self._jtis:
+            raise TokenRevoked()
+
+    async def _read(self) -> None:
+        """One read at a time; requests arriving meanwhile wait for the same one."""
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(self._read_now())
+        await asyncio.shield(self._reading)
+
+    async def _read_now(self) -> None:
+        started = self._monotonic()
+        try:
+            jtis = await run_sync(self._load)
+        except Exception:  # noqa: BLE001 - keep the last list (or none: fail closed)
+            log.warning("could not read the revoked server tokens", exc_info=True)
+            return
+        self._jtis, self._read_at = jtis, started
+
+
 @dataclass
 class InternalApp:
-    """A tiny router: ``app.route("POST", r"/internal/v1/rpc", roles=("client",))(handler)``."""
+    """A tiny router: ``app.route("POST", r"/internal/v1/rpc", roles=("client",))(handler)``.
+
+    ``revoked``: where revoked server tokens are looked up (None: nothing is revoked)."""
 
     routes: list[Route] = field(default_factory=list)
+    revoked: RevokedTokenIds | None = None
 
     def route(
         self, method: str, path: str, *, roles: tuple[str, ...]
@@ -135,6 +201,8 @@ class InternalApp:
             raise MethodNotAllowed() if allowed else NotFound(f"no internal endpoint {path}")
         headers = dict(scope.get("headers") or [])
         claims = token_verify(bearer_token(headers.get(b"authorization")), roles=route.roles)
+        if self.revoked is not None:
+            await self.revoked.check(claims)
         body = await _read_body(receive, settings.DISTDB_MAX_BODY_BYTES)
         query = _query(scope.get("query_string", b""))
         return InternalRequest(method, path, params, query, headers, body, claims), route

@@ -339,6 +339,15 @@ class Welcome(Message):
     heartbeat_s: int = Field(ge=1)
 
 
+class ServerTokensRevoked(Message):
+    """The ids (``jti``) of every revoked, unexpired server token: the whole list, sent
+    signed after the welcome and whenever it changes. The tablet keeps it in its database
+    and refuses those tokens; it serves no call before it has had a list once."""
+
+    type: Literal["server_tokens_revoked"] = "server_tokens_revoked"
+    revoked: list[Annotated[str, Field(min_length=1, max_length=64)]]
+
+
 # --- link replies (the ``result`` of an ok ``Reply``), one per command -------------------------
 
 
@@ -556,6 +565,8 @@ class Reply(Message):
 
 
 TabletToMaster = Annotated[Hello | Heartbeat | Reply, Field(discriminator="type")]
-MasterToTablet = Annotated[Welcome | Metadata | LinkCommand, Field(discriminator="type")]
+MasterToTablet = Annotated[
+    Welcome | ServerTokensRevoked | Metadata | LinkCommand, Field(discriminator="type")
+]
 tablet_to_master_adapter: TypeAdapter[Hello | Heartbeat | Reply] = TypeAdapter(TabletToMaster)
 master_to_tablet_adapter: TypeAdapter[Any] = TypeAdapter(MasterToTablet)

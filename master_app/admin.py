@@ -19,6 +19,7 @@ from master_app.models import (
     DroppedTable,
     MetadataVersion,
     RebalanceRun,
+    ServerToken,
     Table,
     Tablet,
     TabletServer,
@@ -26,7 +27,7 @@ from master_app.models import (
 from master_app.services.leases import MAINTENANCE, lease_current
 from master_app.services.status import server_rows
 from master_app.services.tables import table_create, table_delete
-from master_app.services.tokens import api_token_issue, api_token_revoke
+from master_app.services.tokens import api_token_issue, api_token_revoke, server_tokens_revoke
 
 
 class KeyRangeColumns:
@@ -365,3 +366,24 @@ class ApiTokenAdmin(admin.ModelAdmin):
         for record in queryset:
             api_token_revoke(record)
         self.message_user(request, f"revoked {queryset.count()} token(s)")
+
+
+@admin.register(ServerToken)
+class ServerTokenAdmin(admin.ModelAdmin):
+    """Server tokens the master signed. New ones come from ``manage.py sign_jwt`` (the
+    token goes to the node's token file); here they are listed and revoked."""
+
+    list_display = ("node_id", "role", "jti", "url", "created_at", "expires_at", "revoked_at")
+    list_filter = ("role", "revoked_at")
+    search_fields = ("node_id", "jti")
+    readonly_fields = list_display
+    actions = ["revoke"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Revoke the selected server tokens", permissions=["change"])
+    def revoke(self, request, queryset):
+        jtis = list(queryset.values_list("jti", flat=True))
+        revoked = server_tokens_revoke(jtis=jtis) if jtis else 0
+        self.message_user(request, f"revoked {revoked} server token(s)")

@@ -9,13 +9,13 @@ GET  /internal/v1/api-tokens/revoked      ids of revoked public API tokens
 
 from __future__ import annotations
 
-from distdb.internal_http import InternalApp, InternalRequest, run_sync
+from distdb.internal_http import InternalApp, InternalRequest, RevokedTokenIds, run_sync
 from distdb.protocol import KeyBlockRequest, RevokedTokens, TableCreateRequest
 from master_app.services.metadata import metadata_current
 from master_app.services.tables import keys_allocate, table_create
-from master_app.services.tokens import api_tokens_revoked
+from master_app.services.tokens import api_tokens_revoked, server_tokens_revoked
 
-app = InternalApp()
+app = InternalApp(revoked=RevokedTokenIds(lambda: frozenset(server_tokens_revoked())))
 SERVERS = ("client", "tablet", "master")
 
 

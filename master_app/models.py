@@ -197,3 +197,27 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ServerToken(models.Model):
+    """A server token the master signed (tablet or client role): revocable, like ApiToken.
+
+    The token itself is written to the node's token file and never stored; its id
+    (``jti``) is. A revoked token is refused by the master (link and internal API) and,
+    once the master has pushed the list over the link, by every tablet server.
+    ``url`` is the URL bound into a tablet's token (the only one it may register).
+    """
+
+    node_id = models.CharField(max_length=64, db_index=True)
+    role = models.CharField(max_length=16)
+    jti = models.CharField(max_length=64, unique=True, editable=False)
+    url = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["node_id", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.node_id} ({self.jti[:8]})"

@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 from django.conf import settings
 
 from distdb import protocol
-from distdb.internal_http import InternalApp, InternalRequest, run_sync
-from tablet_app.services import control, ownership, rows
+from distdb.internal_http import InternalApp, InternalRequest, RevokedTokenIds, run_sync
+from tablet_app.services import control, ownership, revocations, rows
 
-app = InternalApp()
+# Every caller's token is checked against the revoked list the master pushed over the link.
+app = InternalApp(revoked=RevokedTokenIds(revocations.revocations_load))
 
 ANY_SERVER = ("client", "tablet", "master")
 PEERS = ("tablet", "master")  # copying a range out is a rebalancing step, not a client call

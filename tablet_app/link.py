@@ -10,7 +10,10 @@ ownership change can never interleave with a write.
 It reconnects by itself: ``websockets``' reconnecting iterator dials again at once
 after a link that was up drops, and backs off (jittered, capped, see
 ``reconnect_delays``) while dialling fails. Only a refusal by the master (a wrong or
-missing token) stops it, with the reason. Nothing is lost across a restart: the
+missing token) stops it, with the reason, unless this server's token file changed since
+it dialled: then the refusal is of the old token (a rotation: the operator wrote a new
+token and revoked the old one) and it dials again with the new one. Nothing is lost
+across a restart: the
 change log is durable and the master asks for entries after the last sequence number
 it acknowledged, so unreported changes are reported after reconnecting.
 
@@ -79,6 +82,7 @@ from distdb.protocol import (
     IngestReply,
     Metadata,
     Reply,
+    ServerTokensRevoked,
     TrimCommand,
     TrimReply,
     UnfreezeCommand,
@@ -101,6 +105,7 @@ from tablet_app.services import (
     range_drop,
     range_freeze,
     range_unfreeze,
+    revocations_store,
     rows_drop_unowned,
     rows_ingest,
     table_drop,
@@ -169,6 +174,14 @@ def _refused(reason: str) -> SystemExit:
     return SystemExit(f"refused by the master: {reason}")
 
 
+class LinkRefused(Exception):
+    """The master refused the token this connection was dialled with."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class TabletLink:
     """The link agent; ``run_forever`` serves one connection after another.
 
@@ -194,9 +207,22 @@ class TabletLink:
             resolver.cancel()
 
     async def _link_forever(self) -> None:
+        """Dial with the current token; a refusal of a token since replaced in the token
+        file (a rotation) dials again with the new one, any other stops the agent."""
+        while True:
+            token = own_token()
+            try:
+                await self._dial(token)
+                return  # the dialler gave up (only a test's fake does)
+            except LinkRefused as exc:
+                if own_token() == token:
+                    raise _refused(exc.reason) from None
+                log.warning("the master refused the old token (%s); dialling again", exc.reason)
+
+    async def _dial(self, token: str) -> None:
         dial = self._connect(
             master_ws_url(),
-            additional_headers={"Authorization": f"Bearer {own_token()}"},
+            additional_headers={"Authorization": f"Bearer {token}"},
             max_size=64 * 1024 * 1024,
             open_timeout=10,
             ping_interval=20,
@@ -215,7 +241,7 @@ class TabletLink:
                     # 4401/4403; if the close wins the race with our hello, only the code
                     # is left to say so. Retrying would not help: stop with the reason.
                     if exc.rcvd is not None and exc.rcvd.code in REFUSED_CLOSE_CODES:
-                        raise _refused(exc.rcvd.reason or "token refused") from None
+                        raise LinkRefused(exc.rcvd.reason or "token refused") from None
                     log.warning("link to master %s lost: %s", master_ws_url(), exc)
                 except (OSError, TimeoutError, websockets.WebSocketException) as exc:
                     log.warning("link to master %s lost: %s", master_ws_url(), exc)
@@ -284,7 +310,7 @@ class TabletLink:
         if isinstance(data, dict) and "error" in data:
             err = error_from_dict(data)
             if not self.connected.is_set():  # before the welcome: the master refuses us
-                raise _refused(f"{err.code}: {err.message}")
+                raise LinkRefused(f"{err.code}: {err.message}")
             log.error("the master reported an error: %s (%s)", err.code, err.message)
             return
         if not isinstance(data, dict):
@@ -304,6 +330,9 @@ class TabletLink:
             self.heartbeat_s = message.heartbeat_s
             self.connected.set()
             log.info("linked to the master as %s", self.node_id)
+        elif isinstance(message, ServerTokensRevoked):
+            await _db(revocations_store)(message.revoked)
+            log.info("%d server token(s) revoked", len(message.revoked))
         elif isinstance(message, Metadata):
             await _db(metadata_apply)(message, self.node_id)
         else:
@@ -386,10 +415,8 @@ class TabletLink:
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
-            self._http = aiohttp.ClientSession(
-                headers={"Authorization": f"Bearer {own_token()}"},
-                timeout=aiohttp.ClientTimeout(total=60),
-            )
+            # The token goes with each request (``_request``): it may be rotated.
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         return self._http
 
     async def _request(
@@ -403,11 +430,14 @@ class TabletLink:
         """A request to a peer's or the master's internal API, its answer parsed as
         ``answer``; an error answer is raised as its ``DistdbError``."""
         data = dumps(body) if body is not None else None
+        headers = {"Authorization": f"Bearer {own_token()}"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
         async with self._session().request(
             method,
             url,
             data=data,
-            headers={"Content-Type": "application/json"} if data is not None else None,
+            headers=headers,
             timeout=aiohttp.ClientTimeout(total=timeout_s),
         ) as resp:
             raw = await resp.read()

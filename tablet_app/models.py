@@ -88,3 +88,22 @@ class MetadataSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"v{self.version}"
+
+
+class ServerTokenRevocations(models.Model):
+    """The revoked server tokens, as the master last sent them over the link: one row.
+
+    The link agent writes it (``services.revocations``); the internal API refuses those
+    tokens, and refuses every token while the row does not exist yet (fail closed: the
+    master has never told this server). Kept in the database so that a restarted tablet
+    server enforces the last list without waiting for the master.
+    """
+
+    jtis = models.JSONField(default=list, help_text="The ids (jti) of revoked server tokens.")
+    received_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "server token revocations"
+
+    def __str__(self) -> str:
+        return f"{len(self.jtis)} revoked server token(s)"

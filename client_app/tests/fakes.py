@@ -20,7 +20,7 @@ from aiohttp import web
 
 from distdb import protocol
 from distdb.auth import token_verify
-from distdb.errors import DistdbError, TableExists
+from distdb.errors import DistdbError, MasterUnavailable, TableExists
 from distdb.keys import encode_key, in_range
 
 
@@ -183,6 +183,7 @@ class FakeCluster:
         self.rows: dict[str, dict[str, dict[str, Any]]] = {}
         self.tablets = {sid: FakeTablet(self, sid) for sid in tablet_ids}
         self.revoked: set[str] = set()
+        self.revoked_failures = 0  # answer this many revocation-list requests with a 503
         self.next_key = 1_000_000
         self.key_requests: list[dict[str, Any]] = []  # bodies of the key-block requests
         self.master_calls: Counter[str] = Counter()
@@ -269,4 +270,7 @@ class FakeCluster:
     async def get_revoked(self, request: web.Request) -> web.Response:
         _check_token(request)
         self.master_calls["revoked"] += 1
+        if self.revoked_failures > 0:
+            self.revoked_failures -= 1
+            return _error(MasterUnavailable("the database is locked"))
         return _json({"revoked": sorted(self.revoked)})

@@ -75,6 +75,33 @@ async def test_the_last_revocation_list_is_kept_while_the_master_is_down(api, cl
     assert (await api("GET", ROW, token=token)).error_code == "token_revoked"
 
 
+async def test_no_token_passes_while_the_revocation_list_has_never_been_loaded(api, cluster):
+    cluster.revoked_failures = 2
+    answer = await api("GET", ROW)
+    assert (answer.status, answer.error_code) == (503, "revocations_unavailable")
+    assert answer.json["error"]["retryable"] is True
+    assert answer.headers["retry-after"] == "1"
+    assert (await api("GET", ROW)).error_code == "revocations_unavailable"
+    assert cluster.master_calls["revoked"] == 2  # each request asked again at once
+
+
+async def test_the_request_after_a_failed_first_fetch_fetches_again_at_once(api, cluster):
+    jti = uuid.uuid4().hex
+    cluster.revoked.add(jti)
+    cluster.revoked_failures = 1
+    token = token_sign("mallory", "api", jti=jti)
+    assert (await api("GET", ROW, token=token)).error_code == "revocations_unavailable"
+    assert (await api("GET", ROW, token=token)).error_code == "token_revoked"
+    assert (await api("GET", ROW)).status == 404
+    assert cluster.master_calls["revoked"] == 2
+
+
+async def test_a_request_without_a_token_is_a_401_even_without_the_revocation_list(api, cluster):
+    cluster.revoked_failures = 1
+    answer = await api("GET", ROW, token=None)
+    assert (answer.status, answer.error_code) == (401, "unauthenticated")
+
+
 async def test_the_schema_and_docs_need_no_token(api, cluster):
     assert (await api("GET", "/api/v1/schema/", token=None)).status == 200
     assert (await api("GET", "/api/docs/", token=None)).status == 200

@@ -1,8 +1,13 @@
 """Prepare every node of a local cluster: keys, tokens, databases, admin users, API token.
 
 Runs in a process with the cluster's master settings (``manage.py runcluster``, directly
-or as ``--prepare-only`` for ``LocalCluster.prepare``): it signs with the master's key
-and writes under the master's data dir. State survives restarts; every step is idempotent.
+or as ``--prepare-only`` for ``LocalCluster.prepare``): it writes under the master's data
+dir. State survives restarts; every step is idempotent.
+
+Server tokens are signed by ``manage.py sign_jwt`` as the master, *after* the databases
+are migrated, so that every token is recorded (and can be revoked); a tablet's token
+binds its URL. A token already in place is kept if it still verifies for its node, role
+and URL; delete a token file to have it signed again (e.g. after revoking it).
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from distdb.auth import generate_key_pair, token_sign, token_verify
-from distdb.cluster.config import ClusterConfig, ClusterError
+from distdb.auth import generate_key_pair, token_verify
+from distdb.cluster.config import ClusterConfig, ClusterError, Node
 from distdb.cluster.process import manage
 from distdb.errors import DistdbError
 from distdb.files import private_dir, write_private
@@ -31,17 +36,6 @@ def cluster_prepare(cfg: ClusterConfig, log: Callable[[str], object] = print) ->
     private_dir(cfg.data_dir)
     if generate_key_pair(settings.DISTDB_PRIVATE_KEY_FILE, settings.DISTDB_PUBLIC_KEY_FILE):
         log(f"generated the master's key pair in {settings.DISTDB_KEYS_DIR}")
-    tokens_dir = settings.DISTDB_TOKENS_DIR
-    private_dir(tokens_dir)
-    for node in cfg.nodes:
-        if node.role == "master":
-            continue
-        path = tokens_dir / f"{node.node_id}.jwt"
-        if _token_ok(path, node.role):
-            continue
-        write_private(path, token_sign(node.node_id, node.role) + "\n")
-        log(f"signed a {node.role} token for {node.node_id}")
-
     password_file = cfg.data_dir / "admin-password"
     if not password_file.exists():
         write_private(password_file, secrets.token_urlsafe(12) + "\n")
@@ -51,6 +45,14 @@ def cluster_prepare(cfg: ClusterConfig, log: Callable[[str], object] = print) ->
     admin = {"DISTDB_ADMIN_PASSWORD": password}
     with ThreadPoolExecutor(max_workers=len(cfg.nodes)) as pool:
         list(pool.map(lambda n: manage(cfg, n.node_id, "setup_node", env=admin), cfg.nodes))
+
+    tokens_dir = settings.DISTDB_TOKENS_DIR
+    private_dir(tokens_dir)
+    unsigned = [n for n in cfg.nodes if n.role != "master" and not _token_ok(cfg, n, tokens_dir)]
+    if unsigned:  # each a manage.py start: signed side by side
+        with ThreadPoolExecutor(max_workers=len(unsigned)) as pool:
+            list(pool.map(lambda n: _token_sign(cfg, n, tokens_dir), unsigned))
+        log(f"signed server tokens for {', '.join(n.node_id for n in unsigned)}")
 
     token_file = cfg.data_dir / "api-token"
     if not token_file.exists():
@@ -65,9 +67,23 @@ def port_in_use(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _token_ok(path: Path, role: str) -> bool:
+def _token_url(cfg: ClusterConfig, node: Node) -> str | None:
+    """The URL bound into a tablet's token: its DISTDB_PUBLIC_URL (the settings' default)."""
+    return cfg.url(node.port) if node.role == "tablet" else None
+
+
+def _token_sign(cfg: ClusterConfig, node: Node, tokens_dir: Path) -> None:
+    url = _token_url(cfg, node)
+    out = str(tokens_dir / f"{node.node_id}.jwt")
+    args = ("sign_jwt", node.node_id, node.role, *(("--url", url) if url else ()), "--out", out)
+    manage(cfg, "master", *args)
+
+
+def _token_ok(cfg: ClusterConfig, node: Node, tokens_dir: Path) -> bool:
+    """Whether the node's token file holds a token for it that verifies, with its URL."""
     try:
-        token_verify(path.read_text().strip(), roles=(role,))
-        return True
+        token = (tokens_dir / f"{node.node_id}.jwt").read_text().strip()
+        claims = token_verify(token, roles=(node.role,))
     except (FileNotFoundError, DistdbError):
         return False
+    return claims.sub == node.node_id and claims.url == _token_url(cfg, node)

@@ -174,3 +174,23 @@ def test_the_master_signs_its_own_token_once_and_again_before_it_expires(monkeyp
     assert auth.master_token() == first  # reused: never signed per request
     now[0] += auth.MASTER_TOKEN_TTL_S - 2 * 3600 + 1
     assert auth.master_token() != first  # renewed an hour before it would expire
+
+
+def test_a_tablet_token_carries_the_url_the_master_bound_to_it():
+    token = token_sign("tablet-1", "tablet", url="http://t1:7001")
+    assert token_verify(token, roles=("tablet",)).url == "http://t1:7001"
+    assert token_verify(token_sign("client-1", "client"), roles=("client",)).url is None
+
+
+def test_a_process_picks_up_a_new_token_written_to_its_token_file(settings, tmp_path):
+    from distdb.files import write_private
+
+    settings.DISTDB_TOKEN_FILE = tmp_path / "node.jwt"
+    write_private(settings.DISTDB_TOKEN_FILE, "first\n")
+    assert auth.own_token() == "first"
+    assert auth.own_token() == "first"  # read once, then served from the cache
+    write_private(settings.DISTDB_TOKEN_FILE, "second\n")  # rotation: no restart
+    assert auth.own_token() == "second"
+    settings.DISTDB_TOKEN_FILE.unlink()
+    with pytest.raises(Unauthenticated):
+        auth.own_token()

@@ -223,3 +223,67 @@ def test_wait_ready_gives_up_at_its_deadline(tmp_path):
 def test_starting_a_running_process_again_is_an_error(sleeper):
     with pytest.raises(ClusterError, match="already running"):
         sleeper.start()
+
+
+# --- preparing a cluster: tokens are signed (and recorded) after the databases exist ----------
+
+
+@pytest.fixture
+def prepared(settings, tmp_path, monkeypatch):
+    """``cluster_prepare`` with ``manage.py`` calls recorded instead of run; returns
+    (config, calls). ``sign_jwt`` "writes" a token as the real command would."""
+    from distdb import auth
+    from distdb.cluster import prepare
+
+    settings.DISTDB_TOKENS_DIR = tmp_path / "tokens"
+    cfg = ClusterConfig.on_free_ports(tmp_path / "data")
+    calls: list[tuple[str, ...]] = []
+
+    def manage(cfg: ClusterConfig, node_id: str, *args: str, **kwargs: object) -> str:
+        calls.append(args)
+        if args[0] == "sign_jwt":
+            node, role = args[1], args[2]
+            url = args[args.index("--url") + 1] if "--url" in args else None
+            out = Path(args[args.index("--out") + 1])
+            out.write_text(auth.token_sign(node, role, url=url) + "\n")
+        if args[0] == "issue_api_token":
+            Path(args[-1]).write_text("api\n")
+        return ""
+
+    monkeypatch.setattr(prepare, "manage", manage)
+    return cfg, calls
+
+
+def test_prepare_signs_each_servers_token_after_migrating_and_binds_a_tablets_url(prepared):
+    from django.conf import settings
+
+    from distdb.auth import token_verify
+    from distdb.cluster.prepare import cluster_prepare
+
+    cfg, calls = prepared
+    cluster_prepare(cfg, log=lambda m: None)
+    commands = [c[0] for c in calls]
+    last_setup = max(i for i, c in enumerate(commands) if c == "setup_node")
+    signed = [i for i, c in enumerate(commands) if c == "sign_jwt"]
+    assert len(signed) == 4 and min(signed) > last_setup  # the record needs the table
+    for node in cfg.nodes:
+        if node.role == "master":
+            continue
+        token = (settings.DISTDB_TOKENS_DIR / f"{node.node_id}.jwt").read_text().strip()
+        claims = token_verify(token, roles=(node.role,))
+        expected = cfg.url(node.port) if node.role == "tablet" else None
+        assert (claims.sub, claims.url) == (node.node_id, expected)
+
+
+def test_prepare_keeps_valid_tokens_and_signs_again_a_tablets_without_its_url(prepared):
+    from django.conf import settings
+
+    from distdb.auth import token_sign
+    from distdb.cluster.prepare import cluster_prepare
+
+    cfg, calls = prepared
+    cluster_prepare(cfg, log=lambda m: None)
+    (settings.DISTDB_TOKENS_DIR / "tablet-1.jwt").write_text(token_sign("tablet-1", "tablet"))
+    calls.clear()
+    cluster_prepare(cfg, log=lambda m: None)
+    assert [c[:2] for c in calls if c[0] == "sign_jwt"] == [("sign_jwt", "tablet-1")]

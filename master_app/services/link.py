@@ -117,11 +117,17 @@ def link_push_metadata() -> None:
     run_on_link_loop(get_channel_layer().group_send(ALL_TABLETS, {"type": "link.metadata"}), 10)
 
 
+def link_push_revoked() -> None:
+    """Ask every linked tablet server's consumer to push the revoked server tokens."""
+    run_on_link_loop(get_channel_layer().group_send(ALL_TABLETS, {"type": "link.revoked"}), 10)
+
+
 __all__ = [
     "ALL_TABLETS",
     "link_call",
     "link_call_async",
     "link_push_metadata",
+    "link_push_revoked",
     "new_command_id",
     "run_on_link_loop",
     "tablet_group",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from master_app.models import ApiToken, Table
+from master_app.models import ApiToken, ServerToken, Table
 from master_app.services.metadata import RangeAssignment, metadata_commit
+from master_app.services.tokens import server_token_issue, server_tokens_revoked
 
 MODELS = [
     "table",
@@ -16,6 +17,7 @@ MODELS = [
     "consolidatedrow",
     "rebalancerun",
     "apitoken",
+    "servertoken",
 ]
 
 
@@ -114,3 +116,18 @@ def test_deleting_a_table_in_the_admin_goes_through_the_service(admin_client, mo
         f"/admin/master_app/table/{table.pk}/delete/", {"post": "yes"}, follow=True
     )
     assert response.status_code == 200 and deleted == ["doomed"]
+
+
+def test_server_tokens_are_listed_and_revoked_in_the_admin(admin_client):
+    old, _ = server_token_issue("tablet-1", "tablet", url="http://t1")
+    new, _ = server_token_issue("tablet-1", "tablet", url="http://t1")
+    listing = admin_client.get("/admin/master_app/servertoken/")
+    assert old.jti.encode() in listing.content and new.jti.encode() in listing.content
+    response = admin_client.post(
+        "/admin/master_app/servertoken/",
+        {"action": "revoke", "_selected_action": [old.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert server_tokens_revoked() == [old.jti]
+    assert ServerToken.objects.get(pk=new.pk).revoked_at is None

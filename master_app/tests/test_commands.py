@@ -9,7 +9,8 @@ from django.core.management import CommandError, call_command
 
 from distdb.auth import api_audience, token_verify
 from fixtures.products import COLUMNS, read_jsonl
-from master_app.models import ApiToken
+from master_app.models import ApiToken, ServerToken
+from master_app.services.tokens import server_tokens_revoked
 
 
 def _run(*args) -> str:
@@ -22,17 +23,64 @@ def test_generate_keys_keeps_an_existing_pair():
     assert "already exist" in _run("generate_keys")
 
 
-def test_sign_jwt_prints_a_verifiable_token_for_the_role():
-    token = _run("sign_jwt", "tablet-3", "tablet")
+@pytest.mark.django_db
+def test_sign_jwt_prints_a_verifiable_token_for_the_role_and_records_it():
+    token = _run("sign_jwt", "tablet-3", "tablet", "--url", "http://t3:7003")
     claims = token_verify(token, roles=("tablet",))
-    assert (claims.sub, claims.role) == ("tablet-3", "tablet")
+    assert (claims.sub, claims.role, claims.url) == ("tablet-3", "tablet", "http://t3:7003")
+    record = ServerToken.objects.get()
+    assert (record.node_id, record.role, record.jti, record.url) == (
+        "tablet-3",
+        "tablet",
+        claims.jti,
+        "http://t3:7003",
+    )
+    assert record.revoked_at is None
 
 
+@pytest.mark.django_db
+def test_sign_jwt_requires_the_url_of_a_tablet():
+    with pytest.raises(CommandError, match="--url"):
+        call_command("sign_jwt", "tablet-3", "tablet")
+    assert not ServerToken.objects.exists()
+
+
+@pytest.mark.django_db
 def test_sign_jwt_writes_the_token_to_a_private_file(tmp_path):
     out = tmp_path / "c.jwt"
     _run("sign_jwt", "client-3", "client", "--out", str(out))
     assert token_verify(out.read_text().strip(), roles=("client",)).sub == "client-3"
     assert out.stat().st_mode & 0o077 == 0
+    assert ServerToken.objects.get().node_id == "client-3"
+
+
+@pytest.mark.django_db
+def test_revoke_server_token_by_jti_revokes_that_one_only():
+    first = token_verify(_run("sign_jwt", "client-3", "client"), roles=("client",))
+    second = token_verify(_run("sign_jwt", "client-3", "client"), roles=("client",))
+    _run("revoke_server_token", "--jti", first.jti)
+    assert server_tokens_revoked() == [first.jti]
+    assert ServerToken.objects.get(jti=second.jti).revoked_at is None
+
+
+@pytest.mark.django_db
+def test_revoke_server_token_by_node_can_keep_the_new_token_of_a_rotation():
+    old = token_verify(_run("sign_jwt", "client-3", "client"), roles=("client",))
+    new = token_verify(_run("sign_jwt", "client-3", "client"), roles=("client",))
+    other = token_verify(_run("sign_jwt", "client-4", "client"), roles=("client",))
+    _run("revoke_server_token", "--node", "client-3", "--except", new.jti)
+    assert server_tokens_revoked() == [old.jti]
+    _run("revoke_server_token", "--node", "client-3")
+    assert sorted(server_tokens_revoked()) == sorted([old.jti, new.jti])
+    assert other.jti not in server_tokens_revoked()
+
+
+@pytest.mark.django_db
+def test_revoke_server_token_refuses_an_unknown_jti_or_node():
+    with pytest.raises(CommandError, match="no server token"):
+        call_command("revoke_server_token", "--jti", "nope")
+    with pytest.raises(CommandError, match="no server token"):
+        call_command("revoke_server_token", "--node", "tablet-99")
 
 
 def test_sign_jwt_refuses_an_unknown_role():

@@ -9,8 +9,9 @@ The package re-exports each module's ``__all__`` (the control plane's includes t
 ownership functions it uses: metadata and freezes), so a name is listed in one place.
 """
 
-from tablet_app.services import control, rows
+from tablet_app.services import control, revocations, rows
 from tablet_app.services.control import *  # noqa: F403 - the names of control.__all__
+from tablet_app.services.revocations import *  # noqa: F403 - the names of revocations.__all__
 from tablet_app.services.rows import *  # noqa: F403 - the names of rows.__all__
 
-__all__ = control.__all__ + rows.__all__
+__all__ = control.__all__ + revocations.__all__ + rows.__all__

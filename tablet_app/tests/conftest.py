@@ -117,7 +117,11 @@ def api(transactional_db, tokens, monkeypatch) -> Callable[..., Any]:
     letting pytest-django flush and drop the test database.
     """
     from tablet_app.internal_api import app
+    from tablet_app.services import revocations_store
 
+    revocations_store([])  # the master's list has arrived (empty): tokens are checked
+    assert app.revoked is not None
+    app.revoked.reset()
     real_call = internal_http._call
 
     def call_then_close(fn, args):

@@ -267,3 +267,31 @@ async def test_export_changes_returns_the_ranges_entries_after_a_seq(api, owned)
     assert [(e.key, e.op) for e in again.entries] == [("a", "delete")]
     refused = await api("POST", "/internal/v1/export-changes", request, role="client")
     assert refused.status == 403
+
+
+# --- revoked server tokens ------------------------------------------------------------------------
+
+
+async def test_every_token_is_refused_until_the_master_has_sent_the_revoked_list(api, owned):
+    from tablet_app.models import ServerTokenRevocations
+
+    await in_thread(ServerTokenRevocations.objects.all().delete)
+    for role in ("client", "tablet", "master"):
+        response = await api("GET", HEALTH, role=role)
+        assert response.status == 503
+        assert response.json()["error"]["code"] == "revocations_unavailable"
+        assert response.headers["retry-after"] == "1"
+
+
+async def test_a_revoked_client_token_is_refused_and_other_tokens_still_pass(api, owned, tokens):
+    from tablet_app.internal_api import app
+    from tablet_app.services import revocations_store
+
+    jti = auth.token_verify(tokens["client"], roles=("client",)).jti
+    await in_thread(revocations_store, [jti])
+    app.revoked.reset()  # as if a cache period went by
+    response = await api("POST", READ, read_body("t", ["a"]), role="client")
+    assert (response.status, response.json()["error"]["code"]) == (401, "token_revoked")
+    assert (await api("GET", HEALTH, role="tablet")).status == 200
+    rotated = auth.token_sign("client-1", "client")  # the same node's new token
+    assert (await api("POST", READ, read_body("t", ["a"]), token=rotated)).status == 200

@@ -35,6 +35,7 @@ from distdb.protocol import (
     IngestCommand,
     Mutation,
     Reply,
+    ServerTokensRevoked,
     TrimCommand,
     UnfreezeCommand,
     Welcome,
@@ -43,7 +44,12 @@ from distdb.protocol import (
 from tablet_app import link as tablet_link
 from tablet_app.link import TabletLink, reconnect_delays, retry_dial
 from tablet_app.models import ChangeLogEntry, OwnedRange, Row
-from tablet_app.services import changes_last_seq, metadata_version_current, rows_mutate
+from tablet_app.services import (
+    changes_last_seq,
+    metadata_version_current,
+    revocations_load,
+    rows_mutate,
+)
 from tablet_app.tests.conftest import OTHER, freeze, in_thread, tablet
 
 # The agent runs services in asgiref's database thread: the data must be committed.
@@ -449,3 +455,80 @@ async def test_a_welcome_not_signed_by_the_trusted_key_stops_the_agent(owned, to
     link = TabletLink(connect=FakeDialer(FakeSocket(forged)))
     with pytest.raises(SystemExit, match="not signed by the key this server trusts"):
         await link.run_forever()
+
+
+# --- revoked server tokens and token rotation -----------------------------------------------------
+
+
+async def test_the_revoked_tokens_the_master_signs_are_kept_in_the_database(link):
+    await welcomed(link)
+    assert await in_thread(revocations_load) is None  # never told: the API fails closed
+    await link._handle(FakeSocket(), orjson.dumps(sealed(ServerTokensRevoked(revoked=["j1"]))))
+    assert await in_thread(revocations_load) == frozenset({"j1"})
+    await link._handle(FakeSocket(), orjson.dumps(sealed(ServerTokensRevoked(revoked=[]))))
+    assert await in_thread(revocations_load) == frozenset()
+
+
+async def test_an_unsigned_list_of_revoked_tokens_is_not_kept(link):
+    await welcomed(link)
+    forged = message(ServerTokensRevoked(revoked=[]))
+    await link._handle(FakeSocket(), orjson.dumps(forged))
+    assert await in_thread(revocations_load) is None
+
+
+async def test_a_refusal_after_the_token_file_changed_dials_again_with_the_new_token(
+    owned, token, settings
+):
+    """Rotation: the operator writes a new token, then revokes the old one; the master
+    drops the link (4401 token_revoked) and the agent dials again with the new token."""
+    from distdb.files import write_private
+
+    revoked = FakeSocket(welcome(), close=Close(4401, "token_revoked"))
+    relinked = FakeSocket(welcome())
+    calls: list[str] = []
+
+    def dial(url: str, **options: Any) -> AsyncIterator[FakeSocket]:
+        calls.append(options["additional_headers"]["Authorization"])
+
+        async def connections() -> AsyncIterator[FakeSocket]:
+            if len(calls) == 1:
+                write_private(settings.DISTDB_TOKEN_FILE, "the-new-token\n")
+                yield revoked
+            else:
+                yield relinked
+
+        return connections()
+
+    await TabletLink(connect=dial)._link_forever()
+    assert calls == ["Bearer the-token", "Bearer the-new-token"]
+    assert relinked.sent and relinked.sent[0]["type"] == "hello"
+
+
+async def test_the_agents_http_calls_send_the_current_token(owned, token, settings, monkeypatch):
+    from distdb.files import write_private
+
+    link = TabletLink(connect=FakeDialer())
+    sent: list[str] = []
+
+    class FakeResponse:
+        status = 200
+
+        async def read(self) -> bytes:
+            return protocol.dumps(protocol.Metadata(version=1))
+
+        async def __aenter__(self) -> FakeResponse:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    def request(method: str, url: str, **kwargs: Any) -> FakeResponse:
+        sent.append(kwargs["headers"]["Authorization"])
+        return FakeResponse()
+
+    monkeypatch.setattr(link._session(), "request", request)
+    await link._request("GET", "http://m/internal/v1/metadata", protocol.Metadata)
+    write_private(settings.DISTDB_TOKEN_FILE, "the-new-token\n")
+    await link._request("GET", "http://m/internal/v1/metadata", protocol.Metadata)
+    assert sent == ["Bearer the-token", "Bearer the-new-token"]
+    await link.close()

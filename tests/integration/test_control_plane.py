@@ -108,3 +108,97 @@ def test_state_files_are_private_to_the_clusters_user(cluster):
                 loose.append(f"{oct(mode)} {os.path.relpath(path, cluster.data_dir)}")
     assert not loose, "\n".join(loose)
     assert stat.S_IMODE(os.stat(cluster.data_dir).st_mode) & 0o077 == 0
+
+
+# --- server tokens: revoked everywhere, rotated without a restart -------------------------------
+
+
+def _jti(token: str) -> str:
+    import jwt
+
+    return jwt.decode(token, options={"verify_signature": False})["jti"]
+
+
+def _wait_for(what: str, check, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.25)
+
+
+def _tablet_answer(cluster, tablet: str, token: str) -> tuple[int, str | None]:
+    """A tablet server's answer to a read sent with ``token`` (status, error code)."""
+    body = {"type": "read", "table": "products", "meta_version": 0, "keys": []}
+    status, payload, _ = call("POST", f"{cluster.node_url(tablet)}/internal/v1/read", token, body)
+    return status, payload["error"]["code"] if status != 200 else None
+
+
+def _reads_ok(client_url: str, token: str) -> bool:
+    status, payload, _ = call("GET", f"{client_url}/api/v1/tables/products/rows?keys=1,1000", token)
+    return status == 200 and len(payload["rows"]) == 2
+
+
+def _token_file(cluster, node_id: str):
+    return cluster.data_dir / "tokens" / f"{node_id}.jwt"
+
+
+def test_a_revoked_client_token_is_refused_by_the_tablets_and_a_new_one_is_picked_up(cluster):
+    api = cluster.api_token
+    client_1, client_2 = cluster.client_urls
+    old = cluster.server_token("client-2")
+    assert _reads_ok(client_2, api)
+    assert _tablet_answer(cluster, "tablet-1", old) == (200, None)
+
+    cluster.manage("revoke_server_token", "--jti", _jti(old))
+    for tablet in ("tablet-1", "tablet-2"):  # told over the link, kept in their databases
+        _wait_for(
+            f"{tablet} refuses the revoked token",
+            lambda t=tablet: _tablet_answer(cluster, t, old) == (401, "token_revoked"),
+        )
+    assert not _reads_ok(client_2, api)
+    assert _reads_ok(client_1, api)  # the other client server's token still passes
+
+    # Rotation: a new token written to client-2's token file, no restart.
+    pid = cluster.process("client-2").pid
+    cluster.manage("sign_jwt", "client-2", "client", "--out", str(_token_file(cluster, "client-2")))
+    _wait_for("client-2 reads again with its new token", lambda: _reads_ok(client_2, api))
+    assert cluster.process("client-2").pid == pid
+
+
+def test_a_tablet_rotates_its_token_without_a_restart_and_a_revoked_one_loses_its_link(cluster):
+    api = cluster.api_token
+    client_1 = cluster.client_urls[0]
+    link = cluster.process("tablet-2-link")
+    pid, old = link.pid, cluster.server_token("tablet-2")
+    url = cluster.node_url("tablet-2")
+    state = "from master_app.models import TabletServer as T; "
+    state += "print(T.objects.get(node_id='tablet-2').state)"
+
+    # Rotation: write the new token, then revoke the old one; the master drops the link
+    # (4401 token_revoked) and the agent dials again with the new token.
+    path = str(_token_file(cluster, "tablet-2"))
+    cluster.manage("sign_jwt", "tablet-2", "tablet", "--url", url, "--out", path)
+    new = cluster.server_token("tablet-2")
+    cluster.manage("revoke_server_token", "--node", "tablet-2", "--except", _jti(new))
+    _wait_for(
+        "the master unlinks the old token",
+        lambda: "tablet server tablet-2 unlinked (code 4401)" in cluster.log("master", 400),
+    )
+    _wait_for("tablet-2 links again", lambda: cluster.shell("master", state) == "up")
+    assert link.running and link.pid == pid  # the same process, with its new token
+    assert _tablet_answer(cluster, "tablet-1", old) == (401, "token_revoked")  # a peer refuses
+    assert _tablet_answer(cluster, "tablet-1", new) == (200, None)
+    _wait_for("reads through tablet-2", lambda: _reads_ok(client_1, api))
+
+    # Revoked without a replacement: the link is dropped and the agent stops, refused.
+    cluster.manage("revoke_server_token", "--jti", _jti(new))
+    _wait_for("the link agent stops", lambda: not link.running)
+    assert "token_revoked" in cluster.log("tablet-2-link", 100)
+    assert cluster.shell("master", state) == "down"
+
+    # Put it back for the other tests: a new token, the agent started again.
+    cluster.manage("sign_jwt", "tablet-2", "tablet", "--url", url, "--out", path)
+    cluster.restart("tablet-2-link")
+    _wait_for("tablet-2 links again", lambda: cluster.shell("master", state) == "up")
+    _wait_for("reads through tablet-2", lambda: _reads_ok(client_1, api))

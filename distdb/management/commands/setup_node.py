@@ -16,6 +16,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 class Command(BaseCommand):
     help = "Migrate, then create superuser 'admin' with DISTDB_ADMIN_PASSWORD if it is missing."
+    # It prepares a node before its token exists: the master records each token it signs,
+    # so tokens are signed after the databases are migrated (distdb.cluster.prepare).
+    requires_system_checks: list[str] = []
 
     def handle(self, *args: Any, **options: Any) -> None:
         password = os.environ.get("DISTDB_ADMIN_PASSWORD", "")

@@ -1,4 +1,9 @@
-"""``manage.py sign_jwt <id> <tablet|client>``: print a server token (as signJwt.js did)."""
+"""``manage.py sign_jwt <id> <tablet|client> [--url URL]``: a server token (as signJwt.js did).
+
+Every token is recorded (``master_app.models.ServerToken``) so it can be revoked; its id
+is printed on stderr. A tablet's token carries its URL (``--url``, required): the master
+refuses a link that registers any other.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from distdb.auth import DEFAULT_SERVER_TTL_S, token_sign
+from distdb.auth import DEFAULT_SERVER_TTL_S
 from distdb.errors import DistdbError
 from distdb.files import write_private
+from master_app.services.tokens import server_token_issue
 
 
 class Command(BaseCommand):
@@ -18,19 +24,21 @@ class Command(BaseCommand):
         parser.add_argument("node_id", help="The server's node id (the token's subject).")
         parser.add_argument("role", choices=["tablet", "client"])
         parser.add_argument("--days", type=int, default=DEFAULT_SERVER_TTL_S // 86400)
+        parser.add_argument(
+            "--url", help="A tablet's public URL (required for role tablet): bound to its token."
+        )
         parser.add_argument("--out", type=Path, help="Write the token to this file (mode 0600).")
 
-    def handle(self, *args, node_id: str, role: str, days: int, out: Path | None, **options):
-        if days < 1:
-            raise CommandError("--days must be at least 1")
-        if not node_id or len(node_id) > 64:
-            raise CommandError("node_id must be 1-64 characters")
+    def handle(self, *args, node_id: str, role: str, days: int, url: str | None, out, **options):
+        if role == "tablet" and not url:
+            raise CommandError("a tablet's token needs --url (its DISTDB_PUBLIC_URL)")
         try:
-            token = token_sign(node_id, role, ttl_s=days * 86400)
-        except DistdbError as exc:
-            raise CommandError(exc.message) from None
+            record, token = server_token_issue(node_id, role, ttl_days=days, url=url)
+        except (ValueError, DistdbError) as exc:
+            raise CommandError(str(exc)) from None
         if out:
             write_private(out, token + "\n")
-            self.stderr.write(f"wrote {role} token for {node_id} to {out}")
+            self.stderr.write(f"wrote {role} token {record.jti} for {node_id} to {out}")
         else:
+            self.stderr.write(f"signed {role} token {record.jti} for {node_id}")
             self.stdout.write(token)
