@@ -74,6 +74,9 @@ class ClusterConfig:
     # Each host in its own network namespace (``distdb.cluster.netns``), so links between
     # hosts can be cut; None: every process on ``host``.
     network: Network | None = None
+    # Where a node listens when not on ``host`` (what ``network`` assigned, handed to
+    # ``runcluster --prepare-only`` so that the tablets' tokens name their real URLs).
+    hosts: dict[str, str] = field(default_factory=dict)
     # A wall-clock shifter preloaded into every distdb process (the fault harness's clock
     # nemesis, ``chaos/native/clockshift.c``); each node reads its offset from its own file.
     clock_shift_lib: Path | None = None
@@ -129,6 +132,8 @@ class ClusterConfig:
 
     def node_host(self, node_id: str) -> str:
         """The address ``node_id`` (or ``"redis"``) listens on."""
+        if node_id in self.hosts:
+            return self.hosts[node_id]
         return self.network.address(node_id) if self.network else self.host
 
     def url(self, port: int) -> str:

@@ -83,6 +83,7 @@ class LocalCluster:
             *("--master-port", str(cfg.master_port)),
             *("--tablet-ports", ",".join(map(str, cfg.tablet_ports))),
             *("--client-ports", ",".join(map(str, cfg.client_ports))),
+            *(("--node-hosts", node_hosts(cfg)) if cfg.network or cfg.hosts else ()),
             timeout=timeout,
         )
 
@@ -298,6 +299,11 @@ class LocalCluster:
     def _system(self, text: str) -> None:
         if self._printer:
             self._printer.line("system", text)
+
+
+def node_hosts(cfg: ClusterConfig) -> str:
+    """``node=address,...`` for every node (``runcluster --node-hosts``)."""
+    return ",".join(f"{n}={cfg.node_host(n)}" for n in cfg.node_ids)
 
 
 def redis_password(data_dir: Path) -> Path:

@@ -28,6 +28,14 @@ from distdb.cluster.config import LOCAL_HOSTS
 from distdb.cluster.prepare import cluster_prepare
 
 
+def _node_hosts(text: str) -> dict[str, str]:
+    try:
+        pairs = [item.split("=", 1) for item in text.split(",") if item]
+        return {node.strip(): host.strip() for node, host in pairs}
+    except ValueError:
+        raise CommandError(f"--node-hosts {text!r}: give node=address,...") from None
+
+
 def _optional_path(text: str | None) -> Path | None:
     return Path(text) if text else None
 
@@ -54,6 +62,12 @@ class Command(BaseCommand):
         parser.add_argument("--tablet-ports", default="7000,8000")
         parser.add_argument("--client-ports", default="5000,6000")
         parser.add_argument(
+            "--node-hosts",
+            default="",
+            help="node=address,... for nodes that do not listen on DISTDB_HOST "
+            "(hosts of their own; the tablets' tokens name their URLs).",
+        )
+        parser.add_argument(
             "--fixture", type=Path, default=settings.BASE_DIR / "fixtures" / "products.jsonl"
         )
         parser.add_argument("--no-seed", action="store_true", help="Do not seed from the fixture.")
@@ -79,6 +93,7 @@ class Command(BaseCommand):
             master_port=options["master_port"],
             tablet_ports=_ports(options["tablet_ports"]),
             client_ports=_ports(options["client_ports"]),
+            hosts=_node_hosts(options["node_hosts"]),
             # The URL as configured, without the password a file adds (the processes
             # are given the file, and --prepare-only's output must not hold secrets).
             redis_url=os.environ.get("DISTDB_REDIS_URL", "redis://127.0.0.1:6379/0"),
