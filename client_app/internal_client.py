@@ -135,9 +135,13 @@ def _decode(
     status: int, raw: bytes, model: type[M], *, unavailable: type[Unavailable], peer: str
 ) -> M:
     if status in (401, 403):
-        # Our own server token was refused: a deployment problem, not the user's token.
+        # Our own server token was refused: a deployment problem, not the user's token, and
+        # a passing one (a token being rotated is picked up from its file): the caller
+        # sees the peer as unavailable, with Retry-After, never a 500.
         log.error("%s refused this server's token (HTTP %d): %r", peer, status, raw[:200])
-        raise DistdbError(f"{peer} refused this server's credentials", server=peer)
+        raise unavailable(
+            f"{peer} refused this server's credentials", server=peer, reason="credentials"
+        )
     if status >= 400:
         try:
             body = orjson.loads(raw)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from client_app.metadata_cache import metadata_cache
 from client_app.services import engine
 
@@ -188,3 +190,18 @@ async def test_a_tablet_that_times_out_fails_only_its_keys(api, cluster, setting
     assert answer.json["rows"] == [{"key": 1, "cells": {"k": 1}}]
     assert answer.json["failed"][0]["error"]["code"] == "tablet_unavailable"
     assert len(keys_sent(cluster.tablets["tablet-2"])) == 1  # a timeout is never re-sent
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_server_token_is_a_503_with_retry_after_not_a_500(status):
+    """Our own credentials refused (revoked, or being rotated): the peer is unavailable to
+    this client server for now; the user is told to retry, not shown an internal error."""
+    from distdb.errors import TabletUnavailable
+    from distdb.protocol import ReadResponse
+
+    from ..internal_client import _decode
+
+    refusal = b'{"error": {"code": "token_revoked", "message": "revoked"}}'
+    with pytest.raises(TabletUnavailable) as raised:
+        _decode(status, refusal, ReadResponse, unavailable=TabletUnavailable, peer="tablet-1")
+    assert raised.value.status == 503 and raised.value.retryable
