@@ -33,6 +33,7 @@ from distdb.errors import (
     Unavailable,
     error_from_dict,
 )
+from distdb.logs import request_id_headers
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ async def _call(
     unavailable: type[Unavailable],
     peer: str,
 ) -> tuple[int, bytes]:
-    headers = {"Authorization": f"Bearer {own_token()}"}
+    # The request id goes along so the tablet's log lines match the client's (distdb.logs).
+    headers = {"Authorization": f"Bearer {own_token()}", **request_id_headers()}
     if body is not None:
         headers["Content-Type"] = "application/json"
     try:

@@ -140,8 +140,15 @@ def node_env(cfg: ClusterConfig, node: Node) -> dict[str, str]:
         "DISTDB_DATA_DIR": str(cfg.data_dir),
         "DISTDB_MASTER_URL": cfg.master_url,
         "DISTDB_REDIS_URL": cfg.redis_url,
+        # Every process of the node (server, link agent, Celery worker, manage.py runs)
+        # writes its live metrics here; the node's /metrics adds them up (distdb.metrics).
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(cfg, node.node_id)),
         "PYTHONUNBUFFERED": "1",  # output reaches the log as it happens
     }
+
+
+def metrics_dir(cfg: ClusterConfig, node_id: str) -> Path:
+    return cfg.data_dir / "metrics" / node_id
 
 
 def redis_argv(cfg: ClusterConfig) -> tuple[str, ...]:

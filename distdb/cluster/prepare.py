@@ -8,6 +8,7 @@ and writes under the master's data dir. State survives restarts; every step is i
 from __future__ import annotations
 
 import secrets
+import shutil
 import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,9 @@ def cluster_prepare(cfg: ClusterConfig, log: Callable[[str], object] = print) ->
         names = ", ".join(f"{n.node_id}:{n.port}" for n in busy)
         raise ClusterError(f"ports already in use ({names}); is a cluster already running?")
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    # Live metrics start from zero with the cluster (prometheus_client's multi-process
+    # mode wants the directory emptied between runs; distdb.metrics).
+    shutil.rmtree(cfg.data_dir / "metrics", ignore_errors=True)
     if generate_key_pair(settings.DISTDB_PRIVATE_KEY_FILE, settings.DISTDB_PUBLIC_KEY_FILE):
         log(f"generated the master's key pair in {settings.DISTDB_KEYS_DIR}")
     tokens_dir = settings.DISTDB_TOKENS_DIR

@@ -44,3 +44,6 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+DISTDB_METRICS_COLLECTORS = ["master_app.metrics.MasterCollector"]
+DISTDB_READINESS_CHECKS = ["distdb.health.database_ready", "master_app.metrics.redis_ready"]
