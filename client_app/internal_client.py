@@ -35,6 +35,8 @@ from distdb.errors import (
 )
 from distdb.logs import request_id_headers
 
+from .breaker import breakers
+
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
@@ -165,15 +167,35 @@ async def tablet_call(
     error the tablet server answered with.
     """
     endpoint = request.type
-    status, raw = await _call(
-        "POST",
-        f"{url.rstrip('/')}/internal/v1/{endpoint}",
-        protocol.dumps(request),
-        timeout_s=timeout_s,
-        unavailable=TabletUnavailable,
-        peer=server,
-    )
+    breaker = breakers.get().get_for(server, url, tablet_probe)
+    breaker.check()  # fails fast while the server is known not to answer (client_app.breaker)
+    try:
+        status, raw = await _call(
+            "POST",
+            f"{url.rstrip('/')}/internal/v1/{endpoint}",
+            protocol.dumps(request),
+            timeout_s=timeout_s,
+            unavailable=TabletUnavailable,
+            peer=server,
+        )
+    except TabletUnavailable as exc:
+        breaker.failed(exc)
+        raise
+    breaker.succeeded()
     return _decode(status, raw, model, unavailable=TabletUnavailable, peer=server)
+
+
+async def tablet_probe(url: str) -> bool:
+    """The breaker's probe: whether the tablet server answers ``/healthz`` quickly."""
+    try:
+        async with session().get(
+            f"{url.rstrip('/')}/healthz",
+            timeout=aiohttp.ClientTimeout(total=settings.DISTDB_BREAKER_PROBE_TIMEOUT_S),
+        ) as response:
+            await response.read()
+            return response.status == 200
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return False
 
 
 # --- master -------------------------------------------------------------------------------------

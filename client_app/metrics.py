@@ -53,6 +53,7 @@ class ClientCollector(ScrapeCollector):
     max_age_s = 0.0  # memory only: always fresh
 
     def families(self) -> Iterable[Any]:
+        from .breaker import breakers
         from .metadata_cache import metadata_cache
 
         current = metadata_cache.get().current
@@ -61,6 +62,14 @@ class ClientCollector(ScrapeCollector):
             "The routing metadata version this client server routes with (0: none yet).",
             value=current.version if current else 0,
         )
+        state = GaugeMetricFamily(
+            "distdb_breaker_open",
+            "1 while the circuit breaker for a tablet server is open (its keys fail fast).",
+            labels=["server"],
+        )
+        for server, breaker in sorted(breakers.get().items()):
+            state.add_metric([server], 0 if breaker.state == "closed" else 1)
+        yield state
 
 
 async def metadata_ready() -> None:

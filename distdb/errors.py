@@ -246,14 +246,6 @@ class NotReady(Unavailable):
     default_message = "this node is not ready to serve"
 
 
-class CircuitOpen(TabletUnavailable):
-    """The client server stopped sending to a tablet server that timed out, until a probe
-    answers (``client_app.breaker``); ``Retry-After`` says when to try again."""
-
-    code = "circuit_open"
-    default_message = "the tablet server holding these keys is not answering; retry shortly"
-
-
 class MoveAborted(Unavailable):
     code = "move_aborted"
     default_message = "the move was abandoned before its commit; nothing changed"

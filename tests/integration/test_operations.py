@@ -232,3 +232,47 @@ def test_one_requests_client_and_tablet_log_lines_share_its_request_id(ops):
     status, _, headers = api(ops, "client-2", "GET", "/tables/products/rows/43")
     headers = {k.lower(): v for k, v in headers.items()}
     assert status == 200 and len(headers["x-request-id"]) == 16
+
+
+# --- a hung tablet server -------------------------------------------------------------------------
+
+
+def key_on(cluster: LocalCluster, server: str) -> int:
+    """A products key that ``server`` holds (the start of its first range)."""
+    status = json.loads(cluster.manage("cluster_status", "--json"))
+    mine = next(s for s in status["servers"] if s["node_id"] == server)
+    first = next(t for t in mine["tablets"] if t["table"] == "products")
+    return 1 if first["start"] == "-inf" else int(first["start"])
+
+
+def timed_get(cluster: LocalCluster, client: str, key: int) -> tuple[int, Any, dict, float]:
+    started = time.monotonic()
+    status, body, headers = api(cluster, client, "GET", f"/tables/products/rows/{key}")
+    return status, body, {k.lower(): v for k, v in headers.items()}, time.monotonic() - started
+
+
+def test_a_paused_tablet_servers_keys_fail_fast_after_the_first_timeout(ops):
+    hung, healthy = key_on(ops, "tablet-2"), key_on(ops, "tablet-1")
+    assert timed_get(ops, "client-1", hung)[0] == 200
+    ops.pause("tablet-2")
+    try:
+        status, body, _, _ = timed_get(ops, "client-1", hung)  # waits out the call timeout
+        assert status == 503, body
+        for _ in range(5):
+            status, body, headers, took = timed_get(ops, "client-1", hung)
+            assert status == 503, body
+            assert body["error"]["code"] == "tablet_unavailable"
+            assert body["error"]["detail"]["reason"] == "circuit_open"
+            assert int(headers["retry-after"]) >= 1
+            assert took <= 1.0, f"a fast failure took {took:.2f} s"
+            status, body, _, took = timed_get(ops, "client-1", healthy)
+            assert status == 200, body  # the other server's keys are served as usual
+        metrics = scrape(ops, "client-1")
+        assert total(metrics, "distdb_breaker_open", server="tablet-2") == 1
+        assert total(metrics, "distdb_breaker_open", server="tablet-1") == 0
+        assert total(metrics, "distdb_breaker_rejected_calls_total", server="tablet-2") >= 5
+    finally:
+        ops.resume("tablet-2")
+    # Served again within seconds: the next probe after the open period finds it.
+    wait_for("tablet-2's keys served again", lambda: timed_get(ops, "client-1", hung)[0] == 200, 15)
+    assert total(scrape(ops, "client-1"), "distdb_breaker_open", server="tablet-2") == 0
