@@ -131,7 +131,11 @@ def free_ports(n: int) -> list[int]:
 
 def node_env(cfg: ClusterConfig, node: Node) -> dict[str, str]:
     """The environment that makes ``manage.py`` act as ``node`` of this cluster."""
+    role: dict[str, str] = {}
+    if node.role == "master":  # its dashboard shows the client servers' load too
+        role["DISTDB_CLIENT_URLS"] = ",".join(cfg.url(p) for p in cfg.client_ports)
     return {
+        **role,
         **cfg.env,
         "DJANGO_SETTINGS_MODULE": ROLE_SETTINGS[node.role],
         "DISTDB_NODE_ID": node.node_id,

@@ -179,4 +179,5 @@ LOGGING = logging_config(DISTDB_LOG_FORMAT, env_str("DISTDB_LOG_LEVEL", "INFO"))
 # role's state at scrape time; each role module appends its own. Readiness (/readyz):
 # checks each role adds (dotted paths of callables returning None or raising).
 DISTDB_METRICS_COLLECTORS: list[str] = []
+DISTDB_CLIENT_URLS: list[str] = []  # the master's dashboard reads these client servers' /metrics
 DISTDB_READINESS_CHECKS: list[str] = ["distdb.health.database_ready"]

@@ -82,3 +82,44 @@ def test_the_collector_reports_rows_bytes_ranges_and_the_change_log(assign):
     assert got[("distdb_changelog_last_seq", ())] >= 2
     assert got[("distdb_link_up", ())] == 1
     assert got[("distdb_metadata_version", ())] == 1
+
+
+# --- key access (the master's heatmap) -----------------------------------------------------------
+
+
+async def test_reads_and_writes_are_counted_per_owned_range_and_minute(api, owned):
+    from tablet_app.services.access import key_access
+
+    key_access._counts.clear()
+    key_access._ranges_at = float("-inf")
+    read = {"type": "read", "table": "u", "meta_version": 3, "keys": ["n", "x", "b"]}
+    assert (await api("POST", "/internal/v1/read", read)).status == 200
+    write = {
+        "type": "mutate",
+        "table": "t",
+        "meta_version": 3,
+        "mutations": [{"op": "upsert", "key": k, "cells": {"v": 1}} for k in ("a", "b")],
+    }
+    assert (await api("POST", "/internal/v1/mutate", write)).status == 200
+    answer = await api("GET", "/internal/v1/key-access", role="master")
+    assert answer.status == 200
+    body = protocol.KeyAccess.model_validate(answer.json())
+    got = {(b.table, b.start, b.end): (b.reads, b.writes) for b in body.buckets}
+    # "b" of u is tablet-2's (answered outdated): two keys read in [m, +inf)
+    assert got == {("u", "m", None): (2, 0), ("t", "", None): (0, 2)}
+    assert (await api("GET", "/internal/v1/key-access", role="client")).status == 403
+
+
+def test_the_key_access_log_forgets_minutes_older_than_an_hour(db):
+    from tablet_app.services.access import KeyAccessLog
+
+    now = [6000.0 * 60]
+    log = KeyAccessLog(clock=lambda: now[0])
+    log._ranges = {"t": ([""], [("", None)])}
+    log._ranges_at = float("inf")
+    log.record("t", "a", 3, write=False)
+    now[0] += 30 * 60
+    log.record("t", "a", 1, write=True)
+    assert [(b.minute, b.reads, b.writes) for b in log.buckets()] == [(6000, 3, 0), (6030, 0, 1)]
+    now[0] += 31 * 60
+    assert [(b.minute, b.reads, b.writes) for b in log.buckets()] == [(6030, 0, 1)]
