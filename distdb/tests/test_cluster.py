@@ -224,3 +224,26 @@ def test_wait_ready_gives_up_at_its_deadline(tmp_path):
 def test_starting_a_running_process_again_is_an_error(sleeper):
     with pytest.raises(ClusterError, match="already running"):
         sleeper.start()
+
+
+def test_a_node_with_a_host_of_its_own_binds_there_and_runs_in_its_namespace(tmp_path):
+    cfg = ClusterConfig(
+        tmp_path,
+        redis_url="redis://10.9.0.6:6400/0",
+        hosts={"master": "10.9.0.1", "tablet-1": "10.9.0.2", "redis": "10.9.0.6"},
+        netns={"master": "ns-master", "tablet-1": "ns-t1", "redis": "ns-redis"},
+    )
+    procs = {p.name: p for p in cluster_processes(cfg, redis=True)}
+    assert procs["tablet-1-link"].argv[:4] == ("ip", "netns", "exec", "ns-t1")
+    assert procs["worker"].argv[:4] == ("ip", "netns", "exec", "ns-master")
+    assert procs["client-1"].argv[0] != "ip"  # no host of its own: as before
+    env = procs["tablet-1"].env
+    assert env["DISTDB_HOST"] == "10.9.0.2"
+    assert env["DISTDB_MASTER_URL"] == "http://10.9.0.1:3000"
+    assert env["DISTDB_ALLOWED_HOSTS"] == "10.9.0.2,127.0.0.1,localhost"
+    assert procs["tablet-1"].ready_url == "http://10.9.0.2:7000/admin/login/"
+    assert cfg.url(5000) == "http://127.0.0.1:5000"
+    redis = procs["redis"].argv
+    assert redis[:4] == ("ip", "netns", "exec", "ns-redis")
+    assert redis[redis.index("--bind") + 1] == "10.9.0.6"
+    assert redis[redis.index("--protected-mode") + 1] == "no"

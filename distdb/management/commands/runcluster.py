@@ -17,11 +17,13 @@ import sys
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
+from urllib.parse import urlparse
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from distdb.cluster import ClusterConfig, ClusterError, LocalCluster
+from distdb.cluster.config import LOCAL_HOSTS
 from distdb.cluster.prepare import cluster_prepare
 
 
@@ -76,7 +78,14 @@ class Command(BaseCommand):
         )
         try:
             info = cluster_prepare(cfg, log=lambda m: self.stdout.write(f"[prepare] {m}"))
-            cluster = LocalCluster(cfg, console=not options["prepare_only"])
+            # A Redis elsewhere (another host, another network namespace) is not ours to
+            # start: --prepare-only then lists the processes without one.
+            remote_redis = urlparse(cfg.redis_url).hostname not in LOCAL_HOSTS
+            cluster = LocalCluster(
+                cfg,
+                console=not options["prepare_only"],
+                redis=False if options["prepare_only"] and remote_redis else None,
+            )
         except ClusterError as exc:
             raise CommandError(str(exc)) from None
 
