@@ -169,8 +169,8 @@ CHANNEL_LAYERS = {
 
 # Plain lines by default (make run's console); JSON lines with DISTDB_LOG_FORMAT=json, every
 # record carrying the node, role and request id (distdb.logs). DISTDB_ACCESS_LOG=1 adds one
-# line per HTTP request (method, path, status, duration, request id; ~65 us with JSON): off by default, as
-# a line per request costs CPU on the hot path (docs/deploy.md).
+# line per HTTP request (method, path, status, duration, request id): off by default, as it
+# costs ~65 us of CPU per request with JSON, a tenth of a point read (docs/deploy.md).
 DISTDB_LOG_FORMAT = env_choice("DISTDB_LOG_FORMAT", "plain", ("plain", "json"))
 DISTDB_ACCESS_LOG = env_bool("DISTDB_ACCESS_LOG", False)
 LOGGING = logging_config(DISTDB_LOG_FORMAT, env_str("DISTDB_LOG_LEVEL", "INFO"))
