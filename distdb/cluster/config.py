@@ -72,6 +72,7 @@ class ClusterConfig:
     # namespace (``ip netns exec``), where 127.0.0.1 reaches nothing but itself.
     hosts: dict[str, str] = field(default_factory=dict)
     netns: dict[str, str] = field(default_factory=dict)
+    env_by_node: dict[str, dict[str, str]] = field(default_factory=dict)  # e.g. its own database
 
     @classmethod
     def on_free_ports(
@@ -156,6 +157,7 @@ def node_env(cfg: ClusterConfig, node: Node) -> dict[str, str]:
     return {
         **role,
         **cfg.env,
+        **cfg.env_by_node.get(node.node_id, {}),
         "DJANGO_SETTINGS_MODULE": ROLE_SETTINGS[node.role],
         "DISTDB_NODE_ID": node.node_id,
         "DISTDB_PORT": str(node.port),

@@ -232,6 +232,7 @@ def test_a_node_with_a_host_of_its_own_binds_there_and_runs_in_its_namespace(tmp
         redis_url="redis://10.9.0.6:6400/0",
         hosts={"master": "10.9.0.1", "tablet-1": "10.9.0.2", "redis": "10.9.0.6"},
         netns={"master": "ns-master", "tablet-1": "ns-t1", "redis": "ns-redis"},
+        env_by_node={"tablet-1": {"DISTDB_DATABASE_URL": "postgres://db.internal/t1"}},
     )
     procs = {p.name: p for p in cluster_processes(cfg, redis=True)}
     assert procs["tablet-1-link"].argv[:4] == ("ip", "netns", "exec", "ns-t1")
@@ -241,6 +242,8 @@ def test_a_node_with_a_host_of_its_own_binds_there_and_runs_in_its_namespace(tmp
     assert env["DISTDB_HOST"] == "10.9.0.2"
     assert env["DISTDB_MASTER_URL"] == "http://10.9.0.1:3000"
     assert env["DISTDB_ALLOWED_HOSTS"] == "10.9.0.2,127.0.0.1,localhost"
+    assert env["DISTDB_DATABASE_URL"] == "postgres://db.internal/t1"
+    assert "DISTDB_DATABASE_URL" not in procs["tablet-2"].env
     assert procs["tablet-1"].ready_url == "http://10.9.0.2:7000/admin/login/"
     assert cfg.url(5000) == "http://127.0.0.1:5000"
     redis = procs["redis"].argv

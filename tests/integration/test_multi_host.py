@@ -6,20 +6,28 @@ a network namespace of their own with their own address (``ip netns exec``; the 
 namespace itself, so a role that assumed its peers on localhost would fail here. The test
 drives CRUD through both client servers and one rebalance that moves data.
 
+Each tablet server keeps its rows in a PostgreSQL database of its own on a database host
+(a throw-away PostgreSQL server in a namespace too), where the machine has PostgreSQL's
+server programs; else in SQLite files, saying so. The master and client servers use
+SQLite. The one shared data directory carries the keys and tokens: what an operator
+copies between real hosts is in docs/deploy.md.
+
 It needs root and namespaces (CI runs as root); elsewhere it is skipped, saying why.
-Databases are SQLite files in the one shared data directory, which also carries the keys
-and tokens: what an operator copies between real hosts is in docs/deploy.md.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 import time
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +38,8 @@ from tests.integration.conftest import FIXTURE
 
 pytestmark = pytest.mark.integration
 
-NAMES = ("master", "tablet-1", "tablet-2", "client-1", "client-2", "redis")
+NAMES = ("master", "tablet-1", "tablet-2", "client-1", "client-2", "redis", "postgres")
+TABLETS = ("tablet-1", "tablet-2")
 
 
 def sh(*args: str) -> None:
@@ -120,6 +129,56 @@ def namespaces_unavailable() -> str | None:
     return None
 
 
+class Postgres:
+    """A throw-away PostgreSQL server in the "postgres" namespace, one database per tablet."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self.host = network.hosts["postgres"]
+        initdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        self.bin = Path(initdb[-1]).parent if initdb else None
+        self.dir: Path | None = None
+        self.started = False
+
+    def start(self) -> dict[str, dict[str, str]]:
+        """Start it; each tablet's DISTDB_DATABASE_URL ({} without PostgreSQL here)."""
+        if self.bin is None or not shutil.which("runuser"):
+            warnings.warn("no PostgreSQL server programs: tablet servers use SQLite", stacklevel=2)
+            return {}
+        self.dir = Path(tempfile.mkdtemp(prefix="distdb-netns-pg-"))
+        self.dir.chmod(0o755)
+        shutil.chown(self.dir, "postgres")
+        data = self.dir / "data"
+        as_pg = ("runuser", "-u", "postgres", "--")
+        sh(*as_pg, str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust")
+        with (data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {self.network.subnet}.0/24 trust\n")
+        ns = self.network.namespaces["postgres"]
+        options = f"-p 5432 -k {self.dir} -c listen_addresses={self.host} -c fsync=off"
+        sh(
+            "ip", "netns", "exec", ns, *as_pg, str(self.bin / "pg_ctl"), "-D", str(data),
+            "-o", options, "-l", str(self.dir / "log"), "-w", "start",
+        )  # fmt: skip
+        self.started = True
+        urls = {}
+        for tablet in TABLETS:
+            name = f"distdb_{tablet.replace('-', '_')}"
+            sh("ip", "netns", "exec", ns, *as_pg, "psql", "-h", self.host, "-U", "postgres",
+               "-c", f"CREATE DATABASE {name}")  # fmt: skip
+            urls[tablet] = {"DISTDB_DATABASE_URL": f"postgres://postgres@{self.host}:5432/{name}"}
+        return urls
+
+    def stop(self) -> None:
+        if self.started and self.bin is not None and self.dir is not None:
+            subprocess.run(
+                ["runuser", "-u", "postgres", "--", str(self.bin / "pg_ctl"), "-D",
+                 str(self.dir / "data"), "-m", "immediate", "stop"],
+                capture_output=True, timeout=60,
+            )  # fmt: skip
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory) -> Iterator[LocalCluster]:
     reason = namespaces_unavailable()
@@ -131,7 +190,9 @@ def hosts(tmp_path_factory) -> Iterator[LocalCluster]:
     except subprocess.CalledProcessError as exc:
         network.destroy()
         pytest.skip(f"multi-host test skipped: could not build the network: {exc.stderr}")
+    postgres = Postgres(network)
     try:
+        databases = postgres.start()
         base = ClusterConfig.on_free_ports(tmp_path_factory.mktemp("hosts"), celery=False)
         cfg = ClusterConfig(
             data_dir=base.data_dir,
@@ -144,16 +205,40 @@ def hosts(tmp_path_factory) -> Iterator[LocalCluster]:
             env={"DISTDB_HEARTBEAT_S": "1"},
             hosts=dict(network.hosts),
             netns=dict(network.namespaces),
+            env_by_node=databases,
         )
-        with LocalCluster(cfg, redis=True).up() as cluster:
+        with LocalCluster(cfg, redis=True) as cluster:
+            cluster.prepare()
+            # prepare migrated every node as the master sees it (SQLite); each tablet now
+            # migrates its own database, from its own host.
+            for tablet in databases:
+                admin = {"DISTDB_ADMIN_PASSWORD": cluster.admin_password}
+                cluster.manage("setup_node", node=tablet, env=admin)
+            cluster.start()
+            cluster.wait_ready(timeout=240)
             cluster.seed(FIXTURE)
             yield cluster
     finally:
+        postgres.stop()
         network.destroy()
 
 
 def api(cluster: LocalCluster, client: str, method: str, path: str, body: Any = None):
     return call(method, f"{cluster.node_url(client)}/api/v1{path}", cluster.api_token, body)
+
+
+def test_each_tablet_server_stores_its_rows_in_its_own_database_host(hosts):
+    urls = {t: hosts.cfg.env_by_node.get(t, {}).get("DISTDB_DATABASE_URL") for t in TABLETS}
+    if not all(urls.values()):
+        pytest.skip("no PostgreSQL server programs here: the tablet servers use SQLite")
+    for tablet, url in urls.items():
+        code = (
+            "from django.db import connection;"
+            "print(connection.vendor, connection.settings_dict['HOST'])"
+        )
+        assert hosts.shell(tablet, code) == f"postgresql {hosts.cfg.host_of('postgres')}", url
+        rows = hosts.shell(tablet, "from tablet_app.models import Row; print(Row.objects.count())")
+        assert int(rows) > 0
 
 
 def test_every_role_listens_on_its_own_address_and_is_ready(hosts):
