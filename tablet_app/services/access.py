@@ -5,7 +5,8 @@ call here (``access_record``), the master's dashboard reads the last hour throug
 ``GET /internal/v1/key-access`` (after Cloud Bigtable's Key Visualizer: key ranges down,
 time across). Cheap on purpose: a client server sends one call per tablet range, so a
 call is counted once, under the range holding its first key (one bisect over a cached
-list of owned ranges, refreshed every ``RANGES_TTL_S``), with its number of keys.
+list of owned ranges, refreshed every ``RANGES_TTL_S``), with its number of keys:
+~5.5 µs per call measured here, against ~1 ms of CPU for the cheapest call.
 
 Counts live in this process's memory (an hour of minutes, pruned as they age): a
 restart starts the picture afresh, which a heatmap can afford. Minutes are wall-clock
