@@ -13,6 +13,11 @@ otherwise cost every request for its keys the full call timeout (5 s). So:
   and still fails fast: no user request waits on a probe.
 * A probe that answers closes the breaker; one that fails keeps it open for another
   ``open_s``. A call sent before the breaker opened that succeeds closes it too.
+* The master's heartbeat state informs it: every ``DISTDB_BREAKER_MASTER_STATES_S`` the
+  client server asks the master which tablet servers it considers down (their link went
+  silent), in the background. A server newly reported down is probed at once, and its
+  breaker opens if the probe gets no answer — so a dead host costs no timeout at all.
+  The master's word alone opens nothing: a server whose link is down may still serve.
 
 One sick server stays local (DESIGN §4, invariant 5): each server has its own breaker,
 and only the keys it owns fail fast. State lives in this process's memory (each client
@@ -22,6 +27,7 @@ server process learns for itself; no coordination is needed for a hint).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +39,7 @@ from distdb.errors import DistdbError, TabletUnavailable
 from .metrics import BREAKER_OPENED, BREAKER_REJECTED
 from .process_local import ProcessLocal
 
+log = logging.getLogger(__name__)
 Probe = Callable[[str], Awaitable[bool]]  # (base URL) -> whether the server answered
 
 
@@ -82,6 +89,11 @@ class Breaker:
     def succeeded(self) -> None:
         self.state = "closed"
 
+    def suspect(self) -> None:
+        """The master says this server is down: probe it now; no answer opens the breaker."""
+        if self.state == "closed" and (self._probing is None or self._probing.done()):
+            self._probing = asyncio.get_running_loop().create_task(self._run_probe())
+
     def _open(self) -> None:
         if self.state == "closed":
             BREAKER_OPENED.labels(self.server).inc()
@@ -96,12 +108,23 @@ class Breaker:
             answered = False
         if answered:
             self.succeeded()
-        elif self.state == "open":
+        else:
             self._open()
 
 
+States = Callable[[], Awaitable[frozenset[str]]]  # the servers the master considers down
+
+
 class Breakers(dict[str, Breaker]):
-    """Every tablet server's breaker in this process, made on first call."""
+    """Every tablet server's breaker in this process, made on first call, and what the
+    master last said about the servers' heartbeats."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self.master_down: frozenset[str] = frozenset()
+        self._states_at = float("-inf")
+        self._states_task: asyncio.Task[None] | None = None
 
     def get_for(self, server: str, url: str, probe: Probe) -> Breaker:
         breaker = self.get(server)
@@ -109,7 +132,30 @@ class Breakers(dict[str, Breaker]):
             breaker = self[server] = Breaker(
                 server, url, open_s=settings.DISTDB_BREAKER_OPEN_S, probe=probe
             )
+            if server in self.master_down:
+                breaker.suspect()
         return breaker
+
+    def consult_master(self, states: States) -> None:
+        """Refresh the master's view in the background when it is due (never waits)."""
+        every = settings.DISTDB_BREAKER_MASTER_STATES_S
+        if not every or self._clock() - self._states_at < every:
+            return
+        if self._states_task is None or self._states_task.done():
+            self._states_at = self._clock()  # at the start: one refresh at a time
+            self._states_task = asyncio.get_running_loop().create_task(self._refresh(states))
+
+    async def _refresh(self, states: States) -> None:
+        try:
+            down = await states()
+        except DistdbError as exc:  # the master is away: keep what we knew
+            log.info("could not ask the master for server states: %s", exc.message)
+            return
+        for server in down - self.master_down:  # newly down: probe each one now
+            breaker = self.get(server)
+            if breaker is not None:
+                breaker.suspect()
+        self.master_down = down
 
 
 breakers: ProcessLocal[Breakers] = ProcessLocal(Breakers)

@@ -167,7 +167,9 @@ async def tablet_call(
     error the tablet server answered with.
     """
     endpoint = request.type
-    breaker = breakers.get().get_for(server, url, tablet_probe)
+    all_breakers = breakers.get()
+    all_breakers.consult_master(master_server_states)  # in the background, every few seconds
+    breaker = all_breakers.get_for(server, url, tablet_probe)
     breaker.check()  # fails fast while the server is known not to answer (client_app.breaker)
     try:
         status, raw = await _call(
@@ -239,6 +241,15 @@ async def master_revoked_tokens() -> frozenset[str]:
         status, raw, protocol.RevokedTokens, unavailable=MasterUnavailable, peer="master"
     )
     return frozenset(answer.revoked)
+
+
+async def master_server_states() -> frozenset[str]:
+    """The tablet servers the master considers down (for the circuit breakers)."""
+    status, raw = await _master("GET", "servers")
+    answer = _decode(
+        status, raw, protocol.ServerStates, unavailable=MasterUnavailable, peer="master"
+    )
+    return frozenset(answer.down)
 
 
 def is_not_sent(exc: DistdbError) -> bool:

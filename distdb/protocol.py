@@ -313,6 +313,14 @@ class KeyAccess(Message):
     buckets: list[KeyAccessBucket]
 
 
+class ServerStates(Message):
+    """The tablet servers the master considers down (their link's heartbeats stopped):
+    ``GET /internal/v1/servers``, which client servers' circuit breakers consult."""
+
+    type: Literal["server_states"] = "server_states"
+    down: list[str]
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 

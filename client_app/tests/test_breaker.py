@@ -144,3 +144,102 @@ async def test_a_success_from_a_call_sent_before_it_opened_closes_it(breaker):
     breaker.failed(timeout())
     breaker.succeeded()
     assert breaker.state == "closed"
+
+
+# --- the master's heartbeat state ----------------------------------------------------------------
+
+
+class Master:
+    """What the master says is down; ``None`` makes it unreachable."""
+
+    def __init__(self) -> None:
+        self.down: frozenset[str] | None = frozenset()
+        self.asked = 0
+
+    async def __call__(self) -> frozenset[str]:
+        from distdb.errors import MasterUnavailable
+
+        self.asked += 1
+        if self.down is None:
+            raise MasterUnavailable("the master is unreachable")
+        return self.down
+
+
+@pytest.fixture
+def every(settings, clock):
+    from ..breaker import Breakers
+
+    settings.DISTDB_BREAKER_MASTER_STATES_S = 10.0
+    return Breakers(clock=clock)
+
+
+async def test_a_server_the_master_reports_down_is_probed_and_fails_fast_without_an_answer(
+    every, probe
+):
+    breaker = every.get_for("tablet-1", "http://t1", probe)
+    master = Master()
+    master.down = frozenset({"tablet-1"})
+    every.consult_master(master)
+    await settle()
+    assert probe.urls == ["http://t1"]
+    assert breaker.state == "open"
+    with pytest.raises(TabletUnavailable):
+        breaker.check()
+
+
+async def test_the_masters_word_alone_opens_nothing_if_the_server_answers(every, probe):
+    breaker = every.get_for("tablet-1", "http://t1", probe)
+    probe.answer = True  # its link is down, its data plane is not
+    master = Master()
+    master.down = frozenset({"tablet-1"})
+    every.consult_master(master)
+    await settle()
+    assert probe.urls == ["http://t1"] and breaker.state == "closed"
+
+
+async def test_the_master_is_asked_every_few_seconds_and_a_server_probed_once_per_report(
+    every, probe, clock
+):
+    breaker = every.get_for("tablet-1", "http://t1", probe)
+    probe.answer = True
+    master = Master()
+    master.down = frozenset({"tablet-1"})
+    every.consult_master(master)
+    await settle()
+    every.consult_master(master)  # not due yet
+    await settle()
+    assert master.asked == 1
+    clock.now += 10
+    every.consult_master(master)  # due; still down: not probed again
+    await settle()
+    assert master.asked == 2 and probe.urls == ["http://t1"]
+    assert breaker.state == "closed"
+
+
+async def test_an_unreachable_master_changes_nothing(every, probe, clock):
+    breaker = every.get_for("tablet-1", "http://t1", probe)
+    master = Master()
+    master.down = None
+    every.consult_master(master)
+    await settle()
+    assert master.asked == 1 and probe.urls == [] and breaker.state == "closed"
+
+
+async def test_a_breaker_made_after_the_master_reported_its_server_down_probes_at_once(
+    every, probe
+):
+    master = Master()
+    master.down = frozenset({"tablet-2"})
+    every.consult_master(master)
+    await settle()
+    breaker = every.get_for("tablet-2", "http://t2", probe)
+    await settle()
+    assert probe.urls == ["http://t2"] and breaker.state == "open"
+
+
+async def test_zero_turns_the_masters_reports_off(every, settings):
+    settings.DISTDB_BREAKER_MASTER_STATES_S = 0
+    master = Master()
+    every.consult_master(master)
+    await settle()
+    assert master.asked == 0

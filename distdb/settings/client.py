@@ -46,3 +46,5 @@ DISTDB_READINESS_CHECKS = ["distdb.health.database_ready", "client_app.metrics.m
 # server's keys fail fast (503, Retry-After) for this long, then one probe is let through.
 DISTDB_BREAKER_OPEN_S = env_float("DISTDB_BREAKER_OPEN_S", 2.0, minimum=0.1)
 DISTDB_BREAKER_PROBE_TIMEOUT_S = env_float("DISTDB_BREAKER_PROBE_TIMEOUT_S", 0.5, minimum=0.05)
+# How often it asks the master which tablet servers' heartbeats stopped (0: never).
+DISTDB_BREAKER_MASTER_STATES_S = env_float("DISTDB_BREAKER_MASTER_STATES_S", 10.0, minimum=0)

@@ -87,3 +87,58 @@ def test_the_dashboard_shows_servers_charts_plan_and_runs(staff, servers, monkey
 def test_the_dashboard_is_for_staff_only(client, db):
     page = client.get("/admin/dashboard/")
     assert page.status_code == 302 and "/admin/login/" in page["Location"]
+
+
+# --- the tablet servers' states, for the client servers' circuit breakers ------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_master_tells_client_servers_which_tablet_servers_are_down(settings):
+    import datetime
+
+    import orjson
+    from asgiref.sync import sync_to_async
+    from django.utils import timezone
+
+    from distdb import auth
+    from master_app.internal_api import app
+    from master_app.models import TabletServer
+
+    now = timezone.now()
+    silent = now - datetime.timedelta(seconds=settings.DISTDB_HEARTBEAT_TIMEOUT_S + 1)
+    await sync_to_async(TabletServer.objects.bulk_create)(
+        [
+            TabletServer(node_id="tablet-1", url="http://t1", state="up", last_heartbeat=now),
+            TabletServer(node_id="tablet-2", url="http://t2", state="down", last_heartbeat=now),
+            TabletServer(node_id="tablet-3", url="http://t3", state="up", last_heartbeat=silent),
+        ]
+    )
+
+    async def get(role: str) -> tuple[int, object]:
+        token = auth.token_sign(f"{role}-1", role)
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/internal/v1/servers",
+            "query_string": b"",
+            "headers": [(b"authorization", f"Bearer {token}".encode())],
+        }
+        out: dict = {"body": b""}
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                out["status"] = message["status"]
+            else:
+                out["body"] += message.get("body", b"")
+
+        await app(scope, receive, send)
+        return out["status"], orjson.loads(out["body"])
+
+    status, body = await get("client")
+    assert status == 200
+    assert body == {"v": 1, "type": "server_states", "down": ["tablet-2", "tablet-3"]}
+    status, body = await get("tablet")
+    assert status == 403

@@ -136,6 +136,8 @@ def test_every_role_counts_the_requests_of_a_workload_in_its_metrics(ops):
     assert all(total(after[t], "distdb_tablet_ranges", table="products") >= 1 for t in TABLETS)
     master = after["master"]
     assert total(master, "distdb_http_requests_total", api="internal", endpoint="metadata") >= 2
+    # Both client servers asked which tablet servers' heartbeats stopped (their breakers).
+    assert total(master, "distdb_http_requests_total", endpoint="servers", status="200") >= 2
     assert {t: total(master, "distdb_server_up", server=t) for t in TABLETS} == dict.fromkeys(
         TABLETS, 1
     )
