@@ -33,6 +33,9 @@ from distdb.errors import (
     Unavailable,
     error_from_dict,
 )
+from distdb.logs import request_id_headers
+
+from .breaker import breakers
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +104,8 @@ async def _call(
     unavailable: type[Unavailable],
     peer: str,
 ) -> tuple[int, bytes]:
-    headers = {"Authorization": f"Bearer {own_token()}"}
+    # The request id goes along so the tablet's log lines match the client's (distdb.logs).
+    headers = {"Authorization": f"Bearer {own_token()}", **request_id_headers()}
     if body is not None:
         headers["Content-Type"] = "application/json"
     try:
@@ -167,15 +171,37 @@ async def tablet_call(
     error the tablet server answered with.
     """
     endpoint = request.type
-    status, raw = await _call(
-        "POST",
-        f"{url.rstrip('/')}/internal/v1/{endpoint}",
-        protocol.dumps(request),
-        timeout_s=timeout_s,
-        unavailable=TabletUnavailable,
-        peer=server,
-    )
+    all_breakers = breakers.get()
+    all_breakers.consult_master(master_server_states)  # in the background, every few seconds
+    breaker = all_breakers.get_for(server, url, tablet_probe)
+    breaker.check()  # fails fast while the server is known not to answer (client_app.breaker)
+    try:
+        status, raw = await _call(
+            "POST",
+            f"{url.rstrip('/')}/internal/v1/{endpoint}",
+            protocol.dumps(request),
+            timeout_s=timeout_s,
+            unavailable=TabletUnavailable,
+            peer=server,
+        )
+    except TabletUnavailable as exc:
+        breaker.failed(exc)
+        raise
+    breaker.succeeded()
     return _decode(status, raw, model, unavailable=TabletUnavailable, peer=server)
+
+
+async def tablet_probe(url: str) -> bool:
+    """The breaker's probe: whether the tablet server answers ``/healthz`` quickly."""
+    try:
+        async with session().get(
+            f"{url.rstrip('/')}/healthz",
+            timeout=aiohttp.ClientTimeout(total=settings.DISTDB_BREAKER_PROBE_TIMEOUT_S),
+        ) as response:
+            await response.read()
+            return response.status == 200
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return False
 
 
 # --- master -------------------------------------------------------------------------------------
@@ -219,6 +245,15 @@ async def master_revoked_tokens() -> frozenset[str]:
         status, raw, protocol.RevokedTokens, unavailable=MasterUnavailable, peer="master"
     )
     return frozenset(answer.revoked)
+
+
+async def master_server_states() -> frozenset[str]:
+    """The tablet servers the master considers down (for the circuit breakers)."""
+    status, raw = await _master("GET", "servers")
+    answer = _decode(
+        status, raw, protocol.ServerStates, unavailable=MasterUnavailable, peer="master"
+    )
+    return frozenset(answer.down)
 
 
 def is_not_sent(exc: DistdbError) -> bool:

@@ -112,6 +112,9 @@ class PublicApiASGIHandler(ASGIHandler):
             request, response = self.create_request(scope, body_file)
             if request is not None:
                 response = await self.run_get_response(request)
+                match = getattr(request, "resolver_match", None)
+                # The URL's name labels the request's metrics (distdb.ops_http).
+                scope["distdb.endpoint"] = (match and match.url_name) or "unmatched"
             assert response is not None  # create_request gives a request or an error response
             try:
                 await self.send_response(response, send)

@@ -5,6 +5,9 @@ HTTP paths under ``settings.HOT_PATH_PREFIXES`` go to the role's hot-path app
 a ``distdb.internal_http`` app on the master and the tablets); everything else (admin,
 docs) to Django's handler.
 WebSockets go to the role's Channels routes (``settings.WEBSOCKET_ROUTES``).
+Every HTTP request passes ``distdb.ops_http.OpsApp`` first: it answers ``/healthz``,
+``/readyz`` and ``/metrics``, and gives everything else a request id, metrics and an
+access log line.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ django_app = get_asgi_application()  # sets Django up before anything imports mo
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.utils.module_loading import import_string  # noqa: E402
+
+from distdb.ops_http import OpsApp  # noqa: E402
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[Any]]
@@ -49,7 +54,7 @@ def build_application() -> ProtocolTypeRouter:
             settings.HOT_PATH_PREFIXES, hot() if isinstance(hot, type) else hot, django_app
         )
     routes = getattr(settings, "WEBSOCKET_ROUTES", None)
-    protocols = {"http": http}
+    protocols: dict[str, Any] = {"http": OpsApp(http)}
     if routes:
         protocols["websocket"] = URLRouter(import_string(routes))
     return ProtocolTypeRouter(protocols)

@@ -118,3 +118,11 @@ def env_node_id(name: str, default: str) -> str:
     if not all(c.isalnum() or c in "-_" for c in value) or len(value) > 64:
         raise ImproperlyConfigured(f"{name}={value!r} must be 1-64 letters, digits, '-' or '_'")
     return value
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (a typo in a deployment's environment stops it at start-up)."""
+    value = env_str(name, default)
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return value

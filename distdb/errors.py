@@ -270,6 +270,13 @@ class LeaseLost(Unavailable):
     default_message = "the maintenance lease was lost"
 
 
+class NotReady(Unavailable):
+    """``/readyz``: a check failed (``detail['checks']`` says which and why)."""
+
+    code = "not_ready"
+    default_message = "this node is not ready to serve"
+
+
 class MoveAborted(Unavailable):
     code = "move_aborted"
     default_message = "the move was abandoned before its commit; nothing changed"

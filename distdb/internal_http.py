@@ -18,6 +18,7 @@ read, every token is refused with a retryable 503 ``revocations_unavailable``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import time
@@ -88,6 +89,13 @@ class Route:
     pattern: re.Pattern[str]
     handler: Handler
     roles: tuple[str, ...]
+    name: str = ""  # the metrics' endpoint label: the path without its prefix and groups
+
+
+def _route_name(path: str) -> str:
+    """``/internal/v1/tables/(?P<table>...)/keys`` -> ``tables/{table}/keys``."""
+    name = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", path)
+    return name.removeprefix("/internal/v1/").removeprefix("/internal/")
 
 
 REVOKED_CACHE_S = 1.0
@@ -156,7 +164,8 @@ class InternalApp:
         self, method: str, path: str, *, roles: tuple[str, ...]
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.routes.append(Route(method, re.compile(f"^{path}$"), handler, roles))
+            pattern = re.compile(f"^{path}$")
+            self.routes.append(Route(method, pattern, handler, roles, _route_name(path)))
             return handler
 
         return register
@@ -199,6 +208,7 @@ class InternalApp:
                     break
         if route is None:
             raise MethodNotAllowed() if allowed else NotFound(f"no internal endpoint {path}")
+        scope["distdb.endpoint"] = route.name  # read by distdb.ops_http for the metrics
         headers = dict(scope.get("headers") or [])
         claims = token_verify(bearer_token(headers.get(b"authorization")), roles=route.roles)
         if self.revoked is not None:
@@ -215,12 +225,15 @@ async def run_sync(fn: Callable[..., Any], *args: Any) -> Any:
     """Run a service function (database work) in the internal API's worker threads.
 
     A dedicated pool (not asgiref's thread-sensitive one) so requests do not queue
-    behind each other; each worker keeps its own database connection.
+    behind each other; each worker keeps its own database connection. The caller's
+    context goes along (``run_in_executor`` does not copy it), so the request id is on
+    the worker's log records too.
     """
     global _executor
     if _executor is None:
         _executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="distdb-db")
-    return await asyncio.get_running_loop().run_in_executor(_executor, _call, fn, args)
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(_executor, context.run, _call, fn, args)
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:

@@ -291,6 +291,36 @@ class RevokedTokens(Message):
     revoked: list[str]
 
 
+# --- operations (the master's dashboard) --------------------------------------------------------
+
+
+class KeyAccessBucket(Strict):
+    """Reads and writes of one owned range of a tablet server in one minute (Unix minute)."""
+
+    minute: int
+    table: str
+    start: str  # stored keys, as the server owned the range then
+    end: str | None
+    reads: int = Field(ge=0)
+    writes: int = Field(ge=0)
+
+
+class KeyAccess(Message):
+    """A tablet server's key-access counts of the last hour (``GET /internal/v1/key-access``),
+    for the master's key-access heatmap."""
+
+    type: Literal["key_access"] = "key_access"
+    buckets: list[KeyAccessBucket]
+
+
+class ServerStates(Message):
+    """The tablet servers the master considers down (their link's heartbeats stopped):
+    ``GET /internal/v1/servers``, which client servers' circuit breakers consult."""
+
+    type: Literal["server_states"] = "server_states"
+    down: list[str]
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 

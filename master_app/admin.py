@@ -24,6 +24,7 @@ from master_app.models import (
     Tablet,
     TabletServer,
 )
+from master_app.services.dashboard import human_duration
 from master_app.services.leases import MAINTENANCE, lease_current
 from master_app.services.status import server_rows
 from master_app.services.tables import table_create, table_delete
@@ -231,9 +232,9 @@ class RebalanceRunAdmin(admin.ModelAdmin):
         "dry_run",
         "outcome",
         "started_at",
-        "duration_s",
+        "duration",
         "rows_moved",
-        "longest_freeze_ms",
+        "longest_freeze",
         "step",
     )
     list_filter = ("outcome", "trigger", "dry_run")
@@ -249,6 +250,14 @@ class RebalanceRunAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="duration", ordering="duration_s")
+    def duration(self, obj: RebalanceRun) -> str:
+        return human_duration(obj.duration_s)
+
+    @admin.display(description="longest freeze", ordering="longest_freeze_ms")
+    def longest_freeze(self, obj: RebalanceRun) -> str:
+        return human_duration(obj.longest_freeze_ms / 1000)
 
     def get_urls(self):
         urls = [

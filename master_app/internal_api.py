@@ -5,13 +5,15 @@ GET  /internal/v1/metadata[?fence=1]      the current routing metadata (fenced: 
 POST /internal/v1/tables                  create a table (client servers relay the public API)
 POST /internal/v1/tables/{table}/keys     reserve a block of generated integer keys
 GET  /internal/v1/api-tokens/revoked      ids of revoked public API tokens
+GET  /internal/v1/servers                 tablet servers whose heartbeats stopped (breakers)
 """
 
 from __future__ import annotations
 
 from distdb.internal_http import InternalApp, InternalRequest, RevokedTokenIds, run_sync
-from distdb.protocol import KeyBlockRequest, RevokedTokens, TableCreateRequest
+from distdb.protocol import KeyBlockRequest, RevokedTokens, ServerStates, TableCreateRequest
 from master_app.services.metadata import metadata_current
+from master_app.services.servers import tablet_servers_down
 from master_app.services.tables import keys_allocate, table_create
 from master_app.services.tokens import api_tokens_revoked, server_tokens_revoked
 
@@ -45,3 +47,8 @@ async def allocate_keys(request: InternalRequest):
 @app.route("GET", "/internal/v1/api-tokens/revoked", roles=("client",))
 async def revoked_tokens(request: InternalRequest):
     return RevokedTokens(revoked=await run_sync(api_tokens_revoked))
+
+
+@app.route("GET", "/internal/v1/servers", roles=("client",))
+async def server_states(request: InternalRequest):
+    return ServerStates(down=await run_sync(tablet_servers_down))

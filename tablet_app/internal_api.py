@@ -18,6 +18,7 @@ from django.conf import settings
 from distdb import protocol
 from distdb.internal_http import InternalApp, InternalRequest, RevokedTokenIds, run_sync
 from tablet_app.services import control, ownership, revocations, rows
+from tablet_app.services.access import access_recent, access_record
 
 # Every caller's token is checked against the revoked list the master pushed over the link.
 app = InternalApp(revoked=RevokedTokenIds(revocations.revocations_load))
@@ -28,24 +29,62 @@ PEERS = ("tablet", "master")  # copying a range out is a rebalancing step, not a
 Msg = TypeVar("Msg", bound=protocol.Message)
 
 
-def _data_route(name: str, schema: type[Msg], call: Callable[[Msg], rows.WireResult]) -> None:
+Record = Callable[[Msg, Any], None]  # (request, result): count the call's keys
+
+
+def _data_route(
+    name: str, schema: type[Msg], call: Callable[[Msg], rows.WireResult], record: Record[Msg]
+) -> None:
     """Serve ``POST /internal/v1/<name>`` to any server: parse the body as ``schema``, run
-    ``call`` (one ``rows`` service) in one worker-thread hop, answer its ``as_wire()``."""
+    ``call`` (one ``rows`` service) and ``record`` (the key-access counts) in one
+    worker-thread hop, answer the result's ``as_wire()``."""
+
+    def served(msg: Msg) -> rows.WireResult:
+        result = call(msg)
+        record(msg, result)
+        return result
 
     async def handler(request: InternalRequest) -> dict[str, Any]:
         msg: Msg = request.parse(schema)
-        result: rows.WireResult = await run_sync(call, msg)
+        result: rows.WireResult = await run_sync(served, msg)
         return result.as_wire()
 
     app.route("POST", rf"/internal/v1/{name}", roles=ANY_SERVER)(handler)
 
 
 # The data plane: a client server's reads, scans and writes.
-_data_route("read", protocol.ReadRequest, lambda m: rows.rows_read(m.table, m.keys))
 _data_route(
-    "scan", protocol.ScanRequest, lambda m: rows.rows_scan(m.table, m.start, m.end, m.limit)
+    "read",
+    protocol.ReadRequest,
+    lambda m: rows.rows_read(m.table, m.keys),
+    lambda m, r: (
+        access_record(m.table, m.keys[0], len(m.keys) - len(r.outdated), write=False)
+        if m.keys
+        else None
+    ),
 )
-_data_route("mutate", protocol.MutateRequest, lambda m: rows.rows_mutate(m.table, m.mutations))
+_data_route(
+    "scan",
+    protocol.ScanRequest,
+    lambda m: rows.rows_scan(m.table, m.start, m.end, m.limit),
+    lambda m, r: access_record(m.table, m.start, len(r.rows), write=False),
+)
+_data_route(
+    "mutate",
+    protocol.MutateRequest,
+    lambda m: rows.rows_mutate(m.table, m.mutations),
+    lambda m, r: (
+        access_record(m.table, m.mutations[0].key, len(m.mutations), write=True)
+        if m.mutations
+        else None
+    ),
+)
+
+
+@app.route("GET", r"/internal/v1/key-access", roles=("master",))
+async def key_access(request: InternalRequest) -> protocol.KeyAccess:
+    """The last hour's reads and writes per owned range and minute (the master's heatmap)."""
+    return access_recent()
 
 
 @app.route("GET", r"/internal/v1/health", roles=ANY_SERVER)

@@ -110,6 +110,7 @@ from tablet_app.services import (
     rows_ingest,
     table_drop,
 )
+from tablet_app.services.status import link_status_write
 
 log = logging.getLogger("distdb.tablet.link")
 COPY_BATCH = 2000
@@ -167,6 +168,14 @@ def _db(fn: Callable[P, T]) -> Callable[P, Awaitable[T]]:
         return fn(*args, **kwargs)
 
     return sync_to_async(call, thread_sensitive=True)
+
+
+async def _status(up: bool, heartbeat_s: float) -> None:
+    """Tell the tablet server's ``/readyz`` and ``/metrics`` whether the link is up."""
+    try:
+        await asyncio.to_thread(link_status_write, up, heartbeat_s)
+    except OSError as exc:  # a full disk must not take the link down with it
+        log.warning("could not write the link status file: %s", exc)
 
 
 def _refused(reason: str) -> SystemExit:
@@ -247,6 +256,7 @@ class TabletLink:
                     log.warning("link to master %s lost: %s", master_ws_url(), exc)
                 finally:
                     self.connected.clear()
+                    await _status(False, self.heartbeat_s)
 
     async def serve(self, ws: LinkSocket) -> None:
         """Say hello on a new connection, then heartbeat and handle messages until it ends."""
@@ -300,6 +310,7 @@ class TabletLink:
             last_seq = await _db(changes_last_seq)()
             version = await _db(metadata_version_current)()
             await ws.send(dumps(Heartbeat(last_seq=last_seq, metadata_version=version)))
+            await _status(True, self.heartbeat_s)
 
     async def _handle(self, ws: LinkSocket, raw: str | bytes) -> None:
         try:
@@ -329,6 +340,7 @@ class TabletLink:
         if isinstance(message, Welcome):
             self.heartbeat_s = message.heartbeat_s
             self.connected.set()
+            await _status(True, self.heartbeat_s)
             log.info("linked to the master as %s", self.node_id)
         elif isinstance(message, ServerTokensRevoked):
             await _db(revocations_store)(message.revoked)

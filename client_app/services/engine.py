@@ -36,6 +36,7 @@ from distdb.protocol import Metadata, TabletAssignment
 
 from ..internal_client import is_not_sent
 from ..metadata_cache import RoutingTable, metadata_cache
+from ..metrics import retries_observe
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ async def route_keys(table: str, keys: Sequence[str], send: Send) -> list[Any]:
         pending = sorted(retry)
         if not pending:
             break
+        retries_observe(e.code if e.code in RETRY_CODES else "unreachable" for e in retry.values())
         # Keys that moved go straight to their new tablet; anything else waits a little.
         frozen = any(e.code == "range_frozen" for e in retry.values())
         delay = 0.0 if moved and not frozen else backoff_s(attempt)

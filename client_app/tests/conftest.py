@@ -20,6 +20,7 @@ from distdb import auth
 from distdb.api_handler import PublicApiASGIHandler
 
 from ..authentication import revoked_tokens
+from ..breaker import breakers
 from ..internal_client import sessions_close
 from ..keygen import key_allocator
 from ..metadata_cache import metadata_cache
@@ -47,6 +48,7 @@ def client_role(settings, key_pair, tmp_path):
     metadata_cache.reset()
     key_allocator.reset()
     revoked_tokens.reset()
+    breakers.reset()
     yield settings
     auth._own_token.cache_clear()
 

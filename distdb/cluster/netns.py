@@ -80,10 +80,6 @@ class Network:
     def namespace(self, host: str) -> str:
         return f"{self.name}-{host}"
 
-    def exec_prefix(self, host: str) -> tuple[str, ...]:
-        """Run a command in ``host``'s namespace (``ip netns exec`` execs it: same pid)."""
-        return ("ip", "netns", "exec", self.namespace(host))
-
     def create(self) -> None:
         """The bridge and every host, from scratch (left-overs of a crashed run removed)."""
         self.destroy()

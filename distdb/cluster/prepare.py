@@ -13,6 +13,7 @@ and URL; delete a token file to have it signed again (e.g. after revoking it).
 from __future__ import annotations
 
 import secrets
+import shutil
 import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,9 @@ def cluster_prepare(cfg: ClusterConfig, log: Callable[[str], object] = print) ->
         names = ", ".join(f"{n.node_id}:{n.port}" for n in busy)
         raise ClusterError(f"ports already in use ({names}); is a cluster already running?")
     private_dir(cfg.data_dir)
+    # Live metrics start from zero with the cluster (prometheus_client's multi-process
+    # mode wants the directory emptied between runs; distdb.metrics).
+    shutil.rmtree(cfg.data_dir / "metrics", ignore_errors=True)
     if generate_key_pair(settings.DISTDB_PRIVATE_KEY_FILE, settings.DISTDB_PUBLIC_KEY_FILE):
         log(f"generated the master's key pair in {settings.DISTDB_KEYS_DIR}")
     password_file = cfg.data_dir / "admin-password"

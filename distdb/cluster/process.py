@@ -219,7 +219,7 @@ def manage(
     With ``check``, a non-zero exit raises ClusterError carrying the output's end.
     """
     done = subprocess.run(
-        [*cfg.exec_prefix(node_id), sys.executable, str(MANAGE_PY), *args],
+        cfg.in_netns(node_id, (sys.executable, str(MANAGE_PY), *args)),
         env={**caller_env(), **node_env(cfg, cfg.node(node_id)), **(env or {})},
         cwd=ROOT,
         capture_output=True,

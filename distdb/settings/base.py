@@ -12,8 +12,18 @@ from pathlib import Path
 
 import dj_database_url
 
-from distdb.env import env_bool, env_float, env_http_url, env_int, env_path, env_redis_url, env_str
+from distdb.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_http_url,
+    env_int,
+    env_path,
+    env_redis_url,
+    env_str,
+)
 from distdb.files import write_private
+from distdb.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -158,11 +168,17 @@ CHANNEL_LAYERS = {
     }
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("DISTDB_LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
-}
+# Plain lines by default (make run's console); JSON lines with DISTDB_LOG_FORMAT=json, every
+# record carrying the node, role and request id (distdb.logs). DISTDB_ACCESS_LOG=1 adds one
+# line per HTTP request (method, path, status, duration, request id): off by default, as it
+# costs ~65 us of CPU per request with JSON, a tenth of a point read (docs/deploy.md).
+DISTDB_LOG_FORMAT = env_choice("DISTDB_LOG_FORMAT", "plain", ("plain", "json"))
+DISTDB_ACCESS_LOG = env_bool("DISTDB_ACCESS_LOG", False)
+LOGGING = logging_config(DISTDB_LOG_FORMAT, env_str("DISTDB_LOG_LEVEL", "INFO"))
+
+# Prometheus metrics (/metrics on every role, distdb.metrics): collectors that read the
+# role's state at scrape time; each role module appends its own. Readiness (/readyz):
+# checks each role adds (dotted paths of callables returning None or raising).
+DISTDB_METRICS_COLLECTORS: list[str] = []
+DISTDB_CLIENT_URLS: list[str] = []  # the master's dashboard reads these client servers' /metrics
+DISTDB_READINESS_CHECKS: list[str] = ["distdb.health.database_ready"]

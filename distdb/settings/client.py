@@ -1,6 +1,6 @@
 """Client server role: the public REST API, routing every request to the tablet servers."""
 
-from distdb.env import env_http_url, env_node_id, env_port
+from distdb.env import env_float, env_http_url, env_node_id, env_port
 
 from .base import *  # noqa: F403
 from .base import DISTDB_HOST, DISTDB_TOKENS_DIR, INSTALLED_APPS, database_config
@@ -40,3 +40,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+DISTDB_METRICS_COLLECTORS = ["client_app.metrics.ClientCollector"]
+DISTDB_READINESS_CHECKS = ["distdb.health.database_ready", "client_app.metrics.metadata_ready"]
+# The circuit breaker per tablet server (client_app.breaker): after a call times out, the
+# server's keys fail fast (503, Retry-After) for this long, then one probe is let through.
+DISTDB_BREAKER_OPEN_S = env_float("DISTDB_BREAKER_OPEN_S", 2.0, minimum=0.1)
+DISTDB_BREAKER_PROBE_TIMEOUT_S = env_float("DISTDB_BREAKER_PROBE_TIMEOUT_S", 0.5, minimum=0.05)
+# How often it asks the master which tablet servers' heartbeats stopped (0: never).
+DISTDB_BREAKER_MASTER_STATES_S = env_float("DISTDB_BREAKER_MASTER_STATES_S", 10.0, minimum=0)

@@ -1,6 +1,6 @@
 """Master role: metadata, the consolidated copy, rebalancing, the admin of the cluster."""
 
-from distdb.env import env_float, env_http_url, env_int, env_node_id, env_port
+from distdb.env import env_float, env_http_url, env_int, env_node_id, env_port, env_str
 
 from .base import *  # noqa: F403
 from .base import DISTDB_HOST, DISTDB_REDIS_URL, INSTALLED_APPS, database_config
@@ -44,3 +44,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+DISTDB_METRICS_COLLECTORS = ["master_app.metrics.MasterCollector"]
+DISTDB_READINESS_CHECKS = ["distdb.health.database_ready", "master_app.metrics.redis_ready"]
+# The client servers' base URLs, for the dashboard's per-server request rates (the master
+# does not otherwise know them: client servers never register). Comma-separated.
+DISTDB_CLIENT_URLS = [
+    u for u in env_str("DISTDB_CLIENT_URLS", "-").split(",") if u not in ("", "-")
+]

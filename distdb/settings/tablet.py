@@ -15,3 +15,8 @@ ROOT_URLCONF = "distdb.urls.tablet"
 HOT_PATH_APP = "tablet_app.internal_api.app"
 HOT_PATH_PREFIXES = ("/internal/",)
 DATABASES = {"default": database_config(DISTDB_NODE_ID)}
+DISTDB_METRICS_COLLECTORS = ["tablet_app.metrics.TabletCollector"]
+DISTDB_READINESS_CHECKS = [
+    "distdb.health.database_ready",
+    "tablet_app.services.status.link_ready",
+]

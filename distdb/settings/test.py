@@ -48,7 +48,14 @@ DISTDB_HEARTBEAT_S = 1
 DISTDB_HEARTBEAT_TIMEOUT_S = 20
 DISTDB_KEY_BLOCK = 100
 # The public API is configured exactly as on a client server, rebalancing as on the master.
-from .client import REST_FRAMEWORK, SPECTACULAR_SETTINGS  # noqa: E402, F401
+from .client import (  # noqa: E402, F401
+    DISTDB_BREAKER_OPEN_S,
+    DISTDB_BREAKER_PROBE_TIMEOUT_S,
+    REST_FRAMEWORK,
+    SPECTACULAR_SETTINGS,
+)
+
+DISTDB_BREAKER_MASTER_STATES_S = 0.0  # the fake masters of the client tests do not answer it
 from .master import (  # noqa: E402, F401
     DISTDB_FREEZE_LEASE_S,
     DISTDB_FREEZE_MARGIN_S,

@@ -78,6 +78,7 @@ def test_each_process_runs_as_its_node_of_this_cluster(tmp_path):
         "DISTDB_DATA_DIR": str(tmp_path),
         "DISTDB_MASTER_URL": "http://127.0.0.1:3100",
         "DISTDB_REDIS_URL": "redis://127.0.0.1:6400/0",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics" / "tablet-2"),
         "PYTHONUNBUFFERED": "1",
     }
     assert procs["worker"].env["DJANGO_SETTINGS_MODULE"] == "distdb.settings.master"
@@ -287,3 +288,29 @@ def test_prepare_keeps_valid_tokens_and_signs_again_a_tablets_without_its_url(pr
     calls.clear()
     cluster_prepare(cfg, log=lambda m: None)
     assert [c[:2] for c in calls if c[0] == "sign_jwt"] == [("sign_jwt", "tablet-1")]
+
+
+def test_a_node_with_a_host_of_its_own_binds_there_and_runs_in_its_namespace(tmp_path):
+    cfg = ClusterConfig(
+        tmp_path,
+        redis_url="redis://10.9.0.6:6400/0",
+        hosts={"master": "10.9.0.1", "tablet-1": "10.9.0.2", "redis": "10.9.0.6"},
+        netns={"master": "ns-master", "tablet-1": "ns-t1", "redis": "ns-redis"},
+        env_by_node={"tablet-1": {"DISTDB_DATABASE_URL": "postgres://db.internal/t1"}},
+    )
+    procs = {p.name: p for p in cluster_processes(cfg, redis=True)}
+    assert procs["tablet-1-link"].argv[:4] == ("ip", "netns", "exec", "ns-t1")
+    assert procs["worker"].argv[:4] == ("ip", "netns", "exec", "ns-master")
+    assert procs["client-1"].argv[0] != "ip"  # no host of its own: as before
+    env = procs["tablet-1"].env
+    assert env["DISTDB_HOST"] == "10.9.0.2"
+    assert env["DISTDB_MASTER_URL"] == "http://10.9.0.1:3000"
+    assert env["DISTDB_ALLOWED_HOSTS"] == "10.9.0.2,127.0.0.1,localhost"
+    assert env["DISTDB_DATABASE_URL"] == "postgres://db.internal/t1"
+    assert "DISTDB_DATABASE_URL" not in procs["tablet-2"].env
+    assert procs["tablet-1"].ready_url == "http://10.9.0.2:7000/admin/login/"
+    assert cfg.url(5000) == "http://127.0.0.1:5000"
+    redis = procs["redis"].argv
+    assert redis[:4] == ("ip", "netns", "exec", "ns-redis")
+    assert redis[redis.index("--bind") + 1] == "10.9.0.6"
+    assert redis[redis.index("--protected-mode") + 1] == "no"

@@ -25,6 +25,7 @@ from django.utils import timezone
 from distdb.errors import DistdbError
 from distdb.keys import bound_display
 from distdb.protocol import ApplyMetadataCommand, DropUnownedCommand
+from master_app.metrics import move_observe, run_observe
 from master_app.models import RebalanceRun, Table, Tablet, TabletServer
 from master_app.services import leases
 from master_app.services.collect import changes_collect_all
@@ -62,6 +63,7 @@ def rebalance_run(
             run.duration_s = time.monotonic() - began
             run.step = ""
             run.save()
+            run_observe(run.outcome, dry_run, run.duration_s)
         return run
 
 
@@ -125,6 +127,7 @@ def _run(run: RebalanceRun, dry_run: bool, lease: leases.HeldLease, say: Progres
 
 
 def _record(run: RebalanceRun, report: MoveReport) -> None:
+    move_observe(report.outcome, report.duration_s, report.freeze_ms, report.rows_copied)
     run.moves = [*run.moves, report.as_dict()]
     if report.outcome == "succeeded":  # a failed move's copy was dropped: nothing moved
         run.rows_moved += report.rows_copied

@@ -38,6 +38,15 @@ def tablet_servers_expire() -> int:
     ).update(state=TabletServer.State.DOWN)
 
 
+def tablet_servers_down() -> list[str]:
+    """Servers marked down, or whose heartbeats stopped (read only: nothing is marked)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.DISTDB_HEARTBEAT_TIMEOUT_S)
+    down = TabletServer.objects.exclude(state=TabletServer.State.UP) | TabletServer.objects.filter(
+        last_heartbeat__lt=cutoff
+    )
+    return sorted(set(down.values_list("node_id", flat=True)))
+
+
 def tablet_servers_live() -> list[TabletServer]:
     return list(TabletServer.objects.filter(state=TabletServer.State.UP).order_by("node_id"))
 

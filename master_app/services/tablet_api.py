@@ -62,3 +62,31 @@ def tablet_post(
     except ValidationError as exc:
         log.error("malformed %s from %s: %s", answer.__name__, server, exc)
         raise DistdbError(f"{server} sent a malformed answer", server=server) from None
+
+
+def tablet_get(server: str, url: str, path: str, answer: type[M], *, timeout_s: float) -> M:
+    """GET ``url`` + ``path`` of the tablet server ``server``; its answer parsed as ``answer``
+    (``TabletUnavailable`` when it does not answer in time or answers an error)."""
+    parts = urlsplit(url)
+    connection_class = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    conn = connection_class(parts.hostname or "", parts.port, timeout=timeout_s)
+    try:
+        conn.request(
+            "GET",
+            parts.path.rstrip("/") + path,
+            headers={"Authorization": f"Bearer {master_token()}"},
+        )
+        response = conn.getresponse()
+        status, raw = response.status, response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise TabletUnavailable(f"{server} did not answer: {exc}", server=server) from None
+    finally:
+        conn.close()
+    if status != 200:
+        raise TabletUnavailable(f"{server} answered HTTP {status}", server=server)
+    try:
+        return answer.model_validate_json(raw)
+    except ValidationError as exc:
+        raise TabletUnavailable(f"{server} sent a malformed answer: {exc}", server=server) from None

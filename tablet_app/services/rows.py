@@ -346,7 +346,7 @@ def _apply(state: _State, m: protocol.Mutation) -> dict[str, Any]:
         return {"key": key, "status": "updated", "error": None}
     if op == "delete_cells":
         cells = state.parsed()
-        gone = [c for c in (m.columns or ()) if c in cells]
+        gone = [c for c in dict.fromkeys(m.columns or ()) if c in cells]  # a column named twice
         if not gone:
             return {"key": key, "status": "unchanged", "error": None}
         for column in gone:

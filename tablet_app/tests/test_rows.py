@@ -194,6 +194,15 @@ def test_delete_cells_removes_columns_or_reports_unchanged(owned):
 
 
 @pytest.mark.django_db
+def test_delete_cells_naming_a_column_twice_deletes_it_once(owned):
+    # Found by the API fuzz test: the second deletion of "y" raised KeyError (a 500).
+    rows_mutate("t", [m("insert", "a", {"x": 1, "y": 2})])
+    result = rows_mutate("t", [m("delete_cells", "a", columns=["y", "y", "nope", "y"])])
+    assert statuses(result) == ["updated"]
+    assert stored("t", "a") == {"x": 1}
+
+
+@pytest.mark.django_db
 def test_delete_row_deletes_or_reports_row_not_found(owned):
     rows_mutate("t", [m("insert", "a", {"x": 1})])
     assert statuses(rows_mutate("t", [m("delete_row", "a")])) == ["deleted"]

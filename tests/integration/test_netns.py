@@ -27,7 +27,7 @@ def test_hosts_in_namespaces_serve_and_a_cut_fails_only_the_cut_servers_keys(tmp
     )
     with LocalCluster(cfg).up() as cluster:
         cluster.seed(FIXTURE)
-        assert len({cfg.node_host(n) for n in cfg.node_ids}) == len(cfg.node_ids)
+        assert len({cfg.host_of(n) for n in cfg.node_ids}) == len(cfg.node_ids)
         token = cluster.api_token
         rows = [f"{url}/api/v1/tables/products/rows" for url in cluster.client_urls]
         for base in rows:  # both client servers, keys of both tablets

@@ -101,11 +101,14 @@ class Command(BaseCommand):
         )
         try:
             info = cluster_prepare(cfg, log=lambda m: self.stdout.write(f"[prepare] {m}"))
-            # Only printing the processes: a Redis elsewhere is not ours to start (a caller
-            # that placed its hosts in network namespaces starts it there itself).
+            # A Redis elsewhere (another host, another network namespace) is not ours to
+            # start: --prepare-only then lists the processes without one.
             remote_redis = urlparse(cfg.redis_url).hostname not in LOCAL_HOSTS
-            redis = False if options["prepare_only"] and remote_redis else None
-            cluster = LocalCluster(cfg, console=not options["prepare_only"], redis=redis)
+            cluster = LocalCluster(
+                cfg,
+                console=not options["prepare_only"],
+                redis=False if options["prepare_only"] and remote_redis else None,
+            )
         except ClusterError as exc:
             raise CommandError(str(exc)) from None
 
