@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nemesis", default=",".join(NEMESES), help="comma-separated kinds")
     parser.add_argument("--workers", type=int, default=6)
     parser.add_argument("--max-active", type=int, default=2, help="faults at once")
+    parser.add_argument(
+        "--move-weight", type=int, default=3, help="how many times as often moves are drawn"
+    )
     parser.add_argument("--out", type=Path, default=None, help="default chaos/results/<run>")
     args = parser.parse_args(argv)
     kinds = tuple(k for k in args.nemesis.split(",") if k)
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             kinds=kinds,
             max_active=args.max_active,
+            move_weight=args.move_weight,
         )
     )
     print(result.summary())

@@ -74,6 +74,7 @@ class ChaosConfig:
     registers: int = 16
     kinds: tuple[str, ...] = NEMESES
     max_active: int = 2
+    move_weight: int = 3  # moves are drawn this many times as often as each other fault
     recover_s: float = 60.0
     filler_rows: int = 400  # rows in the inserts table before the run, so moves carry data
     skipped: dict[str, str] = field(default_factory=dict)  # nemeses left out, and why
@@ -208,7 +209,12 @@ async def _run(cfg: ChaosConfig, cluster: LocalCluster) -> ChaosResult:
 
     controls = _Controls(cluster)
     nemesis = Nemesis(
-        controls, random.Random(rng.random()), rec.now, kinds=cfg.kinds, max_active=cfg.max_active
+        controls,
+        random.Random(rng.random()),
+        rec.now,
+        kinds=cfg.kinds,
+        max_active=cfg.max_active,
+        weights={"move": cfg.move_weight},
     )
     stop_faults = threading.Event()
     nemesis_thread = threading.Thread(target=nemesis.run, args=(stop_faults,), name="nemesis")
