@@ -40,7 +40,7 @@ bench: $(PY)  ## the benchmark on a fresh local cluster; PROFILE=1 adds py-spy p
 bench-quick: $(PY)  ## the same workloads, small: under 3 minutes
 	$(PY) -m bench --quick $(if $(PROFILE),--profile) $(BENCH_ARGS)
 
-chaos: $(PY)  ## the fault harness: DURATION=s SEED=n NEMESIS=kill,pause,db_lock,move,rebalance
+chaos: $(PY)  ## the fault harness: DURATION=s SEED=n NEMESIS=kill,pause,db_lock,move,rebalance,partition,clock
 	$(PY) -m chaos --duration $(or $(DURATION),180) $(if $(SEED),--seed $(SEED)) $(if $(NEMESIS),--nemesis $(NEMESIS)) $(CHAOS_ARGS)
 
 clean:
