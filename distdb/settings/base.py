@@ -88,6 +88,10 @@ MIDDLEWARE = [
 ]
 HOT_PATH_MIDDLEWARE: list[str] = []
 HOT_PATH_PREFIXES: tuple[str, ...] = ()
+# ASGI lifespan (servers other than Daphne; distdb.asgi_server): coroutine functions run
+# for the life of the server process, and coroutine functions awaited at its shutdown.
+LIFESPAN_TASKS: list[str] = []
+LIFESPAN_SHUTDOWN: list[str] = []
 
 TEMPLATES = [
     {
