@@ -71,7 +71,8 @@ class Profiler:
         for node, pid in sorted(self.pids.items()):
             path = folder / f"{node}.collapsed.txt"
             cmd = [str(self.binary), "record", "--pid", str(pid), "--rate", str(self.rate)]
-            cmd += ["--format", "raw", "--nonblocking", "--idle", "-o", str(path)]
+            cmd += ["--format", "raw", "--nonblocking", "--idle", "--subprocesses"]
+            cmd += ["-o", str(path)]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             self._running.append((node, path, proc))
 
