@@ -36,13 +36,13 @@ from distdb.protocol import (
     MutationOp,
     MutationResult,
     ReadRequest,
-    ReadResponse,
     TableInfo,
     TabletAssignment,
 )
 
 from .. import validation
-from ..internal_client import tablet_call
+from ..coalesce import coalescer
+from ..internal_client import tablet_call, tablet_read
 from ..keygen import key_allocator
 from .engine import Batch, Send, route_keys
 from .results import OK_STATUSES, RowResult
@@ -105,9 +105,11 @@ def _read_sender(table: str, keys: list[str]) -> Send:
         tablet: TabletAssignment, version: int, indexes: list[int], timeout_s: float
     ) -> Batch:
         request = ReadRequest(table=table, meta_version=version, keys=[keys[i] for i in indexes])
-        answer = await tablet_call(
-            tablet.url, tablet.server, request, ReadResponse, timeout_s=timeout_s
-        )
+        merger = coalescer()
+        if merger is not None:  # merged with concurrent reads of the same tablet server
+            answer = await merger.read(tablet, request, timeout_s)
+        else:
+            answer = await tablet_read(tablet.url, tablet.server, request, timeout_s)
         found = {row.key: row.cells for row in answer.rows}
         outdated = set(answer.outdated)
         batch = Batch(metadata=answer.metadata)

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from distdb import protocol
 from distdb.auth import token_verify
-from distdb.errors import DistdbError, TableExists
+from distdb.errors import DistdbError, RangeFrozen, TableExists
 from distdb.keys import encode_key, in_range
 
 
@@ -77,6 +77,8 @@ class FakeTablet(Server):
         self.frozen_times = 0  # answer range_frozen to this many mutate calls
         self.hang_s = 0.0
         self.send_metadata = True  # False: outdated answers carry no metadata
+        self.gate: asyncio.Event | None = None  # reads wait for it (a call held in flight)
+        self.frozen_keys: set[str] = set()  # a read asking for one answers range_frozen
 
     def owns(self, table: str, key: str) -> bool:
         for tablet in self.cluster.metadata.tablets:
@@ -94,6 +96,10 @@ class FakeTablet(Server):
 
     async def read(self, request: web.Request) -> web.Response:
         message = await self._prepare(request, protocol.ReadRequest)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.frozen_keys.intersection(message.keys):
+            return _error(RangeFrozen("the key range is being moved; retry shortly"))
         store = self.cluster.rows.get(message.table, {})
         rows, outdated = [], []
         for key in message.keys:
