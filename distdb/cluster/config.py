@@ -32,7 +32,7 @@ REDIS_READY = "Ready to accept connections"
 # master always runs ``runserver``: it is off the hot path, and Daphne serves its
 # WebSocket endpoint exactly as tested.
 SERVERS = ("daphne", "uvicorn", "granian", "hypercorn")
-DEFAULT_SERVER = "daphne"
+DEFAULT_SERVER = "uvicorn"  # measured fastest (docs/performance.md)
 ASGI_APP = "distdb.asgi:application"
 
 

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from distdb.cluster import ClusterConfig, ClusterError, LocalCluster
+from distdb.cluster.config import DEFAULT_SERVER, SERVERS
 from distdb.cluster.prepare import cluster_prepare
 
 
@@ -57,6 +58,22 @@ class Command(BaseCommand):
             help="Seconds every process gets to come up (default 180).",
         )
         parser.add_argument(
+            "--server",
+            choices=SERVERS,
+            default=DEFAULT_SERVER,
+            help=f"HTTP server of the tablet and client servers (default {DEFAULT_SERVER}, "
+            "chosen by measurement; daphne is manage.py runserver). The master always "
+            "runs runserver.",
+        )
+        parser.add_argument(
+            "--client-workers", type=int, default=1, help="worker processes per client server"
+        )
+        parser.add_argument(
+            "--separate-link",
+            action="store_true",
+            help="run each tablet's link as its own process (always so under daphne)",
+        )
+        parser.add_argument(
             "--prepare-only",
             action="store_true",
             help="Prepare every node, print the processes to run as JSON, and exit "
@@ -66,13 +83,17 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if settings.DISTDB_ROLE != "master":
             raise CommandError("run it with the master's settings (the default)")
-        cfg = ClusterConfig(
+        cfg = ClusterConfig(  # raises ClusterError on a bad combination
             data_dir=settings.DISTDB_DATA_DIR,
             host=settings.DISTDB_HOST,
             master_port=options["master_port"],
             tablet_ports=_ports(options["tablet_ports"]),
             client_ports=_ports(options["client_ports"]),
             redis_url=settings.DISTDB_REDIS_URL,
+            server=options["server"],
+            client_workers=options["client_workers"],
+            # One process per tablet server where the server has lifespan (DESIGN §5).
+            link_in_server=options["server"] != "daphne" and not options["separate_link"],
         )
         try:
             info = cluster_prepare(cfg, log=lambda m: self.stdout.write(f"[prepare] {m}"))
