@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -126,6 +127,11 @@ class Lifespan:
         errors = [p for p in problems if p.is_serious()]
         if errors:
             raise ImproperlyConfigured("\n".join(f"{e.id}: {e.msg} ({e.hint})" for e in errors))
+        # Everything loaded at start-up (Django, the apps, their modules) lives as long as
+        # the process: out of the collector's generations, so that a full collection
+        # under load walks only request garbage (shorter pauses, a shorter p99 tail).
+        gc.collect()
+        gc.freeze()
         for path in getattr(settings, "LIFESPAN_TASKS", ()):
             factory: Callable[[], Coroutine[Any, Any, None]] = import_string(path)
             self.tasks.append(asyncio.create_task(factory(), name=path))
