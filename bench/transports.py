@@ -150,8 +150,8 @@ class OneHop:
         return await self.read_many([key])
 
     async def read_many(self, keys: list[int]) -> Result:
-        msg = protocol.ReadRequest(
-            table=self.table, meta_version=self.meta_version, keys=self._keys(keys)
+        msg = protocol.ReadRequest(  # as a client server asks: cells as stored JSON text
+            table=self.table, meta_version=self.meta_version, keys=self._keys(keys), cells="text"
         )
         error, body = await self._call(msg)
         if error:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from distdb.errors import DistdbError, TabletUnavailable
-from distdb.protocol import ReadRequest, ReadResponse, TabletAssignment
+from distdb.protocol import ReadRequest, ReadTextResponse, TabletAssignment
 
 from .internal_client import tablet_read
 
@@ -39,14 +39,14 @@ MAX_KEYS = 1000  # keys per merged call: well under the tablet's body limit
 MERGE_UP_TO_KEYS = 16
 
 # (url, server, request, timeout) -> the tablet's answer
-Call = Callable[[str, str, ReadRequest, float], Awaitable[ReadResponse]]
+Call = Callable[[str, str, ReadRequest, float], Awaitable[ReadTextResponse]]
 
 
 @dataclass(eq=False)
 class _Waiter:
     request: ReadRequest
     timeout_s: float
-    future: asyncio.Future[ReadResponse]
+    future: asyncio.Future[ReadTextResponse]
 
 
 @dataclass(eq=False)
@@ -70,7 +70,7 @@ class ReadCoalescer:
 
     async def read(
         self, tablet: TabletAssignment, request: ReadRequest, timeout_s: float
-    ) -> ReadResponse:
+    ) -> ReadTextResponse:
         """The tablet's answer to ``request`` (rows, outdated and metadata for its keys)."""
         if len(request.keys) > MERGE_UP_TO_KEYS:
             self.calls += 1
@@ -89,7 +89,7 @@ class ReadCoalescer:
         lane.queue.append(waiter)
         return await waiter.future
 
-    async def _send(self, lane: _Lane, request: ReadRequest, timeout_s: float) -> ReadResponse:
+    async def _send(self, lane: _Lane, request: ReadRequest, timeout_s: float) -> ReadTextResponse:
         self.calls += 1
         return await self.call(lane.url, lane.server, request, timeout_s)
 
@@ -114,7 +114,11 @@ class ReadCoalescer:
             r = waiter.request
             if waiter.future.done():  # its caller gave up (cancelled): nothing to send
                 continue
-            same = r.table == first.table and r.meta_version == first.meta_version
+            same = (r.table, r.meta_version, r.cells) == (
+                first.table,
+                first.meta_version,
+                first.cells,
+            )
             if same and (not group or keys + len(r.keys) <= MAX_KEYS):
                 group.append(waiter)
                 keys += len(r.keys)
@@ -130,7 +134,9 @@ class ReadCoalescer:
                 return
             first = group[0].request
             keys = list(dict.fromkeys(k for w in group for k in w.request.keys))
-            merged = ReadRequest(table=first.table, meta_version=first.meta_version, keys=keys)
+            merged = ReadRequest(
+                table=first.table, meta_version=first.meta_version, keys=keys, cells=first.cells
+            )
             timeout_s = min(w.timeout_s for w in group)
             try:
                 answer = await self._send(lane, merged, timeout_s)
@@ -170,12 +176,12 @@ def _fail(waiter: _Waiter, exc: Exception) -> None:
         waiter.future.set_exception(copy.copy(exc))
 
 
-def split(answer: ReadResponse, keys: list[str]) -> ReadResponse:
+def split(answer: ReadTextResponse, keys: list[str]) -> ReadTextResponse:
     """The part of a merged answer that concerns ``keys`` (in the merged answer's order)."""
     wanted = set(keys)
-    rows = [row for row in answer.rows if row.key in wanted]
+    rows = [row for row in answer.rows if row[0] in wanted]
     outdated = [key for key in answer.outdated if key in wanted]
-    return ReadResponse.model_construct(
+    return ReadTextResponse.model_construct(
         rows=rows, outdated=outdated, metadata=answer.metadata if outdated else None
     )
 

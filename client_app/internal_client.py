@@ -4,10 +4,12 @@ Loaded by the client server role. One ``aiohttp.ClientSession`` per event loop (
 production Daphne runs exactly one), with keep-alive and a bounded connector, so every
 call reuses a pooled connection instead of paying a TCP handshake (DESIGN §5, §9).
 Bodies are encoded once (``distdb.protocol.dumps``). Answers are parsed straight from
-bytes by the pydantic models, except a read's rows (the hot path: a 100-row answer is
-1,000 cells): the tablet servers are trusted peers (JWT-authenticated, same protocol
-version), so ``tablet_read`` parses a read answer with orjson and builds the reply model
-without validating each cell again; a malformed answer still fails that call only.
+bytes by the pydantic models, except reads (the hot path: a 100-row answer is 1,000
+cells): ``tablet_read`` asks for the cells as the JSON text the tablet stored
+(``ReadRequest.cells="text"``) and decodes the answer with orjson into one reply model,
+without a model object or a parsed dict per row; the client server embeds that text in
+its own answer (``orjson.Fragment``). The tablet servers are trusted peers
+(JWT-authenticated, same protocol version); a malformed answer still fails that call only.
 
 Failures are mapped to the error hierarchy: a connection that cannot be made, a timeout
 or a malformed answer raises ``TabletUnavailable`` (``MasterUnavailable`` for the master)
@@ -179,8 +181,11 @@ async def tablet_call(
 
 async def tablet_read(
     url: str, server: str, request: protocol.ReadRequest, timeout_s: float
-) -> protocol.ReadResponse:
-    """``tablet_call`` for a read, decoding the answer without per-cell validation."""
+) -> protocol.ReadTextResponse:
+    """Read rows with their cells as JSON text (``cells="text"``), decoded without
+    validating each row: the client server passes the cells on as they are."""
+    if request.cells != "text":
+        request = request.model_copy(update={"cells": "text"})
     status, raw = await _call(
         "POST",
         f"{url.rstrip('/')}/internal/v1/read",
@@ -191,23 +196,26 @@ async def tablet_read(
     )
     if status != 200:
         return _decode(
-            status, raw, protocol.ReadResponse, unavailable=TabletUnavailable, peer=server
+            status, raw, protocol.ReadTextResponse, unavailable=TabletUnavailable, peer=server
         )
     try:
-        return read_response(raw)
+        return read_text_response(raw)
     except (orjson.JSONDecodeError, ValidationError, KeyError, TypeError, ValueError) as exc:
         log.error("malformed read answer from %s: %r", server, exc)
         raise TabletUnavailable(f"{server} sent a malformed answer", server=server) from None
 
 
-def read_response(raw: bytes) -> protocol.ReadResponse:
-    """A tablet's read answer: its envelope checked, its rows built without validation."""
+def read_text_response(raw: bytes) -> protocol.ReadTextResponse:
+    """A tablet's text read answer: the envelope and each row's shape checked, the cells
+    left as the JSON text they are (``model_construct``: no per-row model objects)."""
     body = orjson.loads(raw)
-    if body.get("type") != "read_result" or body.get("v") != protocol.PROTOCOL_VERSION:
-        raise ValueError(f"not a read_result of version {protocol.PROTOCOL_VERSION}")
-    rows = [protocol.Row.model_construct(key=r["key"], cells=r["cells"]) for r in body["rows"]]
+    if body.get("type") != "read_text_result" or body.get("v") != protocol.PROTOCOL_VERSION:
+        raise ValueError(f"not a read_text_result of version {protocol.PROTOCOL_VERSION}")
+    rows = [(key, text) for key, text in body["rows"]]
+    if rows and not all(type(k) is str and type(t) is str for k, t in rows):
+        raise ValueError("a row is not a (key, cells text) pair")
     meta = body.get("metadata")
-    return protocol.ReadResponse.model_construct(
+    return protocol.ReadTextResponse.model_construct(
         rows=rows,
         outdated=list(body.get("outdated") or ()),
         metadata=protocol.Metadata.model_validate(meta) if meta is not None else None,

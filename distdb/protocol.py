@@ -73,6 +73,9 @@ class ReadRequest(Message):
     table: TableName
     meta_version: int = Field(ge=0)
     keys: list[StoredKey] = Field(max_length=100_000)
+    # "text": answer a ``ReadTextResponse``, each row's cells as the JSON text the tablet
+    # stored, so that a client server passes them on without parsing and re-encoding them.
+    cells: Literal["object", "text"] = "object"
 
 
 class ScanRequest(Message):
@@ -133,6 +136,16 @@ class ReadResponse(Message):
 
     type: Literal["read_result"] = "read_result"
     rows: list[Row]
+    outdated: list[StoredKey] = []
+    metadata: Metadata | None = None  # present when ``outdated`` is not empty
+
+
+class ReadTextResponse(Message):
+    """A ``ReadResponse`` whose rows are (key, cells as JSON text) pairs: the answer to a
+    ``ReadRequest`` with ``cells="text"``."""
+
+    type: Literal["read_text_result"] = "read_text_result"
+    rows: list[tuple[StoredKey, str]]
     outdated: list[StoredKey] = []
     metadata: Metadata | None = None  # present when ``outdated`` is not empty
 

@@ -40,7 +40,14 @@ def _data_route(name: str, schema: type[Msg], call: Callable[[Msg], rows.WireRes
 
 
 # The data plane: a client server's reads, scans and writes.
-_data_route("read", protocol.ReadRequest, lambda m: rows.rows_read(m.table, m.keys))
+@app.route("POST", r"/internal/v1/read", roles=ANY_SERVER)
+async def read(request: InternalRequest) -> dict[str, Any]:
+    """Rows by key; with ``cells="text"`` the cells go out as the stored JSON text."""
+    msg: protocol.ReadRequest = request.parse(protocol.ReadRequest)
+    result: rows.ReadResult = await run_sync(rows.rows_read, msg.table, msg.keys)
+    return result.as_text_wire() if msg.cells == "text" else result.as_wire()
+
+
 _data_route(
     "scan", protocol.ScanRequest, lambda m: rows.rows_scan(m.table, m.start, m.end, m.limit)
 )

@@ -108,6 +108,13 @@ class FakeTablet(Server):
             elif key in store:
                 rows.append(protocol.Row(key=key, cells=store[key]))
         metadata = self.cluster.metadata if outdated and self.send_metadata else None
+        if message.cells == "text":
+            import orjson
+
+            pairs = [(r.key, orjson.dumps(r.cells).decode()) for r in rows]
+            return _json(
+                protocol.ReadTextResponse(rows=pairs, outdated=outdated, metadata=metadata)
+            )
         return _json(protocol.ReadResponse(rows=rows, outdated=outdated, metadata=metadata))
 
     async def scan(self, request: web.Request) -> web.Response:

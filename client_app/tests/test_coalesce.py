@@ -8,10 +8,11 @@ import asyncio
 import pytest
 
 from client_app.coalesce import MAX_KEYS, MERGE_UP_TO_KEYS, ReadCoalescer, coalescer
+from client_app.internal_client import read_text_response
 from client_app.metadata_cache import metadata_cache
 from distdb.errors import RangeFrozen, TabletUnavailable
 from distdb.keys import encode_key
-from distdb.protocol import Metadata, ReadRequest, ReadResponse, Row, TabletAssignment
+from distdb.protocol import Metadata, ReadRequest, ReadTextResponse, TabletAssignment
 
 TABLET = TabletAssignment(table="t", server="tablet-1", url="http://tablet-1")
 
@@ -29,7 +30,7 @@ class Tablet:
 
     async def __call__(
         self, url: str, server: str, request: ReadRequest, timeout_s: float
-    ) -> ReadResponse:
+    ) -> ReadTextResponse:
         self.requests.append(request)
         self.arrived.set()
         await self.release.wait()
@@ -37,10 +38,10 @@ class Tablet:
             not isinstance(self.error, RangeFrozen) or "frozen" in request.keys
         ):
             raise self.error
-        rows = [Row(key=k, cells={"of": k}) for k in request.keys if k not in self.outdated]
+        rows = [(k, f'{{"of":"{k}"}}') for k in request.keys if k not in self.outdated]
         outdated = [k for k in request.keys if k in self.outdated]
         meta = Metadata(version=9) if outdated else None
-        return ReadResponse(rows=rows, outdated=outdated, metadata=meta)
+        return ReadTextResponse(rows=rows, outdated=outdated, metadata=meta)
 
 
 def read(merger: ReadCoalescer, *keys: str, table: str = "t", version: int = 1):
@@ -58,7 +59,7 @@ async def test_a_lone_read_is_sent_at_once_and_alone():
     tablet = Tablet()
     merger = ReadCoalescer(tablet)
     answer = await merger.read(TABLET, ReadRequest(table="t", meta_version=1, keys=["a"]), 5.0)
-    assert [r.key for r in answer.rows] == ["a"]
+    assert [r[0] for r in answer.rows] == ["a"]
     assert [r.keys for r in tablet.requests] == [["a"]]
 
 
@@ -72,8 +73,8 @@ async def test_reads_that_arrive_during_a_call_go_out_as_one_and_each_gets_its_r
     await queued(merger, 4)
     tablet.release.set()
     answers = await asyncio.gather(first, *others)
-    assert [[r.key for r in a.rows] for a in answers] == [["a"], ["b"], ["c"], ["b"], ["d", "e"]]
-    assert [a.rows[0].cells for a in answers] == [{"of": k} for k in "abcbd"]
+    assert [[r[0] for r in a.rows] for a in answers] == [["a"], ["b"], ["c"], ["b"], ["d", "e"]]
+    assert [a.rows[0][1] for a in answers] == [f'{{"of":"{k}"}}' for k in "abcbd"]
     # one call for "a", then one for everything that waited, each key once
     assert [r.keys for r in tablet.requests] == [["a"], ["b", "c", "d", "e"]]
 
@@ -90,7 +91,7 @@ async def test_outdated_keys_and_their_metadata_reach_only_their_caller():
     tablet.release.set()
     await first
     mine_answer, moved_answer = await mine, await moved
-    assert [r.key for r in mine_answer.rows] == ["b"]
+    assert [r[0] for r in mine_answer.rows] == ["b"]
     assert mine_answer.outdated == [] and mine_answer.metadata is None
     assert moved_answer.rows == [] and moved_answer.outdated == ["moved"]
     assert moved_answer.metadata is not None and moved_answer.metadata.version == 9
@@ -124,7 +125,7 @@ async def test_a_range_frozen_answer_to_a_merged_read_is_sorted_out_per_caller()
     tablet.error = RangeFrozen("the key range is being moved; retry shortly")
     tablet.release.set()
     await first
-    assert [r.key for r in (await fine).rows] == ["b"]
+    assert [r[0] for r in (await fine).rows] == ["b"]
     with pytest.raises(RangeFrozen):
         await frozen
     assert [r.keys for r in tablet.requests][1:] == [["b", "frozen"], ["b"], ["frozen"]]
@@ -188,7 +189,7 @@ async def test_a_caller_that_gives_up_does_not_hold_up_the_others():
     gone.cancel()
     tablet.release.set()
     await first
-    assert [r.key for r in (await kept).rows] == ["kept"]
+    assert [r[0] for r in (await kept).rows] == ["kept"]
     assert tablet.requests[1].keys == ["kept"]
 
 
@@ -264,3 +265,30 @@ async def test_a_frozen_key_costs_only_its_own_caller_in_a_merged_read(api, clus
     assert (await fine).json == {"key": 5, "cells": {"n": 5}}
     answer = await frozen
     assert answer.status == 503 and answer.error_code == "range_frozen"
+
+
+# --- decoding a tablet's text read answer ------------------------------------------------------
+
+
+def test_a_text_read_answer_keeps_the_cells_as_the_tablets_json_text():
+    raw = (
+        b'{"v":1,"type":"read_text_result","rows":[["k1","{\\"a\\":1}"]],'
+        b'"outdated":[],"metadata":null}'
+    )
+    answer = read_text_response(raw)
+    assert answer.rows == [("k1", '{"a":1}')] and answer.metadata is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"v":1,"type":"read_result","rows":[],"outdated":[]}',
+        b'{"v":2,"type":"read_text_result","rows":[],"outdated":[]}',
+        b'{"v":1,"type":"read_text_result","rows":[["k1",{"a":1}]],"outdated":[]}',
+        b'{"v":1,"type":"read_text_result","rows":[["k1"]],"outdated":[]}',
+        b"not json",
+    ],
+)
+def test_a_malformed_read_answer_is_refused(raw):
+    with pytest.raises((ValueError, TypeError, KeyError)):
+        read_text_response(raw)
