@@ -211,15 +211,55 @@ def read_text_response(raw: bytes) -> protocol.ReadTextResponse:
     body = orjson.loads(raw)
     if body.get("type") != "read_text_result" or body.get("v") != protocol.PROTOCOL_VERSION:
         raise ValueError(f"not a read_text_result of version {protocol.PROTOCOL_VERSION}")
-    rows = [(key, text) for key, text in body["rows"]]
-    if rows and not all(type(k) is str and type(t) is str for k, t in rows):
-        raise ValueError("a row is not a (key, cells text) pair")
+    rows = _text_rows(body["rows"])
     meta = body.get("metadata")
     return protocol.ReadTextResponse.model_construct(
         rows=rows,
         outdated=list(body.get("outdated") or ()),
         metadata=protocol.Metadata.model_validate(meta) if meta is not None else None,
     )
+
+
+async def tablet_scan(
+    url: str, server: str, request: protocol.ScanRequest, timeout_s: float
+) -> protocol.ScanTextResponse:
+    """Scan with the cells as JSON text (``cells="text"``), decoded as ``tablet_read``'s."""
+    if request.cells != "text":
+        request = request.model_copy(update={"cells": "text"})
+    status, raw = await _call(
+        "POST",
+        f"{url.rstrip('/')}/internal/v1/scan",
+        protocol.dumps(request),
+        timeout_s=timeout_s,
+        unavailable=TabletUnavailable,
+        peer=server,
+    )
+    if status != 200:
+        return _decode(
+            status, raw, protocol.ScanTextResponse, unavailable=TabletUnavailable, peer=server
+        )
+    try:
+        body = orjson.loads(raw)
+        if body.get("type") != "scan_text_result" or body.get("v") != protocol.PROTOCOL_VERSION:
+            raise ValueError(f"not a scan_text_result of version {protocol.PROTOCOL_VERSION}")
+        rows = _text_rows(body["rows"])
+        meta = body.get("metadata")
+        return protocol.ScanTextResponse.model_construct(
+            rows=rows,
+            outdated=bool(body.get("outdated")),
+            metadata=protocol.Metadata.model_validate(meta) if meta is not None else None,
+        )
+    except (orjson.JSONDecodeError, ValidationError, KeyError, TypeError, ValueError) as exc:
+        log.error("malformed scan answer from %s: %r", server, exc)
+        raise TabletUnavailable(f"{server} sent a malformed answer", server=server) from None
+
+
+def _text_rows(raw_rows: list[list[str]]) -> list[tuple[str, str]]:
+    """(key, cells text) pairs of a text answer; ValueError if a row is not one."""
+    rows = [(key, text) for key, text in raw_rows]
+    if rows and not all(type(k) is str and type(t) is str for k, t in rows):
+        raise ValueError("a row is not a (key, cells text) pair")
+    return rows
 
 
 # --- master -------------------------------------------------------------------------------------

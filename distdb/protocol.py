@@ -85,6 +85,8 @@ class ScanRequest(Message):
     start: StoredKey = ""
     end: StoredKey | None = None
     limit: int = Field(ge=1, le=100_000)
+    # "text": answer a ``ScanTextResponse`` (cells as the stored JSON text; see ReadRequest)
+    cells: Literal["object", "text"] = "object"
 
 
 MutationOp = Literal["insert", "upsert", "set", "delete_cells", "delete_row"]
@@ -155,6 +157,16 @@ class ScanResponse(Message):
 
     type: Literal["scan_result"] = "scan_result"
     rows: list[Row]
+    outdated: bool = False
+    metadata: Metadata | None = None
+
+
+class ScanTextResponse(Message):
+    """A ``ScanResponse`` whose rows are (key, cells as JSON text) pairs: the answer to a
+    ``ScanRequest`` with ``cells="text"``."""
+
+    type: Literal["scan_text_result"] = "scan_text_result"
+    rows: list[tuple[StoredKey, str]]
     outdated: bool = False
     metadata: Metadata | None = None
 

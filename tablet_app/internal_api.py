@@ -48,9 +48,16 @@ async def read(request: InternalRequest) -> dict[str, Any]:
     return result.as_text_wire() if msg.cells == "text" else result.as_wire()
 
 
-_data_route(
-    "scan", protocol.ScanRequest, lambda m: rows.rows_scan(m.table, m.start, m.end, m.limit)
-)
+@app.route("POST", r"/internal/v1/scan", roles=ANY_SERVER)
+async def scan(request: InternalRequest) -> dict[str, Any]:
+    """A key range; with ``cells="text"`` the cells go out as the stored JSON text."""
+    msg: protocol.ScanRequest = request.parse(protocol.ScanRequest)
+    result: rows.ScanResult = await run_sync(
+        rows.rows_scan, msg.table, msg.start, msg.end, msg.limit
+    )
+    return result.as_text_wire() if msg.cells == "text" else result.as_wire()
+
+
 _data_route("mutate", protocol.MutateRequest, lambda m: rows.rows_mutate(m.table, m.mutations))
 
 

@@ -127,12 +127,17 @@ class FakeTablet(Server):
             and in_range(message.start, t.start, t.end)
             and (t.end is None or (message.end is not None and message.end <= t.end))
         ]
+        text = message.cells == "text"
         if not mine or self.always_outdated:
-            return _json(
-                protocol.ScanResponse(rows=[], outdated=True, metadata=self.cluster.metadata)
-            )
+            model = protocol.ScanTextResponse if text else protocol.ScanResponse
+            return _json(model(rows=[], outdated=True, metadata=self.cluster.metadata))
         store = self.cluster.rows.get(message.table, {})
         keys = sorted(k for k in store if in_range(k, message.start, message.end))
+        if text:
+            import orjson
+
+            pairs = [(k, orjson.dumps(store[k]).decode()) for k in keys[: message.limit]]
+            return _json(protocol.ScanTextResponse(rows=pairs))
         rows = [protocol.Row(key=k, cells=store[k]) for k in keys[: message.limit]]
         return _json(protocol.ScanResponse(rows=rows))
 

@@ -107,6 +107,16 @@ class ScanResult(WireResult):
     outdated: bool = False
     metadata: dict[str, Any] | None = None
 
+    def as_text_wire(self) -> dict[str, Any]:
+        """The reply body as a ``protocol.ScanTextResponse``: cells stay JSON text."""
+        return {
+            "v": protocol.PROTOCOL_VERSION,
+            "type": "scan_text_result",
+            "rows": self.rows,
+            "outdated": self.outdated,
+            "metadata": self.metadata,
+        }
+
 
 @dataclass(slots=True)
 class MutateResult(WireResult):
