@@ -15,7 +15,7 @@ install: $(PY)  ## create .venv and install the pinned dependencies
 	@echo "installed: $$($(PY) --version), Django $$($(PY) -c 'import django; print(django.get_version())')"
 
 run: $(PY)  ## run the whole local cluster (Ctrl-C stops it)
-	$(PY) manage.py runcluster
+	$(PY) manage.py runcluster $(ARGS)
 
 test: $(PY)  ## the whole suite (unit + integration) on SQLite
 	$(PY) -m pytest

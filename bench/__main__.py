@@ -3,12 +3,17 @@
 Order of a run, chosen so that each measurement has the machine to itself:
 
 1. the storage-alone baseline, before any cluster process exists;
-2. a fresh cluster (``bench.cluster``) and a new table;
-3. the load phase end to end, then the one-hop load baseline;
-4. each workload end to end, immediately followed by its one-hop twin (pairs, so that
-   drift over the run — the master's change collection, a growing database — hits both);
-5. rebalance under load last, because it changes the table's layout;
-6. the cluster is stopped, its data dir removed, the results written and rendered.
+2. the peer (single-node Django + DRF) and ceiling (trivial asyncio server) baselines
+   (``bench.external``), each alone;
+3. per HTTP server candidate (``--servers``; the first is the primary, what ``make run``
+   uses), a fresh cluster (``bench.cluster``) served by it, and a new table;
+4. the load phase end to end, then (primary only) the one-hop load baseline;
+5. each workload end to end, on the primary immediately followed by its one-hop twin
+   (pairs, so that drift over the run — the master's change collection, a growing
+   database — hits both);
+6. on the primary, rebalance under load last, because it changes the table's layout;
+7. every process's RSS, then the cluster is stopped and its data dir removed; after the
+   last candidate the results are written and rendered.
 
 The exit status is 0 when the run completed, whatever the targets say: missing a target
 is a result, reported as such; a crash is not.
@@ -29,13 +34,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from bench import cluster as cl
 from bench import report
 from bench.baselines import storage_baseline
-from bench.config import BenchConfig, configure
+from bench.config import SERVERS, BenchConfig, configure
+from bench.external import ceiling_baseline, peer_baseline
 from bench.generators import Values
 from bench.profiling import Profiler, py_spy_path
 from bench.rebalance import run_rebalance
@@ -217,20 +223,56 @@ def run(cfg: BenchConfig, keep_data: bool) -> Path:
         say(str(exc))
         storage = {"error": str(exc)[-2000:]}
 
-    data_dir = Path(tempfile.mkdtemp(prefix="distdb-bench-"))
-    say(f"starting a cluster in {data_dir}")
-    cluster = cl.start_cluster(data_dir, out_dir / "logs")
-    say(f"cluster up: clients {cluster.client_ports}, tablets {cluster.tablet_ports}")
-    try:
-        driven = asyncio.run(drive(cluster, cfg, out_dir))
-    finally:
-        say("stopping the cluster")
-        cl.stop_cluster(cluster)
-        if not keep_data:
-            shutil.rmtree(data_dir, ignore_errors=True)
+    external = run_external(cfg, out_dir) if cfg.baselines else {}
+    servers: dict[str, dict] = {}
+    driven: dict = {}
+    for i, server in enumerate(cfg.servers):
+        run_cfg = cfg if i == 0 else candidate_config(cfg)
+        data_dir = Path(tempfile.mkdtemp(prefix="distdb-bench-"))
+        say(f"[{server}] starting a cluster in {data_dir}")
+        try:
+            cluster = cl.start_cluster(
+                data_dir,
+                out_dir / "logs" / server,
+                server=server,
+                client_workers=cfg.client_workers,
+                link_in_server=cfg.link_in_server,
+            )
+        except RuntimeError as exc:
+            say(f"[{server}] {exc}")
+            servers[server] = {"error": str(exc)[-2000:]}
+            if i == 0:
+                raise
+            continue
+        say(f"[{server}] up: clients {cluster.client_ports}, tablets {cluster.tablet_ports}")
+        try:
+            result = asyncio.run(drive(cluster, run_cfg, out_dir))
+            mem = cl.memory(cluster)
+            say(f"[{server}] RSS per node (MiB): {mem['nodes']}, total {mem['total_mib']}")
+        finally:
+            say(f"[{server}] stopping the cluster")
+            cl.stop_cluster(cluster)
+            if not keep_data:
+                shutil.rmtree(data_dir, ignore_errors=True)
+        servers[server] = {
+            "workloads": result["workloads"],
+            "memory": mem,
+            "rows": run_cfg.rows,
+            "duration_s": run_cfg.duration_s,
+            "link_in_server": cluster.cfg.link_in_server,
+            "client_workers": cluster.cfg.client_workers,
+        }
+        if i == 0:
+            driven = result
 
     storage_ok = {} if "error" in storage else storage
-    ratios = report.compute_ratios(driven["workloads"], driven["onehop"], storage_ok)
+    ratios = report.compute_ratios(
+        driven["workloads"],
+        driven["onehop"],
+        storage_ok,
+        peer=external.get("peer", {}),
+        ceiling=external.get("ceiling", {}),
+    )
     results = {
         "schema": report.SCHEMA_VERSION,
         "run_id": run_id,
@@ -249,9 +291,13 @@ def run(cfg: BenchConfig, keep_data: bool) -> Path:
         },
         "descriptions": DESCRIPTIONS,
         "workloads": driven["workloads"],
-        "baselines": {"onehop": driven["onehop"], "storage": storage},
+        "baselines": {"onehop": driven["onehop"], "storage": storage, **external},
+        "servers": servers,
+        "primary_server": cfg.servers[0],
         "ratios": ratios,
-        "targets": report.compute_targets(ratios, driven["workloads"].get("rebalance")),
+        "targets": report.compute_targets(
+            ratios, driven["workloads"].get("rebalance"), driven["workloads"].get("c")
+        ),
         "profile": driven["profile"],
     }
     machine["load_avg_at_end"] = os.getloadavg()
@@ -267,6 +313,40 @@ def run(cfg: BenchConfig, keep_data: bool) -> Path:
     return json_path
 
 
+def candidate_config(cfg: BenchConfig) -> BenchConfig:
+    """A non-primary server's run: the e2e load and workloads only, maybe smaller."""
+    return replace(
+        cfg,
+        rows=cfg.candidate_rows or cfg.rows,
+        duration_s=cfg.candidate_duration_s or cfg.duration_s,
+        onehop_workloads=[],
+        rebalance=False,
+        profile=False,
+    )
+
+
+def run_external(cfg: BenchConfig, out_dir: Path) -> dict:
+    """The peer and ceiling baselines (``bench.external``), each alone on the machine."""
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="distdb-bench-peer-") as tmp:
+        say(f"peer baseline: Django + DRF, WSGI under uvicorn (2 workers), {cfg.rows:,} rows")
+        try:
+            out["peer"] = asyncio.run(peer_baseline(cfg, Path(tmp), out_dir / "logs"))
+            for name, s in out["peer"].items():
+                say(f"{name} peer: {_brief(s)}")
+        except Exception as exc:  # a baseline that fails is reported, the run goes on
+            say(f"peer baseline failed: {exc!r}")
+            out["peer"] = {"error": repr(exc)[-2000:]}
+    say("ceiling baseline: trivial asyncio server, one fixed row")
+    try:
+        out["ceiling"] = asyncio.run(ceiling_baseline(cfg, out_dir / "logs"))
+        say(f"c ceiling: {_brief(out['ceiling']['c'])}")
+    except Exception as exc:
+        say(f"ceiling baseline failed: {exc!r}")
+        out["ceiling"] = {"error": repr(exc)[-2000:]}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the small preset (< 3 minutes)")
@@ -277,6 +357,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, dest="warmup_s")
     parser.add_argument("--workloads", help="comma-separated subset of a,b,c,e,batch_read")
     parser.add_argument("--no-rebalance", action="store_true")
+    parser.add_argument(
+        "--servers",
+        help=f"comma-separated HTTP servers for tablets and clients, primary first "
+        f"(default {','.join(SERVERS)})",
+    )
+    parser.add_argument("--client-workers", type=int, help="worker processes per client server")
+    parser.add_argument(
+        "--separate-link", action="store_true", help="tablet links as their own processes"
+    )
+    parser.add_argument("--no-baselines", action="store_true", help="skip peer and ceiling")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--keep-data", action="store_true", help="keep the cluster's data dir")
     parser.add_argument("--report", type=Path, help="re-render the report of a results JSON")
@@ -296,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
         rebalance=False if args.no_rebalance else None,
         seed=args.seed,
         profile=args.profile or None,
+        servers=args.servers.split(",") if args.servers else None,
+        client_workers=args.client_workers,
+        link_in_server=False if args.separate_link else None,
+        baselines=False if args.no_baselines else None,
     )
     run(cfg, keep_data=args.keep_data)
     return 0

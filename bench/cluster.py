@@ -14,14 +14,31 @@ import json
 import urllib.request
 from pathlib import Path
 
-from distdb.cluster import ClusterConfig, ClusterError, LocalCluster
+from distdb.cluster import ClusterConfig, ClusterError, LocalCluster, group_members
 
 Cluster = LocalCluster  # what bench's type hints name
 
 
-def start_cluster(data_dir: Path, log_dir: Path, timeout: float = 240) -> LocalCluster:
-    """Start master, 2 tablet servers, 2 client servers, Celery and Redis; wait until up."""
-    cfg = ClusterConfig.on_free_ports(data_dir, log_dir=log_dir)
+def start_cluster(
+    data_dir: Path,
+    log_dir: Path,
+    timeout: float = 240,
+    *,
+    server: str = "daphne",
+    client_workers: int = 1,
+    link_in_server: bool = False,
+) -> LocalCluster:
+    """Start master, 2 tablet servers, 2 client servers, Celery and Redis; wait until up.
+
+    ``server`` serves the tablets and clients; the link runs inside the tablet server
+    when asked and the server has ASGI lifespan (not Daphne)."""
+    cfg = ClusterConfig.on_free_ports(
+        data_dir,
+        log_dir=log_dir,
+        server=server,
+        client_workers=client_workers,
+        link_in_server=link_in_server and server != "daphne",
+    )
     try:
         return LocalCluster(cfg).up(timeout=timeout)
     except ClusterError as exc:
@@ -64,9 +81,48 @@ def manage(cluster: LocalCluster, *args: str, timeout: float = 120) -> tuple[boo
 
 
 def server_pids(cluster: LocalCluster) -> dict[str, int]:
-    """node id -> pid of each running ``runserver`` process (for the profiler)."""
+    """node id -> pid of each running server process (for the profiler, which follows
+    its worker processes)."""
     return {
         node: proc.pid
         for node in cluster.cfg.node_ids
         if (proc := cluster.processes[node]).running and proc.pid is not None
+    }
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of one process (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def memory(cluster: LocalCluster) -> dict:
+    """RSS (MiB) of every cluster process (with its children: server workers, Celery's
+    pool) and per role: the master with its Celery processes, a tablet server with its
+    link, a client server; the total without Redis."""
+    processes: dict[str, dict] = {}
+    for name, proc in cluster.processes.items():
+        if proc.running and proc.pid is not None:
+            members = group_members(proc.pid)
+            total = sum(rss_mib(p) for p in members)
+            processes[name] = {"rss_mib": round(total, 1), "processes": len(members)}
+    roles: dict[str, float] = {}
+    for name, info in processes.items():
+        if name == "redis":
+            continue
+        node = name.removesuffix("-link")
+        role = "master" if name in ("worker", "beat") else cluster.cfg.node(node).role
+        roles[node if role != "master" else "master"] = (
+            roles.get(node if role != "master" else "master", 0.0) + info["rss_mib"]
+        )
+    return {
+        "processes": processes,
+        "nodes": {k: round(v, 1) for k, v in roles.items()},
+        "total_mib": round(sum(roles.values()), 1),
+        "os_processes": sum(i["processes"] for n, i in processes.items() if n != "redis"),
     }

@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 E2E_WORKLOADS = ["a", "b", "c", "e", "batch_read"]
+# The HTTP servers measured for the tablet and client roles; the first is the primary (what
+# ``make run`` uses): it alone also gets the one-hop baselines, the profile and the rebalance.
+SERVERS = ["uvicorn", "daphne", "granian", "hypercorn"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,12 @@ class BenchConfig:
     rebalance_timeout_s: float = 900.0
     seed: int = 42
     profile: bool = False
+    servers: list[str] = field(default_factory=lambda: list(SERVERS))
+    candidate_rows: int = 0  # rows loaded for a non-primary server (0: as many as ``rows``)
+    candidate_duration_s: float = 0.0  # its seconds per workload (0: ``duration_s``)
+    client_workers: int = 1  # worker processes per client server
+    link_in_server: bool = True  # tablet links inside the tablet servers (where lifespan)
+    baselines: bool = True  # the peer and ceiling baselines
 
 
 PRESETS = {
@@ -47,6 +56,8 @@ PRESETS = {
         rebalance_before_s=15.0,
         rebalance_after_s=15.0,
         rebalance_bucket_s=1.0,
+        candidate_rows=20_000,
+        candidate_duration_s=10.0,
     ),
     "quick": BenchConfig(
         preset="quick",

@@ -40,6 +40,10 @@ IDLE_LEAVES = frozenset(
         "Thread._wait_for_tstate_lock (threading.py)",
         "SimpleQueue.get (queue.py)",
         "Queue.get (queue.py)",
+        # uvloop's event loop is C: a thread in ``loop.run_forever`` with no Python frame
+        # above it waits in epoll or moves bytes through sockets inside libuv, which is
+        # the socket I/O a profile should end up dominated by, not Python work.
+        "Runner.run (asyncio/runners.py)",
     }
 )
 LOOP_CALLBACK = "Handle._run (asyncio/events.py)"
@@ -71,7 +75,8 @@ class Profiler:
         for node, pid in sorted(self.pids.items()):
             path = folder / f"{node}.collapsed.txt"
             cmd = [str(self.binary), "record", "--pid", str(pid), "--rate", str(self.rate)]
-            cmd += ["--format", "raw", "--nonblocking", "--idle", "-o", str(path)]
+            cmd += ["--format", "raw", "--nonblocking", "--idle", "--subprocesses"]
+            cmd += ["-o", str(path)]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             self._running.append((node, path, proc))
 

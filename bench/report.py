@@ -24,6 +24,15 @@ RATIO_TARGETS = {
     "batched_reads": ("batch_read_e2e_vs_storage", 0.5),
     "bulk_load": ("load_e2e_vs_storage", 0.3),
 }
+# name -> (ratio key, maximum value)
+RATIO_LIMITS = {"point_reads_tail": ("c_p99_vs_p50", 3.0)}
+# Issue #12: against the single-node peer and the machine's HTTP ceiling.
+RATIO_TARGETS.update(
+    {
+        "point_reads_vs_peer": ("c_e2e_vs_peer", 2.0),
+        "point_reads_vs_ceiling": ("c_e2e_vs_ceiling", 0.4),
+    }
+)
 REBALANCE_MAX_FREEZE_MS = 200.0
 REBALANCE_MAX_P99_FACTOR = 3.0
 REBALANCE_MIN_MOVED = 0.3
@@ -35,9 +44,24 @@ def metric(workload: str, summary: dict | None) -> float | None:
     return summary.get("rows_per_s" if workload in ROW_METRIC_WORKLOADS else "ops_per_s")
 
 
-def compute_ratios(workloads: dict, onehop: dict, storage: dict) -> dict[str, float | None]:
-    """Per workload: end-to-end / one hop, end-to-end / storage, one hop / storage."""
+def compute_ratios(
+    workloads: dict,
+    onehop: dict,
+    storage: dict,
+    *,
+    peer: dict | None = None,
+    ceiling: dict | None = None,
+) -> dict[str, float | None]:
+    """Per workload: end-to-end / one hop, end-to-end / storage, one hop / storage; and
+    end-to-end / the peer service, / the HTTP ceiling, and p99 / p50 of point reads."""
     out: dict[str, float | None] = {}
+    for name, base in (("peer", peer or {}), ("ceiling", ceiling or {})):
+        for w in WORKLOAD_ORDER:
+            if isinstance(base.get(w), dict) and workloads.get(w):
+                out[f"{w}_e2e_vs_{name}"] = ratio(metric(w, workloads[w]), metric(w, base[w]))
+    c = workloads.get("c")
+    if c:
+        out["c_p99_vs_p50"] = ratio(c.get("p99_ms"), c.get("p50_ms"))
     for w in WORKLOAD_ORDER:
         e2e, hop, sto = (metric(w, d.get(w)) for d in (workloads, onehop, storage))
         if hop is not None:
@@ -54,13 +78,21 @@ def _target(value: float | None, threshold: float, met: bool | None, **extra) ->
     return {"value": value, "threshold": threshold, "status": status, **extra}
 
 
-def compute_targets(ratios: dict, rebalance: dict | None) -> dict[str, dict]:
+def compute_targets(
+    ratios: dict, rebalance: dict | None, point_reads: dict | None = None
+) -> dict[str, dict]:
     """Each target: its value, threshold and status (met / missed / skipped / unknown)."""
     targets = {}
     for name, (key, minimum) in RATIO_TARGETS.items():
         value = ratios.get(key)
         met = None if value is None else value >= minimum
         targets[name] = _target(value, minimum, met, ratio=key, rule=f"{key} >= {minimum}")
+    for name, (key, maximum) in RATIO_LIMITS.items():
+        value = ratios.get(key)
+        met = None if value is None else value <= maximum
+        concurrency = (point_reads or {}).get("concurrency")
+        rule = f"{key} <= {maximum} (point reads at concurrency {concurrency})"
+        targets[name] = _target(value, maximum, met, ratio=key, rule=rule)
     names = ("rebalance_succeeded", "rebalance_moved_share", "rebalance_no_failed_requests")
     names += ("rebalance_longest_freeze", "rebalance_p99_during")
     if not rebalance or rebalance.get("skipped"):
@@ -182,6 +214,62 @@ def results_table(results: dict) -> list[str]:
     return lines
 
 
+def servers_table(results: dict) -> list[str]:
+    """Server candidate x workload (ops/s, p50, p99), then the peer and ceiling baselines."""
+    servers = results.get("servers") or {}
+    baselines = results.get("baselines", {})
+    rows: list[tuple[str, dict]] = []
+    for server, info in servers.items():
+        if "error" in info:
+            rows.append((f"{server}: did not start", {}))
+            continue
+        mark = " (primary)" if server == results.get("primary_server") else ""
+        rows.append((f"{server}{mark}", info.get("workloads", {})))
+    for name in ("peer", "ceiling"):
+        base = baselines.get(name)
+        if isinstance(base, dict) and "error" not in base:
+            rows.append((f"baseline: {name}", base))
+    if not rows:
+        return []
+    names = [w for w in WORKLOAD_ORDER if any(w in wl for _, wl in rows)]
+    head = "| server | " + " | ".join(f"{w} ops/s · p50 · p99 ms" for w in names) + " |"
+    lines = [head, "|" + "---|" * (len(names) + 1)]
+    for label, wl in rows:
+        cells = []
+        for w in names:
+            s = wl.get(w)
+            if not s or s.get("skipped"):
+                cells.append("–")
+                continue
+            rate = s.get("rows_per_s") if w in ROW_METRIC_WORKLOADS else s.get("ops_per_s")
+            unit = " rows/s" if w in ROW_METRIC_WORKLOADS else ""
+            cells.append(
+                f"{_fmt(rate, 0)}{unit} · {_fmt(s.get('p50_ms'))} · {_fmt(s.get('p99_ms'))}"
+            )
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def memory_table(results: dict) -> list[str]:
+    lines = []
+    for server, info in (results.get("servers") or {}).items():
+        mem = info.get("memory")
+        if not mem:
+            continue
+        nodes = ", ".join(f"{n} {v:,.0f}" for n, v in mem["nodes"].items())
+        link = "link in server" if info.get("link_in_server") else "separate link"
+        lines.append(
+            f"| {server} | {link} | {mem['os_processes']} | {mem['total_mib']:,.0f} | {nodes} |"
+        )
+    if not lines:
+        return []
+    head = [
+        "| server | tablet link | OS processes | total MiB | MiB per node |",
+        "|---|---|---|---|---|",
+    ]
+    return head + lines
+
+
 def render_markdown(results: dict, plots: dict[str, str]) -> str:
     cfg, machine = results["config"], results["machine"]
     out = [
@@ -206,6 +294,24 @@ def render_markdown(results: dict, plots: dict[str, str]) -> str:
         "API. storage: the tablet's service functions in-process, one caller. load and "
         "batch_read compare rows/s, the others ops/s.",
         "",
+        *(
+            [
+                "## HTTP server candidates (tablet and client roles) and baselines",
+                "",
+                *servers_table(results),
+                "",
+                "peer: single-node Django + DRF (WSGI, uvicorn, 2 workers, SQLite WAL). "
+                "ceiling: a trivial asyncio server answering one fixed row.",
+                "",
+            ]
+            if results.get("servers")
+            else []
+        ),
+        *(
+            ["## Memory (RSS after the workloads)", "", *memory_table(results), ""]
+            if memory_table(results)
+            else []
+        ),
         "## Ratios",
         "",
         "| ratio | value |",

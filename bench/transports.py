@@ -150,8 +150,8 @@ class OneHop:
         return await self.read_many([key])
 
     async def read_many(self, keys: list[int]) -> Result:
-        msg = protocol.ReadRequest(
-            table=self.table, meta_version=self.meta_version, keys=self._keys(keys)
+        msg = protocol.ReadRequest(  # as a client server asks: cells as stored JSON text
+            table=self.table, meta_version=self.meta_version, keys=self._keys(keys), cells="text"
         )
         error, body = await self._call(msg)
         if error:
@@ -184,3 +184,31 @@ class OneHop:
         return await self._mutate(
             [protocol.Mutation(op="insert", key=encode_key("int", k), cells=c) for k, c in rows]
         )
+
+
+class PlainRows:
+    """A plain HTTP row service: ``GET /rows/<key>`` and ``GET /rows/?keys=k1,k2`` (the peer
+    baseline, ``bench.peer``; the ceiling, ``bench.ceiling``, answers any GET). Reads only:
+    the baselines are compared on point reads and batched reads."""
+
+    def __init__(self, base_url: str, concurrency: int) -> None:
+        self.base = base_url.rstrip("/") + "/rows/"
+        self.session = _session(concurrency)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def read(self, key: int) -> Result:
+        async with self.session.get(f"{self.base}{key}") as r:
+            status, raw = r.status, await r.read()
+        if status != 200:
+            return f"http_{status}:{raw[:40]!r}", 0
+        return None, 1
+
+    async def read_many(self, keys: list[int]) -> Result:
+        async with self.session.get(self.base + "?keys=" + ",".join(map(str, keys))) as r:
+            status, raw = r.status, await r.read()
+        if status != 200:
+            return f"http_{status}:{raw[:40]!r}", 0
+        rows = len(orjson.loads(raw))
+        return (None if rows == len(keys) else "missing"), rows

@@ -217,7 +217,7 @@ class RowsView(ApiView):
             extra = sorted(set(request.query_params) - {"keys", "key"})
             if extra:
                 raise validation.invalid(extra[0], "read by keys takes no other parameter")
-            result = await services.rows_read(table, keys, text=True)
+            result = await services.rows_read(table, keys, text=True, raw_cells=True)
             body = {
                 "rows": [{"key": key, "cells": cells} for key, cells in result.rows],
                 "missing": result.missing,
@@ -276,7 +276,7 @@ class RowView(ApiView):
         responses={200: s.RowSerializer, **errors(400, 404, 503)},
     )
     async def get(self, request, table: str, key: str) -> Response:
-        return Response(await services.row_read(table, key))
+        return Response(await services.row_read(table, key, raw_cells=True))
 
     @extend_schema(
         operation_id="cells_set",

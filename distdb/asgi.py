@@ -1,4 +1,6 @@
-"""ASGI entry point of every role (served by Daphne through ``manage.py runserver``).
+"""ASGI entry point of every role (``manage.py runserver``'s Daphne, or uvicorn, granian or
+hypercorn as ``distdb.asgi:application``; ``distdb.asgi_server`` adds the body limit and
+the lifespan those servers need).
 
 HTTP paths under ``settings.HOT_PATH_PREFIXES`` go to the role's hot-path app
 (``settings.HOT_PATH_APP``: ``distdb.api_handler.PublicApiASGIHandler`` on a client server,
@@ -25,6 +27,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.utils.module_loading import import_string  # noqa: E402
 
+from distdb import asgi_server  # noqa: E402
 from distdb.ops_http import OpsApp  # noqa: E402
 
 Scope = dict[str, Any]
@@ -45,7 +48,7 @@ class PathDispatcher:
         return await self.default(scope, receive, send)
 
 
-def build_application() -> ProtocolTypeRouter:
+def build_application() -> ASGIApp:
     hot_path = getattr(settings, "HOT_PATH_APP", None)
     http: ASGIApp = django_app
     if hot_path and settings.HOT_PATH_PREFIXES:
@@ -57,7 +60,7 @@ def build_application() -> ProtocolTypeRouter:
     protocols: dict[str, Any] = {"http": OpsApp(http)}
     if routes:
         protocols["websocket"] = URLRouter(import_string(routes))
-    return ProtocolTypeRouter(protocols)
+    return asgi_server.wrap(ProtocolTypeRouter(protocols))
 
 
 application = build_application()

@@ -67,13 +67,21 @@ class InternalRequest:
             raise InvalidJson(f"the body is not valid JSON: {exc}") from None
 
     def parse(self, model: Any) -> Any:
-        """Validate the body against a pydantic model or TypeAdapter."""
-        data = self.json()
+        """Validate the body against a pydantic model or TypeAdapter.
+
+        Straight from the bytes (``model_validate_json``: one pass in pydantic-core, no
+        intermediate Python objects) rather than ``orjson.loads`` then ``model_validate``.
+        """
+        if not self.body:
+            raise InvalidJson("the body is empty")
         try:
             if isinstance(model, type) and issubclass(model, BaseModel):
-                return model.model_validate(data)
-            return model.validate_python(data)
+                return model.model_validate_json(self.body)
+            return model.validate_json(self.body)
         except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            if errors and errors[0]["type"] == "json_invalid":
+                raise InvalidJson(f"the body is not valid JSON: {errors[0]['msg']}") from None
             raise ValidationFailed(errors=_errors(exc)) from None
 
 

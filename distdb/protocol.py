@@ -73,6 +73,9 @@ class ReadRequest(Message):
     table: TableName
     meta_version: int = Field(ge=0)
     keys: list[StoredKey] = Field(max_length=100_000)
+    # "text": answer a ``ReadTextResponse``, each row's cells as the JSON text the tablet
+    # stored, so that a client server passes them on without parsing and re-encoding them.
+    cells: Literal["object", "text"] = "object"
 
 
 class ScanRequest(Message):
@@ -82,6 +85,8 @@ class ScanRequest(Message):
     start: StoredKey = ""
     end: StoredKey | None = None
     limit: int = Field(ge=1, le=100_000)
+    # "text": answer a ``ScanTextResponse`` (cells as the stored JSON text; see ReadRequest)
+    cells: Literal["object", "text"] = "object"
 
 
 MutationOp = Literal["insert", "upsert", "set", "delete_cells", "delete_row"]
@@ -137,11 +142,31 @@ class ReadResponse(Message):
     metadata: Metadata | None = None  # present when ``outdated`` is not empty
 
 
+class ReadTextResponse(Message):
+    """A ``ReadResponse`` whose rows are (key, cells as JSON text) pairs: the answer to a
+    ``ReadRequest`` with ``cells="text"``."""
+
+    type: Literal["read_text_result"] = "read_text_result"
+    rows: list[tuple[StoredKey, str]]
+    outdated: list[StoredKey] = []
+    metadata: Metadata | None = None  # present when ``outdated`` is not empty
+
+
 class ScanResponse(Message):
     """Rows of [start, end) in key order; ``outdated`` when this tablet does not own the range."""
 
     type: Literal["scan_result"] = "scan_result"
     rows: list[Row]
+    outdated: bool = False
+    metadata: Metadata | None = None
+
+
+class ScanTextResponse(Message):
+    """A ``ScanResponse`` whose rows are (key, cells as JSON text) pairs: the answer to a
+    ``ScanRequest`` with ``cells="text"``."""
+
+    type: Literal["scan_text_result"] = "scan_text_result"
+    rows: list[tuple[StoredKey, str]]
     outdated: bool = False
     metadata: Metadata | None = None
 

@@ -32,12 +32,26 @@ Msg = TypeVar("Msg", bound=protocol.Message)
 Record = Callable[[Msg, Any], None]  # (request, result): count the call's keys
 
 
+def _objects(msg: Any, result: rows.WireResult) -> dict[str, Any]:
+    return result.as_wire()
+
+
+def _text_or_objects(msg: Any, result: Any) -> dict[str, Any]:
+    """With ``cells="text"`` (reads, scans) the cells go out as the stored JSON text."""
+    answer: dict[str, Any] = result.as_text_wire() if msg.cells == "text" else result.as_wire()
+    return answer
+
+
 def _data_route(
-    name: str, schema: type[Msg], call: Callable[[Msg], rows.WireResult], record: Record[Msg]
+    name: str,
+    schema: type[Msg],
+    call: Callable[[Msg], rows.WireResult],
+    record: Record[Msg],
+    wire: Callable[[Msg, Any], dict[str, Any]] = _objects,
 ) -> None:
     """Serve ``POST /internal/v1/<name>`` to any server: parse the body as ``schema``, run
     ``call`` (one ``rows`` service) and ``record`` (the key-access counts) in one
-    worker-thread hop, answer the result's ``as_wire()``."""
+    worker-thread hop, answer ``wire(request, result)`` (the result's ``as_wire()``)."""
 
     def served(msg: Msg) -> rows.WireResult:
         result = call(msg)
@@ -47,7 +61,7 @@ def _data_route(
     async def handler(request: InternalRequest) -> dict[str, Any]:
         msg: Msg = request.parse(schema)
         result: rows.WireResult = await run_sync(served, msg)
-        return result.as_wire()
+        return wire(msg, result)
 
     app.route("POST", rf"/internal/v1/{name}", roles=ANY_SERVER)(handler)
 
@@ -62,12 +76,14 @@ _data_route(
         if m.keys
         else None
     ),
+    _text_or_objects,
 )
 _data_route(
     "scan",
     protocol.ScanRequest,
     lambda m: rows.rows_scan(m.table, m.start, m.end, m.limit),
     lambda m, r: access_record(m.table, m.start, len(r.rows), write=False),
+    _text_or_objects,
 )
 _data_route(
     "mutate",

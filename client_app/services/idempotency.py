@@ -145,7 +145,7 @@ async def _record_read(rkey: str) -> dict[str, Any] | None:
         raise result.failed[0][1]
     if not result.rows:
         return None
-    cells = result.rows[0][1]
+    cells: dict[str, Any] = result.rows[0][1]
     if time.time() - float(cells.get("at", 0)) > RECORD_TTL_S:
         return None  # expired: the key may name a new request
     return cells

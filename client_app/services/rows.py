@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from django.conf import settings
 
 from distdb.errors import (
@@ -36,13 +37,13 @@ from distdb.protocol import (
     MutationOp,
     MutationResult,
     ReadRequest,
-    ReadResponse,
     TableInfo,
     TabletAssignment,
 )
 
 from .. import validation
-from ..internal_client import tablet_call
+from ..coalesce import coalescer
+from ..internal_client import tablet_call, tablet_read
 from ..keygen import key_allocator
 from .engine import Batch, Send, route_keys
 from .results import OK_STATUSES, RowResult
@@ -95,7 +96,8 @@ async def keys_generate(table: str, info: TableInfo, count: int) -> list[str]:
 
 @dataclass
 class ReadResult:
-    rows: list[tuple[int | str, dict[str, Any]]] = field(default_factory=list)
+    # cells: a dict, or with ``raw_cells`` the stored JSON as an ``orjson.Fragment``
+    rows: list[tuple[int | str, Any]] = field(default_factory=list)
     missing: list[int | str] = field(default_factory=list)
     failed: list[tuple[int | str, DistdbError]] = field(default_factory=list)
 
@@ -104,11 +106,15 @@ def _read_sender(table: str, keys: list[str]) -> Send:
     async def send(
         tablet: TabletAssignment, version: int, indexes: list[int], timeout_s: float
     ) -> Batch:
-        request = ReadRequest(table=table, meta_version=version, keys=[keys[i] for i in indexes])
-        answer = await tablet_call(
-            tablet.url, tablet.server, request, ReadResponse, timeout_s=timeout_s
+        request = ReadRequest(
+            table=table, meta_version=version, keys=[keys[i] for i in indexes], cells="text"
         )
-        found = {row.key: row.cells for row in answer.rows}
+        merger = coalescer()
+        if merger is not None:  # merged with concurrent reads of the same tablet server
+            answer = await merger.read(tablet, request, timeout_s)
+        else:
+            answer = await tablet_read(tablet.url, tablet.server, request, timeout_s)
+        found = dict(answer.rows)  # key -> cells as JSON text
         outdated = set(answer.outdated)
         batch = Batch(metadata=answer.metadata)
         for i in indexes:
@@ -122,9 +128,18 @@ def _read_sender(table: str, keys: list[str]) -> Send:
 
 
 async def rows_read(
-    table: str, keys: Sequence[Any], *, text: bool = False, lenient: bool = False
+    table: str,
+    keys: Sequence[Any],
+    *,
+    text: bool = False,
+    lenient: bool = False,
+    raw_cells: bool = False,
 ) -> ReadResult:
-    """Read rows by key: found rows in request order, missing and failed keys reported."""
+    """Read rows by key: found rows in request order, missing and failed keys reported.
+
+    ``raw_cells``: each row's cells as the JSON the tablet stored (``orjson.Fragment``,
+    for an answer encoded with orjson) instead of a dict - no parse and re-encode.
+    """
     info = await table_resolve(table)
     rows_count_check(len(keys), "keys")
     stored = [
@@ -142,13 +157,15 @@ async def rows_read(
         elif answer is None:
             result.missing.append(user_key)
         else:
-            result.rows.append((user_key, answer))
+            result.rows.append(
+                (user_key, orjson.Fragment(answer) if raw_cells else orjson.loads(answer))
+            )
     return result
 
 
-async def row_read(table: str, key: str) -> dict[str, Any]:
+async def row_read(table: str, key: str, *, raw_cells: bool = False) -> dict[str, Any]:
     """One row by its key as text; ``row_not_found`` if it does not exist."""
-    result = await rows_read(table, [key], text=True)
+    result = await rows_read(table, [key], text=True, raw_cells=raw_cells)
     if result.failed:
         raise result.failed[0][1]
     if result.missing:

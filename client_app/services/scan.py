@@ -22,10 +22,10 @@ from django.conf import settings
 
 from distdb.errors import DistdbError, InvalidCursor
 from distdb.keys import decode_key, parse_key_text
-from distdb.protocol import ScanRequest, ScanResponse
+from distdb.protocol import ScanRequest, ScanTextResponse
 
 from .. import validation
-from ..internal_client import is_not_sent, tablet_call
+from ..internal_client import is_not_sent, tablet_scan
 from ..metadata_cache import metadata_cache
 from .engine import (
     RETRY_CODES,
@@ -95,7 +95,7 @@ async def rows_scan(
     while end_key is None or position < end_key:
         tablet = routing.locate(table, position)
         error: DistdbError | None = None
-        answer: ScanResponse | None = None
+        answer: ScanTextResponse | None = None
         if tablet is not None:
             sub_end = tablet.end if end_key is None else min(end_key, tablet.end or end_key)
             want = limit - len(rows)
@@ -105,14 +105,11 @@ async def rows_scan(
                 start=position,
                 end=sub_end,
                 limit=want + 1,
+                cells="text",  # passed on as the stored JSON text, never parsed here
             )
             try:
-                answer = await tablet_call(
-                    tablet.url,
-                    tablet.server,
-                    request,
-                    ScanResponse,
-                    timeout_s=call_timeout_s(deadline),
+                answer = await tablet_scan(
+                    tablet.url, tablet.server, request, timeout_s=call_timeout_s(deadline)
                 )
             except DistdbError as exc:
                 if exc.code not in RETRY_CODES and not is_not_sent(exc):
@@ -121,7 +118,7 @@ async def rows_scan(
         if answer is not None and not answer.outdated:
             rows.extend(answer.rows[:want])
             if len(answer.rows) > want:  # the page is full and this row comes next
-                next_cursor = cursor_encode(table, answer.rows[want].key, end_key)
+                next_cursor = cursor_encode(table, answer.rows[want][0], end_key)
                 break
             if tablet is None or tablet.end is None:
                 break
@@ -147,6 +144,9 @@ async def rows_scan(
         if delay:
             await asyncio.sleep(delay)
     return ScanPage(
-        [{"key": decode_key(info.key_type, row.key), "cells": row.cells} for row in rows],
+        [
+            {"key": decode_key(info.key_type, key), "cells": orjson.Fragment(text)}
+            for key, text in rows
+        ],
         next_cursor,
     )

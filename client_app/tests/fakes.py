@@ -20,7 +20,7 @@ from aiohttp import web
 
 from distdb import protocol
 from distdb.auth import token_verify
-from distdb.errors import DistdbError, MasterUnavailable, TableExists
+from distdb.errors import DistdbError, MasterUnavailable, RangeFrozen, TableExists
 from distdb.keys import encode_key, in_range
 
 
@@ -77,6 +77,8 @@ class FakeTablet(Server):
         self.frozen_times = 0  # answer range_frozen to this many mutate calls
         self.hang_s = 0.0
         self.send_metadata = True  # False: outdated answers carry no metadata
+        self.gate: asyncio.Event | None = None  # reads wait for it (a call held in flight)
+        self.frozen_keys: set[str] = set()  # a read asking for one answers range_frozen
 
     def owns(self, table: str, key: str) -> bool:
         for tablet in self.cluster.metadata.tablets:
@@ -94,6 +96,10 @@ class FakeTablet(Server):
 
     async def read(self, request: web.Request) -> web.Response:
         message = await self._prepare(request, protocol.ReadRequest)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.frozen_keys.intersection(message.keys):
+            return _error(RangeFrozen("the key range is being moved; retry shortly"))
         store = self.cluster.rows.get(message.table, {})
         rows, outdated = [], []
         for key in message.keys:
@@ -102,6 +108,13 @@ class FakeTablet(Server):
             elif key in store:
                 rows.append(protocol.Row(key=key, cells=store[key]))
         metadata = self.cluster.metadata if outdated and self.send_metadata else None
+        if message.cells == "text":
+            import orjson
+
+            pairs = [(r.key, orjson.dumps(r.cells).decode()) for r in rows]
+            return _json(
+                protocol.ReadTextResponse(rows=pairs, outdated=outdated, metadata=metadata)
+            )
         return _json(protocol.ReadResponse(rows=rows, outdated=outdated, metadata=metadata))
 
     async def scan(self, request: web.Request) -> web.Response:
@@ -114,12 +127,17 @@ class FakeTablet(Server):
             and in_range(message.start, t.start, t.end)
             and (t.end is None or (message.end is not None and message.end <= t.end))
         ]
+        text = message.cells == "text"
         if not mine or self.always_outdated:
-            return _json(
-                protocol.ScanResponse(rows=[], outdated=True, metadata=self.cluster.metadata)
-            )
+            model = protocol.ScanTextResponse if text else protocol.ScanResponse
+            return _json(model(rows=[], outdated=True, metadata=self.cluster.metadata))
         store = self.cluster.rows.get(message.table, {})
         keys = sorted(k for k in store if in_range(k, message.start, message.end))
+        if text:
+            import orjson
+
+            pairs = [(k, orjson.dumps(store[k]).decode()) for k in keys[: message.limit]]
+            return _json(protocol.ScanTextResponse(rows=pairs))
         rows = [protocol.Row(key=k, cells=store[k]) for k in keys[: message.limit]]
         return _json(protocol.ScanResponse(rows=rows))
 

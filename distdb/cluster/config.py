@@ -33,6 +33,15 @@ WORKER_READY = " ready."  # "master@host ready."
 BEAT_READY = "beat: Starting"
 REDIS_READY = "Ready to accept connections"
 
+# The HTTP servers that can serve the tablet and client roles (the same ASGI application,
+# ``distdb.asgi:application``). "daphne" is ``manage.py runserver``; the others are
+# chosen by measurement (``make bench``'s server dimension, docs/performance.md). The
+# master always runs ``runserver``: it is off the hot path, and Daphne serves its
+# WebSocket endpoint exactly as tested.
+SERVERS = ("daphne", "uvicorn", "granian", "hypercorn")
+DEFAULT_SERVER = "uvicorn"  # measured fastest (docs/performance.md)
+ASGI_APP = "distdb.asgi:application"
+
 
 @dataclass(frozen=True)
 class Node:
@@ -84,6 +93,20 @@ class ClusterConfig:
     # A wall-clock shifter preloaded into every distdb process (the fault harness's clock
     # nemesis, ``chaos/native/clockshift.c``); each node reads its offset from its own file.
     clock_shift_lib: Path | None = None
+    server: str = DEFAULT_SERVER  # what serves tablets and clients (one of SERVERS)
+    client_workers: int = 1  # worker processes per client server (stateless: may be > 1)
+    # Run each tablet's link to the master inside its server process (ASGI lifespan)
+    # instead of a separate ``tablet-N-link`` process. Needs a server with lifespan (not
+    # Daphne). Off by default: the fault harness and the tests kill and pause links alone.
+    link_in_server: bool = False
+
+    def __post_init__(self) -> None:
+        if self.server not in SERVERS:
+            raise ClusterError(f"unknown server {self.server!r} (one of {', '.join(SERVERS)})")
+        if self.link_in_server and self.server == "daphne":
+            raise ClusterError("Daphne has no ASGI lifespan: the link needs its own process")
+        if self.client_workers < 1:
+            raise ClusterError("client_workers must be at least 1")
 
     @classmethod
     def on_free_ports(
@@ -266,10 +289,21 @@ def cluster_processes(cfg: ClusterConfig, *, redis: bool) -> list[ProcessSpec]:
         procs.append(ProcessSpec("redis", "", argv, {}, ready_line=REDIS_READY))
     for node in cfg.nodes:
         env = node_env(cfg, node)
-        # --noreload: the autoreloader would fork a second process that outlives a kill.
-        server = cfg.in_netns(node.node_id, (*manage, "runserver", "--noreload"))
+        server = cfg.in_netns(node.node_id, server_argv(cfg, node))
         login = f"{cfg.url(node.port)}/admin/login/"
-        procs.append(ProcessSpec(node.node_id, node.node_id, server, env, ready_url=login))
+        linked = node.role == "tablet" and cfg.link_in_server
+        if linked:
+            env = {**env, "DISTDB_LINK_IN_SERVER": "1"}
+        procs.append(
+            ProcessSpec(
+                node.node_id,
+                node.node_id,
+                server,
+                env,
+                ready_url=login,
+                ready_line=LINK_READY if linked else None,
+            )
+        )
         if node.role == "master" and cfg.celery:
             worker = cfg.in_netns(
                 node.node_id,
@@ -280,11 +314,44 @@ def cluster_processes(cfg: ClusterConfig, *, redis: bool) -> list[ProcessSpec]:
             # the admin), so beat needs no schedule file.
             beat = cfg.in_netns(node.node_id, (*celery, "beat", "-l", "info"))
             procs.append(ProcessSpec("beat", node.node_id, beat, env, ready_line=BEAT_READY))
-        if node.role == "tablet":
+        if node.role == "tablet" and not cfg.link_in_server:
             link = cfg.in_netns(node.node_id, (*manage, "tablet_link"))
             name = f"{node.node_id}-link"
             procs.append(ProcessSpec(name, node.node_id, link, env, ready_line=LINK_READY))
     return procs
+
+
+def server_argv(cfg: ClusterConfig, node: Node) -> tuple[str, ...]:
+    """The command that serves ``node``: ``runserver`` (Daphne) or another ASGI server.
+
+    Every server serves the same application with the node's environment; none logs each
+    request (Daphne's runserver does, which costs it). Multi-worker only for the client
+    role, which keeps no state but caches: a tablet's writes and the link's ownership
+    changes are serialized inside one process per database.
+    """
+    python = sys.executable
+    server = "daphne" if node.role == "master" else cfg.server
+    workers = str(cfg.client_workers if node.role == "client" else 1)
+    host, port = cfg.host_of(node.node_id), str(node.port)
+    if server == "daphne":
+        # --noreload: the autoreloader would fork a second process that outlives a kill.
+        return (python, str(MANAGE_PY), "runserver", "--noreload")
+    if server == "uvicorn":
+        return (
+            *(python, "-m", "uvicorn", ASGI_APP, "--host", host, "--port", port),
+            *("--loop", "uvloop", "--http", "httptools", "--ws", "none", "--no-access-log"),
+            *("--lifespan", "on", "--workers", workers, "--timeout-graceful-shutdown", "5"),
+        )
+    if server == "granian":
+        return (
+            *(python, "-m", "granian", "--interface", "asgi", "--host", host, "--port", port),
+            *("--loop", "uvloop", "--workers", workers, "--no-ws", ASGI_APP),
+        )
+    # hypercorn
+    return (
+        *(python, "-m", "hypercorn", "--bind", f"{host}:{port}", "--worker-class", "uvloop"),
+        *("--workers", workers, ASGI_APP),
+    )
 
 
 def caller_env() -> dict[str, str]:

@@ -53,6 +53,9 @@ DISTDB_MAX_SCAN_LIMIT = 10_000
 DISTDB_ROUTING_MAX_TRIES = env_int("DISTDB_ROUTING_MAX_TRIES", 10, minimum=1, maximum=100)
 DISTDB_ROUTING_DEADLINE_S = env_float("DISTDB_ROUTING_DEADLINE_S", 10.0, minimum=0.1)
 DISTDB_TABLET_TIMEOUT_S = env_float("DISTDB_TABLET_TIMEOUT_S", 5.0, minimum=0.1)
+# Client server: read calls in flight per tablet server before further reads queue and
+# go out merged as one multi-key read (client_app.coalesce); 0 turns coalescing off.
+DISTDB_READ_COALESCE_IN_FLIGHT = env_int("DISTDB_READ_COALESCE_IN_FLIGHT", 1, minimum=0, maximum=64)
 
 
 def _secret_key() -> str:
@@ -99,6 +102,10 @@ MIDDLEWARE = [
 ]
 HOT_PATH_MIDDLEWARE: list[str] = []
 HOT_PATH_PREFIXES: tuple[str, ...] = ()
+# ASGI lifespan (servers other than Daphne; distdb.asgi_server): coroutine functions run
+# for the life of the server process, and coroutine functions awaited at its shutdown.
+LIFESPAN_TASKS: list[str] = []
+LIFESPAN_SHUTDOWN: list[str] = []
 
 TEMPLATES = [
     {

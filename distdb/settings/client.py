@@ -21,6 +21,7 @@ ROOT_URLCONF = "distdb.urls.client"
 HOT_PATH_APP = "distdb.api_handler.PublicApiASGIHandler"
 HOT_PATH_PREFIXES = ("/api/",)
 DATABASES = {"default": database_config(DISTDB_NODE_ID)}
+LIFESPAN_SHUTDOWN = ["client_app.internal_client.sessions_close"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["client_app.authentication.ApiTokenAuthentication"],

@@ -1,6 +1,6 @@
 """Tablet server role: stores and serves the rows of the tablets it is assigned."""
 
-from distdb.env import env_http_url, env_node_id, env_port
+from distdb.env import env_bool, env_http_url, env_node_id, env_port
 
 from .base import *  # noqa: F403
 from .base import DISTDB_HOST, DISTDB_TOKENS_DIR, INSTALLED_APPS, database_config
@@ -20,3 +20,8 @@ DISTDB_READINESS_CHECKS = [
     "distdb.health.database_ready",
     "tablet_app.services.status.link_ready",
 ]
+
+# Under a server with ASGI lifespan, run the link to the master in this process
+# (tablet_app.link.link_in_server) instead of ``manage.py tablet_link``.
+DISTDB_LINK_IN_SERVER = env_bool("DISTDB_LINK_IN_SERVER", False)
+LIFESPAN_TASKS = ["tablet_app.link.link_in_server"] if DISTDB_LINK_IN_SERVER else []

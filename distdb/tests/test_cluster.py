@@ -83,8 +83,45 @@ def test_each_process_runs_as_its_node_of_this_cluster(tmp_path):
     }
     assert procs["worker"].env["DJANGO_SETTINGS_MODULE"] == "distdb.settings.master"
     assert procs["client-1"].env["DJANGO_SETTINGS_MODULE"] == "distdb.settings.client"
-    # No autoreloader: it would fork a second server that outlives a kill.
-    assert procs["client-1"].argv[-2:] == ("runserver", "--noreload")
+    # The master is runserver, without the autoreloader (it would fork a second server
+    # that outlives a kill); tablets and clients are the chosen ASGI server.
+    assert procs["master"].argv[-2:] == ("runserver", "--noreload")
+    assert procs["client-1"].argv[1:4] == ("-m", "uvicorn", "distdb.asgi:application")
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "granian", "hypercorn"])
+def test_every_server_serves_the_same_application_on_the_nodes_port(tmp_path, server):
+    cfg = ClusterConfig(tmp_path, server=server, client_workers=3)
+    procs = {p.name: p for p in cluster_processes(cfg, redis=False)}
+    for name, port, workers in (("tablet-1", "7000", "1"), ("client-2", "6000", "3")):
+        argv = " ".join(procs[name].argv)
+        assert f"-m {server} " in argv and "distdb.asgi:application" in argv
+        assert port in argv and f"--workers {workers}" in argv, argv
+    assert procs["master"].argv[-2:] == ("runserver", "--noreload")
+
+
+def test_daphne_is_runserver_for_every_node(tmp_path):
+    cfg = ClusterConfig(tmp_path, server="daphne")
+    procs = cluster_processes(cfg, redis=False)
+    servers = [p for p in procs if p.name in cfg.node_ids]
+    assert all(p.argv[-2:] == ("runserver", "--noreload") for p in servers)
+
+
+def test_with_the_link_in_the_server_a_tablet_is_one_process_ready_once_linked(tmp_path):
+    cfg = ClusterConfig(tmp_path, link_in_server=True)
+    procs = {p.name: p for p in cluster_processes(cfg, redis=False)}
+    assert "tablet-1-link" not in procs and "tablet-2-link" not in procs
+    tablet = procs["tablet-1"]
+    assert tablet.env["DISTDB_LINK_IN_SERVER"] == "1"
+    assert tablet.ready_line == "linked to the master as" and tablet.ready_url
+    assert "DISTDB_LINK_IN_SERVER" not in procs["client-1"].env
+
+
+def test_daphne_cannot_run_the_link_and_an_unknown_server_is_refused(tmp_path):
+    with pytest.raises(ClusterError, match="lifespan"):
+        ClusterConfig(tmp_path, server="daphne", link_in_server=True)
+    with pytest.raises(ClusterError, match="unknown server"):
+        ClusterConfig(tmp_path, server="gunicorn")
 
 
 def test_servers_are_ready_when_they_answer_http_the_others_when_they_say_so(cfg):

@@ -86,6 +86,16 @@ class ReadResult(WireResult):
     outdated: list[str]
     metadata: dict[str, Any] | None = None
 
+    def as_text_wire(self) -> dict[str, Any]:
+        """The reply body as a ``protocol.ReadTextResponse``: cells stay JSON text."""
+        return {
+            "v": protocol.PROTOCOL_VERSION,
+            "type": "read_text_result",
+            "rows": self.rows,
+            "outdated": self.outdated,
+            "metadata": self.metadata,
+        }
+
 
 @dataclass(slots=True)
 class ScanResult(WireResult):
@@ -96,6 +106,16 @@ class ScanResult(WireResult):
     rows: list[tuple[str, str]]
     outdated: bool = False
     metadata: dict[str, Any] | None = None
+
+    def as_text_wire(self) -> dict[str, Any]:
+        """The reply body as a ``protocol.ScanTextResponse``: cells stay JSON text."""
+        return {
+            "v": protocol.PROTOCOL_VERSION,
+            "type": "scan_text_result",
+            "rows": self.rows,
+            "outdated": self.outdated,
+            "metadata": self.metadata,
+        }
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from distdb import auth, protocol
@@ -43,6 +44,32 @@ async def test_read_returns_rows_in_request_order_in_the_read_response_shape(api
         "metadata": None,
     }
     assert protocol.ReadResponse.model_validate(body).model_dump(mode="json") == body
+
+
+async def test_a_text_read_answers_each_rows_cells_as_the_stored_json_text(api, owned):
+    await seed("t", a={"x": 1}, b={"y": [1, "é"]})
+    body = (
+        await api("POST", READ, {**read_body("t", ["b", "missing", "a"]), "cells": "text"})
+    ).json()
+    assert body["type"] == "read_text_result" and body["outdated"] == []
+    parsed = protocol.ReadTextResponse.model_validate(body)
+    assert [key for key, _ in parsed.rows] == ["b", "a"]
+    assert [orjson.loads(text) for _, text in parsed.rows] == [{"y": [1, "é"]}, {"x": 1}]
+
+
+async def test_a_text_scan_answers_the_range_with_cells_as_the_stored_json_text(api, owned):
+    await seed("t", a={"x": 1}, b={"y": "é"}, c={"z": None})
+    body = {"type": "scan", "table": "t", "meta_version": 1, "start": "a", "end": "c"}
+    answer = (await api("POST", SCAN, {**body, "limit": 10, "cells": "text"})).json()
+    parsed = protocol.ScanTextResponse.model_validate(answer)
+    assert [(k, orjson.loads(t)) for k, t in parsed.rows] == [("a", {"x": 1}), ("b", {"y": "é"})]
+    assert parsed.outdated is False
+
+
+async def test_a_text_read_of_keys_not_owned_answers_outdated_with_the_metadata(api, owned):
+    body = (await api("POST", READ, {**read_body("u", ["b"]), "cells": "text"})).json()
+    parsed = protocol.ReadTextResponse.model_validate(body)
+    assert parsed.rows == [] and parsed.outdated == ["b"] and parsed.metadata.version == 3
 
 
 async def test_read_of_keys_not_owned_answers_outdated_with_the_metadata(api, owned):

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from distdb.cluster import ClusterConfig, ClusterError, LocalCluster
-from distdb.cluster.config import LOCAL_HOSTS
+from distdb.cluster.config import DEFAULT_SERVER, LOCAL_HOSTS, SERVERS
 from distdb.cluster.prepare import cluster_prepare
 
 
@@ -78,6 +78,22 @@ class Command(BaseCommand):
             help="Seconds every process gets to come up (default 180).",
         )
         parser.add_argument(
+            "--server",
+            choices=SERVERS,
+            default=DEFAULT_SERVER,
+            help=f"HTTP server of the tablet and client servers (default {DEFAULT_SERVER}, "
+            "chosen by measurement; daphne is manage.py runserver). The master always "
+            "runs runserver.",
+        )
+        parser.add_argument(
+            "--client-workers", type=int, default=1, help="worker processes per client server"
+        )
+        parser.add_argument(
+            "--separate-link",
+            action="store_true",
+            help="run each tablet's link as its own process (always so under daphne)",
+        )
+        parser.add_argument(
             "--prepare-only",
             action="store_true",
             help="Prepare every node, print the processes to run as JSON, and exit "
@@ -87,7 +103,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if settings.DISTDB_ROLE != "master":
             raise CommandError("run it with the master's settings (the default)")
-        cfg = ClusterConfig(
+        cfg = ClusterConfig(  # raises ClusterError on a bad combination
             data_dir=settings.DISTDB_DATA_DIR,
             host=settings.DISTDB_HOST,
             master_port=options["master_port"],
@@ -98,6 +114,10 @@ class Command(BaseCommand):
             # are given the file, and --prepare-only's output must not hold secrets).
             redis_url=os.environ.get("DISTDB_REDIS_URL", "redis://127.0.0.1:6379/0"),
             redis_password_file=_optional_path(os.environ.get("DISTDB_REDIS_PASSWORD_FILE")),
+            server=options["server"],
+            client_workers=options["client_workers"],
+            # One process per tablet server where the server has lifespan (DESIGN §5).
+            link_in_server=options["server"] != "daphne" and not options["separate_link"],
         )
         try:
             info = cluster_prepare(cfg, log=lambda m: self.stdout.write(f"[prepare] {m}"))
