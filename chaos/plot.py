@@ -11,6 +11,8 @@ COLOURS = {
     "db_lock": "tab:purple",
     "move": "tab:green",
     "rebalance": "tab:olive",
+    "partition": "tab:gray",
+    "clock": "tab:cyan",
 }
 
 

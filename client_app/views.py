@@ -40,6 +40,7 @@ ERROR_TEXT = {
     409: "row_exists / table_exists (when every row failed so).",
     413: "payload_too_large: body over DISTDB_MAX_BODY_BYTES, or too many rows.",
     415: "unsupported_media_type: send Content-Type: application/json.",
+    422: "idempotency_key_reused: this Idempotency-Key named another request.",
     503: "tablet_unavailable / range_frozen / master_unavailable / revocations_unavailable, "
     "with Retry-After.",
 }
@@ -242,7 +243,7 @@ class RowsView(ApiView):
         responses={
             201: s.RowResultsSerializer,
             200: s.RowResultsSerializer,
-            **errors(400, 404, 409, 413, 415, 503),
+            **errors(400, 404, 409, 413, 415, 422, 503),
         },
     )
     async def post(self, request, table: str) -> Response:
@@ -283,7 +284,7 @@ class RowView(ApiView):
         summary="Set cells of a row (merge)",
         parameters=[TABLE, KEY, RETRY_AFTER, IDEMPOTENCY_KEY],
         request=s.CellsSetSerializer,
-        responses={200: s.RowStatusSerializer, **errors(400, 404, 413, 415, 503)},
+        responses={200: s.RowStatusSerializer, **errors(400, 404, 413, 415, 422, 503)},
     )
     async def patch(self, request, table: str, key: str) -> Response:
         data = validated(s.CellsSetSerializer, self.body(request))
@@ -297,7 +298,7 @@ class RowView(ApiView):
         operation_id="row_delete",
         summary="Delete a row",
         parameters=[TABLE, KEY, RETRY_AFTER, IDEMPOTENCY_KEY],
-        responses={200: s.RowStatusSerializer, **errors(400, 404, 503)},
+        responses={200: s.RowStatusSerializer, **errors(400, 404, 422, 503)},
     )
     async def delete(self, request, table: str, key: str) -> Response:
         async def write(planned: Plan, replaying: bool) -> Response:
@@ -322,7 +323,7 @@ class CellsView(ApiView):
                 description="Comma-separated column names.",
             ),
         ],
-        responses={200: s.RowStatusSerializer, **errors(400, 404, 503)},
+        responses={200: s.RowStatusSerializer, **errors(400, 404, 422, 503)},
     )
     async def delete(self, request, table: str, key: str) -> Response:
         extra = sorted(set(request.query_params) - {"columns"})
@@ -347,7 +348,7 @@ class BatchView(ApiView):
         "Per-row results, statuses as for adding rows (200 when all succeed).",
         parameters=[TABLE, RETRY_AFTER, IDEMPOTENCY_KEY],
         request=s.BatchSerializer,
-        responses={200: s.RowResultsSerializer, **errors(400, 404, 409, 413, 415, 503)},
+        responses={200: s.RowResultsSerializer, **errors(400, 404, 409, 413, 415, 422, 503)},
     )
     async def post(self, request, table: str) -> Response:
         data = validated(s.BatchSerializer, self.body(request))

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
@@ -454,9 +455,22 @@ def test_the_api_keeps_its_contract_under_fuzzing(label, api_schema, cluster, mo
     (seed(int(SEED))(fuzz) if SEED else fuzz)()
 
 
+def fresh_idempotency_key(case: Case) -> None:
+    """A well-formed generated ``Idempotency-Key`` names a new request every time: the model
+    knows no replays (test_idempotency.py and client_app's tests cover those). Malformed
+    keys are sent as generated: they must get their 400."""
+    headers = case.headers or {}
+    for name, value in list(headers.items()):
+        if name.lower() != "idempotency-key" or not isinstance(value, str):
+            continue
+        if 1 <= len(value) <= 255 and value.isascii() and value.isprintable():
+            headers[name] = uuid.uuid4().hex
+
+
 def exercise(case: Case, model: Model, http: requests.Session, auth: dict[str, str]) -> None:
     """Send one generated request; check the answer and what the data became."""
     confine(case)
+    fresh_idempotency_key(case)
     title = compat_title(case)
     if title in COMPAT_WRITES and case.meta is not None and case.meta.generation.mode.is_positive:
         return  # a valid write would change products, which other tests rely on
