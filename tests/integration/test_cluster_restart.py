@@ -24,10 +24,20 @@ pytestmark = pytest.mark.integration
 READY = "distdb local cluster is up"
 
 
+# Started as a shell without job control starts a background command (`make run &`, a CI
+# script): SIGINT ignored, and inherited across exec. Ctrl-C must stop it all the same.
+SIGINT_IGNORED = (
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
+)
+
+
 def runcluster(cfg: ClusterConfig, run: int) -> Process:
     """``manage.py runcluster`` on ``cfg``'s ports, up and seeded."""
     argv = (
         sys.executable,
+        *SIGINT_IGNORED,
         str(MANAGE_PY),
         "runcluster",
         *("--master-port", str(cfg.master_port)),

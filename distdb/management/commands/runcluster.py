@@ -140,6 +140,10 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps({"processes": procs, "secrets": info}))
             return
         signal.signal(signal.SIGTERM, _interrupt)
+        # Ctrl-C stops the cluster even where SIGINT was inherited as ignored: a shell
+        # without job control starts background commands so (`make run &`, CI scripts),
+        # and Python then installs no KeyboardInterrupt handler at all.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         fixture = None if options["no_seed"] else options["fixture"]
         failed = ""
         with cluster:
