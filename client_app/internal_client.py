@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -222,60 +222,58 @@ async def tablet_read(
 ) -> protocol.ReadTextResponse:
     """Read rows with their cells as JSON text (``cells="text"``), decoded without
     validating each row: the client server passes the cells on as they are."""
-    if request.cells != "text":
-        request = request.model_copy(update={"cells": "text"})
-    status, raw = await _tablet_post(url, server, request, timeout_s)
-    if status != 200:
-        return _decode(
-            status, raw, protocol.ReadTextResponse, unavailable=TabletUnavailable, peer=server
-        )
-    try:
-        return read_text_response(raw)
-    except (orjson.JSONDecodeError, ValidationError, KeyError, TypeError, ValueError) as exc:
-        log.error("malformed read answer from %s: %r", server, exc)
-        raise TabletUnavailable(f"{server} sent a malformed answer", server=server) from None
-
-
-def read_text_response(raw: bytes) -> protocol.ReadTextResponse:
-    """A tablet's text read answer: the envelope and each row's shape checked, the cells
-    left as the JSON text they are (``model_construct``: no per-row model objects)."""
-    body = orjson.loads(raw)
-    if body.get("type") != "read_text_result" or body.get("v") != protocol.PROTOCOL_VERSION:
-        raise ValueError(f"not a read_text_result of version {protocol.PROTOCOL_VERSION}")
-    rows = _text_rows(body["rows"])
-    meta = body.get("metadata")
-    return protocol.ReadTextResponse.model_construct(
-        rows=rows,
-        outdated=list(body.get("outdated") or ()),
-        metadata=protocol.Metadata.model_validate(meta) if meta is not None else None,
-    )
+    return await _text_call(url, server, request, protocol.ReadTextResponse, timeout_s)
 
 
 async def tablet_scan(
     url: str, server: str, request: protocol.ScanRequest, timeout_s: float
 ) -> protocol.ScanTextResponse:
     """Scan with the cells as JSON text (``cells="text"``), decoded as ``tablet_read``'s."""
+    return await _text_call(url, server, request, protocol.ScanTextResponse, timeout_s)
+
+
+TextT = TypeVar("TextT", protocol.ReadTextResponse, protocol.ScanTextResponse)
+
+
+async def _text_call(
+    url: str,
+    server: str,
+    request: protocol.ReadRequest | protocol.ScanRequest,
+    model: type[TextT],
+    timeout_s: float,
+) -> TextT:
     if request.cells != "text":
         request = request.model_copy(update={"cells": "text"})
     status, raw = await _tablet_post(url, server, request, timeout_s)
     if status != 200:
-        return _decode(
-            status, raw, protocol.ScanTextResponse, unavailable=TabletUnavailable, peer=server
-        )
+        return _decode(status, raw, model, unavailable=TabletUnavailable, peer=server)
     try:
-        body = orjson.loads(raw)
-        if body.get("type") != "scan_text_result" or body.get("v") != protocol.PROTOCOL_VERSION:
-            raise ValueError(f"not a scan_text_result of version {protocol.PROTOCOL_VERSION}")
-        rows = _text_rows(body["rows"])
-        meta = body.get("metadata")
-        return protocol.ScanTextResponse.model_construct(
-            rows=rows,
-            outdated=bool(body.get("outdated")),
-            metadata=protocol.Metadata.model_validate(meta) if meta is not None else None,
-        )
+        return text_response(raw, model)
     except (orjson.JSONDecodeError, ValidationError, KeyError, TypeError, ValueError) as exc:
-        log.error("malformed scan answer from %s: %r", server, exc)
+        log.error("malformed %s answer from %s: %r", request.type, server, exc)
         raise TabletUnavailable(f"{server} sent a malformed answer", server=server) from None
+
+
+def read_text_response(raw: bytes) -> protocol.ReadTextResponse:
+    return text_response(raw, protocol.ReadTextResponse)
+
+
+def text_response(raw: bytes, model: type[TextT]) -> TextT:
+    """A tablet's text answer: the envelope and each row's shape checked, the cells left
+    as the JSON text they are (``model_construct``: no per-row model objects)."""
+    body = orjson.loads(raw)
+    kind = model.model_fields["type"].default
+    if body.get("type") != kind or body.get("v") != protocol.PROTOCOL_VERSION:
+        raise ValueError(f"not a {kind} of version {protocol.PROTOCOL_VERSION}")
+    meta = body.get("metadata")
+    outdated: Any = body.get("outdated")
+    # a read names its outdated keys; a scan says whether its range was
+    outdated = list(outdated or ()) if model is protocol.ReadTextResponse else bool(outdated)
+    return model.model_construct(
+        rows=_text_rows(body["rows"]),
+        outdated=outdated,
+        metadata=protocol.Metadata.model_validate(meta) if meta is not None else None,
+    )
 
 
 def _text_rows(raw_rows: list[list[str]]) -> list[tuple[str, str]]:

@@ -7,6 +7,7 @@ render. Every view is async (``client_app.api_view.ApiView``); the per-row statu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -132,6 +133,36 @@ async def once(request, plan: Callable[[], Awaitable[Plan]], write: Write) -> Re
     return Response(answer.body, status=answer.status, headers=answer.headers)
 
 
+async def inserts_once(
+    request,
+    table: str,
+    items: list[dict[str, Any]],
+    *,
+    inserts: Callable[[dict[str, Any]], bool],
+    apply: Callable[[list[dict[str, Any]]], Awaitable[list[RowResult]]],
+    created_status: int = 200,
+) -> Response:
+    """Adding rows and ``rows:batch``: without a key as before; with one, the keyless
+    inserts get their keys planned (recorded) first, so every attempt inserts the same rows."""
+    if request.headers.get(idempotency.HEADER) is None:
+        return results_response(await apply(items), created_status=created_status)
+
+    async def plan() -> Plan:
+        return await idempotency.keys_planned(table, items, inserts=inserts)
+
+    async def write(planned: Plan, replaying: bool) -> Response:
+        replan = functools.partial(
+            idempotency.plan_update,
+            request.user.name,
+            request.headers[idempotency.HEADER],
+            request_fingerprint(request),
+        )
+        results = await idempotency.planned_apply(table, planned, apply, replan)
+        return results_response(results, created_status=created_status)
+
+    return await once(request, plan, write)
+
+
 def request_fingerprint(request) -> str:
     return idempotency.fingerprint(request.method, request.path, request.data or None)
 
@@ -248,25 +279,14 @@ class RowsView(ApiView):
     )
     async def post(self, request, table: str) -> Response:
         rows = validated(s.RowInSerializer, self.body(request), many=True, allow_empty=False)
-        if request.headers.get(idempotency.HEADER) is None:
-            return results_response(await services.rows_add(table, rows), created_status=201)
-
-        async def plan() -> Plan:
-            return await idempotency.keys_planned(table, rows, inserts=lambda row: True)
-
-        async def write(planned: Plan, replaying: bool) -> Response:
-            results = await idempotency.planned_apply(
-                table,
-                planned,
-                lambda items: services.rows_add(table, items),
-                lambda changed: idempotency.plan_update(
-                    request.user.name, request.headers[idempotency.HEADER], fp, changed
-                ),
-            )
-            return results_response(results, created_status=201)
-
-        fp = request_fingerprint(request)
-        return await once(request, plan, write)
+        return await inserts_once(
+            request,
+            table,
+            rows,
+            inserts=lambda row: True,
+            apply=lambda items: services.rows_add(table, items),
+            created_status=201,
+        )
 
 
 class RowView(ApiView):
@@ -352,27 +372,13 @@ class BatchView(ApiView):
     )
     async def post(self, request, table: str) -> Response:
         data = validated(s.BatchSerializer, self.body(request))
-        if request.headers.get(idempotency.HEADER) is None:
-            return results_response(await services.rows_batch(table, data["mutations"]))
-
-        async def plan() -> Plan:
-            return await idempotency.keys_planned(
-                table, data["mutations"], inserts=lambda m: m["op"] == "insert"
-            )
-
-        async def write(planned: Plan, replaying: bool) -> Response:
-            results = await idempotency.planned_apply(
-                table,
-                planned,
-                lambda items: services.rows_batch(table, items),
-                lambda changed: idempotency.plan_update(
-                    request.user.name, request.headers[idempotency.HEADER], fp, changed
-                ),
-            )
-            return results_response(results)
-
-        fp = request_fingerprint(request)
-        return await once(request, plan, write)
+        return await inserts_once(
+            request,
+            table,
+            data["mutations"],
+            inserts=lambda m: m["op"] == "insert",
+            apply=lambda items: services.rows_batch(table, items),
+        )
 
 
 class CompatView(ApiView):

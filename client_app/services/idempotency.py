@@ -110,9 +110,21 @@ async def idempotent(
 
 async def _finish(rkey: str, fp: str, planned: Plan, run: Run, *, replaying: bool) -> Answer:
     answer = await run(planned, replaying)
-    if answer.status < 500:  # final; a 5xx leaves the record pending: a retry re-applies
+    # Final only if nothing in it is worth retrying: a 5xx, or rows that failed retryably
+    # (a tablet server down), leave the record pending, so a retry applies the plan again
+    # (its rows already in count as created) instead of returning the partial answer.
+    if answer.status < 500 and not _retryable_rows(answer.body):
         await _record_write(rkey, {**_record(fp, planned, "done"), **_answer(answer)})
     return answer
+
+
+def _retryable_rows(body: Any) -> bool:
+    if not isinstance(body, dict):
+        return False
+    results = body.get("results")
+    if results is None:  # every row failed alike: the error shape carries them
+        results = ((body.get("error") or {}).get("detail") or {}).get("results") or []
+    return any((r.get("error") or {}).get("retryable") for r in results if isinstance(r, dict))
 
 
 async def plan_update(subject: str, key: str, fp: str, planned: Plan) -> None:

@@ -131,3 +131,34 @@ async def test_the_system_table_is_hidden_and_its_prefix_reserved(api, cluster):
     refused = await api("POST", "/api/v1/tables/", {"name": "_mine", "key_type": "int"})
     assert (refused.status, refused.error_code) == (400, "validation_failed")
     assert idempotency.TABLE in cluster.metadata.tables
+
+
+async def test_an_answer_with_rows_that_failed_retryably_is_not_final(monkeypatch):
+    """Some rows on a tablet server that was down: the retry must apply them, not get the
+    partial answer back."""
+    written: list[dict] = []
+
+    async def record(rkey, cells):
+        written.append(cells)
+
+    monkeypatch.setattr(idempotency, "_record_write", record)
+    partial = {
+        "results": [
+            {"key": 1, "status": "created", "error": None},
+            {
+                "key": 2,
+                "status": "error",
+                "error": {"code": "tablet_unavailable", "retryable": True},
+            },
+        ],
+        "failed": 1,
+    }
+
+    async def run(planned, replaying):
+        return idempotency.Answer(200, partial, {})
+
+    await idempotency._finish("r", "fp", {}, run, replaying=False)
+    assert written == []  # pending: a retry applies the plan again
+    partial["results"][1]["error"]["retryable"] = False  # a definite refusal is final
+    await idempotency._finish("r", "fp", {}, run, replaying=False)
+    assert [c["state"] for c in written] == ["done"]
