@@ -252,6 +252,42 @@ class RangeFrozen(Unavailable):
     default_message = "the key range is being moved; retry shortly"
 
 
+class LeaderUnavailable(Unavailable):
+    """This server leads the range but cannot serve it now: its lease from the master
+    has ended (a failover may be under way), or a write of the key is not replicated
+    yet. Nothing was applied; the client server retries, re-routing if the leader changed."""
+
+    code = "leader_unavailable"
+    default_message = "the range's leader cannot serve it right now; retry shortly"
+
+
+class ReplicaBehind(Unavailable):
+    """A follower was sent entries written under a metadata version it has not applied
+    yet; the leader sends them again shortly (the master is pushing that version)."""
+
+    code = "replica_behind"
+    default_message = "this replica has not applied the sender's metadata version yet"
+
+
+class ReplicationUnconfirmed(Unavailable):
+    """A write committed on the leader could not be confirmed on every in-sync follower
+    (nor the follower be removed by the master). It may have been applied, so it is
+    *not* retryable as it stands: retry with the same Idempotency-Key to be safe."""
+
+    code = "replication_unconfirmed"
+    retryable = False
+    default_message = (
+        "the write may or may not have been applied: its replication could not be confirmed"
+    )
+
+
+class NotLeader(Conflict):
+    """Replication entries from a server that does not lead their range (any more)."""
+
+    code = "not_leader"
+    default_message = "the sender does not lead this range"
+
+
 class MasterUnavailable(Unavailable):
     code = "master_unavailable"
     default_message = "the master is unavailable"

@@ -43,9 +43,20 @@ class Strict(BaseModel):
 KeyType = Literal["int", "str"]  # a table's keys: all integers or all strings
 
 
+MAX_RF = 5
+
+
 class TableInfo(Strict):
     key_type: KeyType
     columns: list[str] | None = None  # None: any column is allowed
+    rf: int = Field(default=1, ge=1, le=MAX_RF)  # copies of each range: leader + followers
+
+
+class Follower(Strict):
+    """An in-sync follower of a tablet: it holds every acknowledged write of the range."""
+
+    server: str
+    url: str
 
 
 class TabletAssignment(Strict):
@@ -54,8 +65,9 @@ class TabletAssignment(Strict):
     table: TableName
     start: StoredKey = ""  # "" = start of the key space
     end: StoredKey | None = None  # None = end of the key space
-    server: str
+    server: str  # the leader: the one server that serves the range to clients
     url: str
+    in_sync: list[Follower] = []  # the followers the leader replicates every write to
 
 
 class Metadata(Message):
@@ -238,11 +250,15 @@ class ChangesRequest(Message):
     max_bytes: int = Field(default=PAGE_BYTES, ge=1, le=MAX_PAGE_BYTES)
 
 
-ChangeOp = Literal["put", "delete"]
+ChangeOp = Literal["put", "delete", "clear"]
 
 
 class ChangeEntry(Strict):
-    """One change-log entry: the row's full image after the change (None: deleted)."""
+    """One change-log entry: the row's full image after the change (None: deleted).
+
+    ``clear`` (written by a promoted leader, ``tablet_app.services.replication``): delete
+    every row of [key, cells["end"]) — full images of the range's rows follow it.
+    """
 
     seq: int
     table: TableName
@@ -273,6 +289,39 @@ class ChangesResponse(ChangesPage):
     more: bool  # required: a collection page always says whether the log has more
 
 
+# --- leader -> follower, leader -> master: replication (HTTP) ----------------------------------
+
+
+class ReplicateRequest(Message):
+    """A leader's change-log entries (seq order) for a follower of their ranges.
+
+    ``version``: the metadata version the leader wrote them under; the follower refuses
+    entries of ranges whose leader, in its own metadata, is someone else."""
+
+    type: Literal["replicate"] = "replicate"
+    leader: str
+    version: int = Field(ge=0)
+    entries: list[ChangeEntry] = Field(max_length=100_000)
+
+
+class ReplicateResponse(Message):
+    """Which entries the follower refused (their sender does not lead their range)."""
+
+    type: Literal["replicate_result"] = "replicate_result"
+    applied: int = Field(ge=0)
+    refused: list[int] = []  # seqs
+    version: int = Field(ge=0)  # the follower's metadata version
+
+
+class ShrinkRequest(Message):
+    """A leader asks the master to drop ``follower`` from the in-sync set of every range
+    it leads (the follower did not acknowledge in time)."""
+
+    type: Literal["shrink"] = "shrink"
+    follower: str
+    reason: str = Field(default="", max_length=200)
+
+
 # --- client/tablet -> master ------------------------------------------------------------------
 
 
@@ -286,6 +335,7 @@ class TableCreateRequest(Message):
     name: TableName
     key_type: KeyType = "int"
     columns: list[str] | None = None
+    rf: int | None = Field(default=None, ge=1, le=MAX_RF)  # None: the master's default
 
 
 class KeyBlockRequest(Message):
@@ -387,6 +437,20 @@ class Heartbeat(Message):
     type: Literal["heartbeat"] = "heartbeat"
     last_seq: int = Field(ge=0)
     metadata_version: int = Field(default=0, ge=0)
+    # The tablet's CLOCK_BOOTTIME when it sent this: the master's lease grant echoes it,
+    # and the tablet's leader lease runs from it (``tablet_app.services.leader_lease``).
+    sent_at: float | None = None
+
+
+class LeaseGrant(Message):
+    """The master's answer to a heartbeat: lead your ranges for ``lease_s`` from
+    ``sent_at`` (the heartbeat's own send time, echoed), once you have applied metadata
+    ``version`` or newer."""
+
+    type: Literal["lease"] = "lease"
+    sent_at: float
+    lease_s: float = Field(gt=0, le=600)
+    version: int = Field(ge=0)
 
 
 class Welcome(Message):
@@ -621,7 +685,8 @@ class Reply(Message):
 
 TabletToMaster = Annotated[Hello | Heartbeat | Reply, Field(discriminator="type")]
 MasterToTablet = Annotated[
-    Welcome | ServerTokensRevoked | Metadata | LinkCommand, Field(discriminator="type")
+    Welcome | ServerTokensRevoked | Metadata | LeaseGrant | LinkCommand,
+    Field(discriminator="type"),
 ]
 tablet_to_master_adapter: TypeAdapter[Hello | Heartbeat | Reply] = TypeAdapter(TabletToMaster)
 master_to_tablet_adapter: TypeAdapter[Any] = TypeAdapter(MasterToTablet)

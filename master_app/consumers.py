@@ -45,6 +45,7 @@ from distdb.link_signing import link_seal
 from distdb.protocol import (
     Heartbeat,
     Hello,
+    LeaseGrant,
     Reply,
     ServerTokensRevoked,
     Welcome,
@@ -52,6 +53,7 @@ from distdb.protocol import (
 )
 from master_app.services.link import ALL_TABLETS, tablet_group
 from master_app.services.metadata import metadata_current, metadata_version_current
+from master_app.services.replicas import deposed_settle, failover_check, lease_grant
 from master_app.services.servers import (
     tablet_server_connect,
     tablet_server_disconnect,
@@ -137,11 +139,24 @@ class TabletLinkConsumer(AsyncWebsocketConsumer):
             try:
                 if not await self._revocations_checked():
                     return
-                await database_sync_to_async(tablet_server_heartbeat)(self.node_id)
-                # Behind (a push or a move's hand-over lost to a crash): send it again.
+                # Behind (a push or a move's hand-over lost to a crash): send it again,
+                # before the lease grant that may name that version.
                 current = await database_sync_to_async(metadata_version_current)()
                 if message.metadata_version < current:
                     await self.link_metadata({})
+                if message.sent_at is None:  # an agent without leader leases
+                    await database_sync_to_async(tablet_server_heartbeat)(self.node_id)
+                else:
+                    version = await database_sync_to_async(lease_grant)(self.node_id)
+                    grant = LeaseGrant(
+                        sent_at=message.sent_at,
+                        lease_s=settings.DISTDB_LEADER_LEASE_S,
+                        version=version,
+                    )
+                    await self._send_signed(grant.model_dump(mode="json"))
+                # Every heartbeat looks for leaders whose lease has surely ended: a master
+                # that hears from no tablet server fails nothing over.
+                await database_sync_to_async(failover_check)()
             except OperationalError as exc:  # a busy database must not cut the link
                 log.warning("heartbeat of %s not recorded: %s", self.node_id, exc)
         elif isinstance(message, Reply):
@@ -159,6 +174,7 @@ class TabletLinkConsumer(AsyncWebsocketConsumer):
             await self._refuse(TokenUrlMismatch(f"the token is bound to {bound}, not {hello.url}"))
             return
         await database_sync_to_async(tablet_server_connect)(self.node_id, hello.url)
+        await database_sync_to_async(deposed_settle)(self.node_id, hello.last_seq)
         await self.channel_layer.group_add(tablet_group(self.node_id), self.channel_name)
         await self.channel_layer.group_add(ALL_TABLETS, self.channel_name)
         welcome = Welcome(heartbeat_s=settings.DISTDB_HEARTBEAT_S)

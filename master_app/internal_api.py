@@ -6,13 +6,23 @@ POST /internal/v1/tables                  create a table (client servers relay t
 POST /internal/v1/tables/{table}/keys     reserve a block of generated integer keys
 GET  /internal/v1/api-tokens/revoked      ids of revoked public API tokens
 GET  /internal/v1/servers                 tablet servers whose heartbeats stopped (breakers)
+POST /internal/v1/replicas/shrink         a leader drops a follower that does not acknowledge
+                                          from its in-sync sets (answers the new metadata)
 """
 
 from __future__ import annotations
 
+from distdb.errors import Forbidden
 from distdb.internal_http import InternalApp, InternalRequest, RevokedTokenIds, run_sync
-from distdb.protocol import KeyBlockRequest, RevokedTokens, ServerStates, TableCreateRequest
+from distdb.protocol import (
+    KeyBlockRequest,
+    RevokedTokens,
+    ServerStates,
+    ShrinkRequest,
+    TableCreateRequest,
+)
 from master_app.services.metadata import metadata_current
+from master_app.services.replicas import in_sync_shrink
 from master_app.services.servers import tablet_servers_down
 from master_app.services.tables import keys_allocate, table_create
 from master_app.services.tokens import api_tokens_revoked, server_tokens_revoked
@@ -32,7 +42,7 @@ async def create_table(request: InternalRequest):
     body = request.parse(TableCreateRequest)
 
     def create():
-        table_create(body.name, body.key_type, body.columns)
+        table_create(body.name, body.key_type, body.columns, body.rf)
         return metadata_current()
 
     return await run_sync(create)
@@ -52,3 +62,20 @@ async def revoked_tokens(request: InternalRequest):
 @app.route("GET", "/internal/v1/servers", roles=("client",))
 async def server_states(request: InternalRequest):
     return ServerStates(down=await run_sync(tablet_servers_down))
+
+
+@app.route("POST", "/internal/v1/replicas/shrink", roles=("tablet",))
+async def shrink_in_sync(request: InternalRequest):
+    """The asking leader (its token's subject) drops ``follower`` from the in-sync sets of
+    the ranges it leads; answers the metadata after that commit, for the leader to apply
+    before it acknowledges without the follower."""
+    body = request.parse(ShrinkRequest)
+    if request.claims is None or not request.claims.sub:
+        raise Forbidden("a leader asks for itself only")
+    leader = request.claims.sub
+
+    def shrink():
+        in_sync_shrink(leader, body.follower, body.reason)
+        return metadata_current()
+
+    return await run_sync(shrink)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from distdb.fields import KeyField
 from distdb.keys import bound_display, decode_key
+from distdb.protocol import MAX_RF
+
+
+def default_rf() -> int:
+    """A new table's replication factor (``DISTDB_DEFAULT_RF``)."""
+    return int(getattr(settings, "DISTDB_DEFAULT_RF", 2))
 
 
 class Table(models.Model):
@@ -20,6 +28,13 @@ class Table(models.Model):
     )
     next_key = models.BigIntegerField(
         default=1, help_text="Next integer key the allocator hands out (server-maintained)."
+    )
+    rf = models.PositiveSmallIntegerField(
+        default=default_rf,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_RF)],
+        verbose_name="replication factor",
+        help_text="Copies of each range (a leader and rf-1 followers on other servers). "
+        "1: no replicas, no failover.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -68,6 +83,18 @@ class TabletServer(models.Model):
         help_text="While a range is being moved off this server, its change log is not "
         "trimmed past this sequence number (the move's catch-up still reads it).",
     )
+    lease_granted_at = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="CLOCK_MONOTONIC reading (on the master's host) of its last leader-lease grant.",
+    )
+    lease_boot = models.CharField(max_length=64, blank=True, default="")
+    deposed = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Ranges failed over away from this server whose uncollected change-log "
+        "entries must not be applied ({table, start, end, upto}).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -97,7 +124,15 @@ class Tablet(models.Model):
     table = models.ForeignKey(Table, on_delete=models.CASCADE, related_name="tablets")
     start_key = KeyField(blank=True, default="", help_text="Stored key; empty = -inf.")
     end_key = KeyField(null=True, blank=True, help_text="Stored key; empty = +inf.")
-    server = models.ForeignKey(TabletServer, on_delete=models.PROTECT, related_name="tablets")
+    server = models.ForeignKey(
+        TabletServer, on_delete=models.PROTECT, related_name="tablets", verbose_name="leader"
+    )
+    in_sync = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Node ids of the followers holding every acknowledged write (the leader "
+        "replicates to each before it acknowledges).",
+    )
     version = models.BigIntegerField(help_text="Metadata version that last changed this tablet.")
 
     class Meta:
@@ -221,3 +256,26 @@ class ServerToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} {self.node_id} ({self.jti[:8]})"
+
+
+class Failover(models.Model):
+    """One automatic failover: a range's leader lost its lease and a follower took over."""
+
+    table = models.CharField(max_length=64)
+    start_key = KeyField(blank=True, default="")
+    end_key = KeyField(null=True, blank=True)
+    from_server = models.CharField(max_length=64)
+    to_server = models.CharField(max_length=64)
+    version = models.BigIntegerField(help_text="The metadata version that promoted the follower.")
+    at = models.DateTimeField(auto_now_add=True)
+    unavailable_s = models.FloatField(
+        help_text="From the old leader's last lease grant to the promotion: the longest the "
+        "range can have been without a serving leader."
+    )
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        bounds = f"[{self.start_key!r}, {self.end_key!r})"
+        return f"{self.table}{bounds} {self.from_server} -> {self.to_server}"

@@ -14,6 +14,7 @@ def schedule_ensure(**kwargs) -> None:
     wanted = {
         "distdb: collect changes": ("distdb.collect_changes", settings.DISTDB_COLLECT_INTERVAL_S),
         "distdb: rebalance": ("distdb.rebalance", settings.DISTDB_REBALANCE_INTERVAL_S),
+        "distdb: repair replicas": ("distdb.repair_replicas", settings.DISTDB_REPAIR_INTERVAL_S),
     }
     for name, (task, seconds) in wanted.items():
         if PeriodicTask.objects.filter(name=name).exists():

@@ -41,3 +41,18 @@ def rebalance(trigger: str = "beat", dry_run: bool = False) -> dict:
         log.info("rebalance (%s) not started: %s", trigger, exc.message)
         return {"outcome": "already_running", "error": exc.message}
     return {"run": run.pk, "outcome": run.outcome, "rows_moved": run.rows_moved}
+
+
+@shared_task(name="distdb.repair_replicas", ignore_result=True, time_limit=3600,
+             soft_time_limit=3540)  # fmt: skip
+def repair_replicas() -> dict:
+    """Restore every replicated range to its rf copies (after a failover, a dropped
+    follower, a raised rf); skipped while a rebalance run holds the maintenance lease."""
+    from master_app.services.replicas import replicas_repair
+
+    try:
+        report = replicas_repair()
+    except LeaseHeld as exc:
+        log.info("re-replication not started: %s", exc.message)
+        return {"outcome": "already_running"}
+    return {"added": report.added, "failed": report.failed}

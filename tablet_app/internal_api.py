@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 from django.conf import settings
 
 from distdb import protocol
+from distdb.errors import Forbidden
 from distdb.internal_http import InternalApp, InternalRequest, RevokedTokenIds, run_sync
-from tablet_app.services import control, ownership, revocations, rows
+from tablet_app.services import control, ownership, replication, revocations, rows
 from tablet_app.services.access import access_recent, access_record
 
 # Every caller's token is checked against the revoked list the master pushed over the link.
@@ -141,3 +142,15 @@ async def changes(request: InternalRequest) -> protocol.ChangesResponse:
         lambda: control.changes_batch(msg.after_seq, msg.limit, max_bytes=msg.max_bytes)
     )
     return protocol.ChangesResponse.model_construct(entries=entries, more=more)
+
+
+@app.route("POST", r"/internal/v1/replicate", roles=("tablet",))
+async def replicate(request: InternalRequest) -> protocol.ReplicateResponse:
+    """A leader's change-log entries for the ranges this server follows (``replication``)."""
+    msg: protocol.ReplicateRequest = request.parse(protocol.ReplicateRequest)
+    if request.claims is None or request.claims.sub != msg.leader:
+        raise Forbidden("a leader sends its own entries only")
+    answer: protocol.ReplicateResponse = await run_sync(
+        replication.replicate_apply, msg.leader, msg.version, msg.entries
+    )
+    return answer

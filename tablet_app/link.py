@@ -85,6 +85,7 @@ from distdb.protocol import (
     Hello,
     IngestCommand,
     IngestReply,
+    LeaseGrant,
     Metadata,
     Reply,
     ServerTokensRevoked,
@@ -115,6 +116,7 @@ from tablet_app.services import (
     rows_ingest,
     table_drop,
 )
+from tablet_app.services.leader_lease import lease_clock, lease_store
 from tablet_app.services.status import link_status_write
 
 log = logging.getLogger("distdb.tablet.link")
@@ -310,12 +312,17 @@ class TabletLink:
         return lifted
 
     async def _heartbeats(self, ws: LinkSocket) -> None:
+        """Heartbeat at once (a leader lease comes back with the answer), then every
+        ``heartbeat_s``. ``sent_at`` is read last, just before sending: the lease runs
+        from it (``services.leader_lease``)."""
         while True:
-            await asyncio.sleep(self.heartbeat_s)
             last_seq = await _db(changes_last_seq)()
             version = await _db(metadata_version_current)()
-            await ws.send(dumps(Heartbeat(last_seq=last_seq, metadata_version=version)))
-            await _status(True, self.heartbeat_s)
+            beat = Heartbeat(last_seq=last_seq, metadata_version=version, sent_at=lease_clock())
+            await ws.send(dumps(beat))
+            if self.connected.is_set():
+                await _status(True, self.heartbeat_s)
+            await asyncio.sleep(self.heartbeat_s)
 
     async def _handle(self, ws: LinkSocket, raw: str | bytes) -> None:
         try:
@@ -352,6 +359,11 @@ class TabletLink:
             log.info("%d server token(s) revoked", len(message.revoked))
         elif isinstance(message, Metadata):
             await _db(metadata_apply)(message, self.node_id)
+        elif isinstance(message, LeaseGrant):
+            if message.sent_at > lease_clock():  # not a time this agent sent: refuse it
+                log.warning("refused a lease grant for a heartbeat never sent")
+                return
+            await asyncio.to_thread(lease_store, message.sent_at, message.lease_s, message.version)
         else:
             # Commands run concurrently so a long copy does not hold up heartbeats/others.
             task = asyncio.create_task(self._command(ws, message))
@@ -496,7 +508,7 @@ class TabletLink:
         )
         async for page in pages:
             if page.entries:
-                applied += await _db(changes_apply_copied)(c.table, page.entries)
+                applied += await _db(changes_apply_copied)(c.table, page.entries, c.start, c.end)
                 after = max(e.seq for e in page.entries)
         return CatchUpReply(applied=applied, last_seq=after)
 

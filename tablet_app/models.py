@@ -32,6 +32,7 @@ class ChangeLogEntry(models.Model):
     class Op(models.TextChoices):
         PUT = "put", "put"
         DELETE = "delete", "delete"
+        CLEAR = "clear", "clear range"  # key = start, cells = {"end": end}: a promotion's reset
 
     seq = models.BigAutoField(primary_key=True)
     table = models.CharField(max_length=64)
@@ -65,6 +66,20 @@ class OwnedRange(models.Model):
     )
     frozen_boot = models.CharField(max_length=64, blank=True, default="")
     frozen_lease_s = models.FloatField(null=True, blank=True)
+    replicated = models.BooleanField(
+        default=False,
+        help_text="The table's rf is above 1: served only under the master's leader lease.",
+    )
+    followers = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The in-sync followers ([node, url]) every write is replicated to.",
+    )
+    ready_seq = models.BigIntegerField(
+        default=0,
+        help_text="Served only once the entries up to this seq reached every follower (a new "
+        "leader's snapshot of the range, services.replication).",
+    )
 
     class Meta:
         ordering = ["table", "start_key"]
@@ -74,6 +89,30 @@ class OwnedRange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.table}[{self.start_key!r}, {self.end_key!r}) v{self.version}"
+
+
+class FollowedRange(models.Model):
+    """A key range this server holds as an in-sync follower of ``leader`` (never served to
+    clients): it applies the leader's change-log entries (``services.replication``)."""
+
+    table = models.CharField(max_length=64)
+    start_key = KeyField(blank=True, default="")
+    end_key = KeyField(null=True, blank=True)
+    leader = models.CharField(max_length=64)
+    version = models.BigIntegerField()
+    applied_seq = models.BigIntegerField(
+        default=0, help_text="The leader's seq of the last entry applied here."
+    )
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["table", "start_key"]
+        constraints = [
+            models.UniqueConstraint(fields=["table", "start_key"], name="followed_range_start")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.table}[{self.start_key!r}, {self.end_key!r}) of {self.leader}"
 
 
 class MetadataSnapshot(models.Model):

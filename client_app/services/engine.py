@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from distdb.errors import (
     DistdbError,
+    LeaderUnavailable,
     Outdated,
     RangeFrozen,
     TabletUnavailable,
@@ -40,7 +41,10 @@ from ..metrics import retries_observe
 
 log = logging.getLogger(__name__)
 
-RETRY_CODES = frozenset({"outdated", "range_frozen"})
+# "Wait, then try again": a range being moved, or a leader that cannot serve right now
+# (its lease ended: a failover may be under way, or a write is still being replicated).
+WAIT_CODES = frozenset({"range_frozen", "leader_unavailable"})
+RETRY_CODES = frozenset({"outdated"}) | WAIT_CODES
 BACKOFF_BASE_S = 0.02
 BACKOFF_CAP_S = 0.5
 # A dead tablet makes each request re-check the master at most this often.
@@ -132,6 +136,8 @@ def exhausted(error: DistdbError, tries: int) -> DistdbError:
     """The retryable error a key gets when its retries ran out."""
     if error.code == "range_frozen":
         return RangeFrozen(f"the key range was still frozen after {tries} tries")
+    if error.code == "leader_unavailable":
+        return LeaderUnavailable(f"the range's leader could not serve it after {tries} tries")
     return TabletUnavailable(f"could not reach the tablet serving this key after {tries} tries")
 
 
@@ -180,9 +186,7 @@ async def route_keys(table: str, keys: Sequence[str], send: Send) -> list[Any]:
         before = routing.version
         routing = cache.adopt(outcome.metadata) or routing
         outdated = any(e.code == "outdated" for e in outcome.retry.values())
-        frozen_again = attempt >= 2 and any(
-            e.code == "range_frozen" for e in outcome.retry.values()
-        )
+        frozen_again = attempt >= 2 and any(e.code in WAIT_CODES for e in outcome.retry.values())
         if (outdated and routing.version == before) or outcome.unreachable or frozen_again:
             # The tablet knew no newer version, is dead, or stays frozen (the move may have
             # committed while the source could not hear of it): ask the master, at most
@@ -200,7 +204,7 @@ async def route_keys(table: str, keys: Sequence[str], send: Send) -> list[Any]:
             break
         retries_observe(e.code if e.code in RETRY_CODES else "unreachable" for e in retry.values())
         # Keys that moved go straight to their new tablet; anything else waits a little.
-        frozen = any(e.code == "range_frozen" for e in retry.values())
+        frozen = any(e.code in WAIT_CODES for e in retry.values())
         delay = 0.0 if moved and not frozen else backoff_s(attempt)
         if attempt >= max_tries or loop.time() + delay >= deadline:
             for i in pending:

@@ -25,7 +25,6 @@ from distdb.errors import (
     InvalidKey,
     Outdated,
     PayloadTooLarge,
-    RangeFrozen,
     RowNotFound,
     error_from_code,
 )
@@ -45,7 +44,7 @@ from .. import validation
 from ..coalesce import coalescer
 from ..internal_client import tablet_call, tablet_read
 from ..keygen import key_allocator
-from .engine import Batch, Send, route_keys
+from .engine import WAIT_CODES, Batch, Send, route_keys
 from .results import OK_STATUSES, RowResult
 from .tables import table_resolve
 
@@ -213,8 +212,8 @@ def _mutate_sender(table: str, mutations: list[Mutation]) -> Send:
         for i, result in zip(indexes, answer.results, strict=True):
             if result.status == "outdated":
                 batch.retry[i] = Outdated()
-            elif result.status == "error" and result.error and result.error.code == "range_frozen":
-                batch.retry[i] = RangeFrozen(result.error.message)
+            elif result.status == "error" and result.error and result.error.code in WAIT_CODES:
+                batch.retry[i] = error_from_code(result.error.code, result.error.message)
             else:
                 batch.done[i] = result
         return batch

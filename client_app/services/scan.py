@@ -29,6 +29,7 @@ from ..internal_client import is_not_sent, tablet_scan
 from ..metadata_cache import metadata_cache
 from .engine import (
     RETRY_CODES,
+    WAIT_CODES,
     backoff_s,
     call_timeout_s,
     exhausted,
@@ -134,7 +135,7 @@ async def rows_scan(
         routing = cache.adopt(metadata) or routing
         if routing.version == before:
             # A dead or frozen tablet asks the master at most once a second.
-            unreachable = error is not None and (is_not_sent(error) or error.code == "range_frozen")
+            unreachable = error is not None and (is_not_sent(error) or error.code in WAIT_CODES)
             routing = await master_reroute(routing, table, unreachable=unreachable)
         if error is not None and is_not_sent(error) and routing.version == before:
             raise error  # the tablet is down and the range did not move

@@ -99,6 +99,10 @@ class ClusterConfig:
     # instead of a separate ``tablet-N-link`` process. Needs a server with lifespan (not
     # Daphne). Off by default: the fault harness and the tests kill and pause links alone.
     link_in_server: bool = False
+    # The replication factor of tables created without one (``DISTDB_DEFAULT_RF``). 1 here:
+    # the tests of moves and routing predate replication; ``make run`` and the replication
+    # tests and fault harness ask for 2.
+    default_rf: int = 1
 
     def __post_init__(self) -> None:
         if self.server not in SERVERS:
@@ -237,6 +241,7 @@ def node_env(cfg: ClusterConfig, node: Node) -> dict[str, str]:
         "DISTDB_PORT": str(node.port),
         "DISTDB_HOST": host,
         "DISTDB_DATA_DIR": str(cfg.data_dir),
+        "DISTDB_DEFAULT_RF": str(cfg.default_rf),
         "DISTDB_MASTER_URL": cfg.master_url,
         "DISTDB_REDIS_URL": cfg.redis_url,
         **(

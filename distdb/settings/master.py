@@ -20,9 +20,16 @@ DATABASES = {"default": database_config(DISTDB_NODE_ID)}
 # into django-celery-beat's tables, where the admin can edit it.
 DISTDB_REBALANCE_INTERVAL_S = env_int("DISTDB_REBALANCE_INTERVAL_S", 3600, minimum=10)
 DISTDB_COLLECT_INTERVAL_S = env_int("DISTDB_COLLECT_INTERVAL_S", 60, minimum=1)
-DISTDB_HEARTBEAT_S = env_int("DISTDB_HEARTBEAT_S", 5, minimum=1)
+DISTDB_HEARTBEAT_S = env_int("DISTDB_HEARTBEAT_S", 1, minimum=1)
 # A tablet server whose link sent nothing for this long is marked down (and gets no data).
 DISTDB_HEARTBEAT_TIMEOUT_S = env_int("DISTDB_HEARTBEAT_TIMEOUT_S", 20, minimum=2)
+# Replication (docs/architecture.md, "Replication and failover"): a new table's replication
+# factor; the leader lease granted at each heartbeat; the master fails a range over once its
+# leader's last grant is older than lease + margin on its monotonic clock.
+DISTDB_DEFAULT_RF = env_int("DISTDB_DEFAULT_RF", 2, minimum=1, maximum=5)
+DISTDB_LEADER_LEASE_S = env_float("DISTDB_LEADER_LEASE_S", 4.0, minimum=0.5)
+DISTDB_LEADER_LEASE_MARGIN_S = env_float("DISTDB_LEADER_LEASE_MARGIN_S", 1.0, minimum=0.1)
+DISTDB_REPAIR_INTERVAL_S = env_int("DISTDB_REPAIR_INTERVAL_S", 10, minimum=1)
 DISTDB_KEY_BLOCK = env_int("DISTDB_KEY_BLOCK", 1000, minimum=1)
 # A table moves nothing while every server is within this fraction of the mean, or
 # while no server is more than DISTDB_REBALANCE_MIN_ROWS above its share.

@@ -1,6 +1,6 @@
 """Tablet server role: stores and serves the rows of the tablets it is assigned."""
 
-from distdb.env import env_bool, env_http_url, env_node_id, env_port
+from distdb.env import env_bool, env_float, env_http_url, env_node_id, env_port
 
 from .base import *  # noqa: F403
 from .base import DISTDB_HOST, DISTDB_TOKENS_DIR, INSTALLED_APPS, database_config
@@ -25,3 +25,10 @@ DISTDB_READINESS_CHECKS = [
 # (tablet_app.link.link_in_server) instead of ``manage.py tablet_link``.
 DISTDB_LINK_IN_SERVER = env_bool("DISTDB_LINK_IN_SERVER", False)
 LIFESPAN_TASKS = ["tablet_app.link.link_in_server"] if DISTDB_LINK_IN_SERVER else []
+
+# Replication (docs/architecture.md): a follower that has not acknowledged a batch of the
+# leader's entries in this long is removed from the in-sync set (by the master) before the
+# leader acknowledges without it; a write not replicated in DISTDB_REPLICATE_WAIT_S fails
+# with replication_unconfirmed.
+DISTDB_REPLICATE_TIMEOUT_S = env_float("DISTDB_REPLICATE_TIMEOUT_S", 2.0, minimum=0.1)
+DISTDB_REPLICATE_WAIT_S = env_float("DISTDB_REPLICATE_WAIT_S", 8.0, minimum=0.5)

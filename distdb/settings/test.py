@@ -46,6 +46,12 @@ DISTDB_REBALANCE_INTERVAL_S = 3600
 DISTDB_COLLECT_INTERVAL_S = 60
 DISTDB_HEARTBEAT_S = 1
 DISTDB_HEARTBEAT_TIMEOUT_S = 20
+DISTDB_DEFAULT_RF = 1  # unit tests of moves and routing predate replication; rf tests set it
+DISTDB_LEADER_LEASE_S = 4.0
+DISTDB_LEADER_LEASE_MARGIN_S = 1.0
+DISTDB_REPAIR_INTERVAL_S = 10
+DISTDB_REPLICATE_TIMEOUT_S = 2.0
+DISTDB_REPLICATE_WAIT_S = 8.0
 DISTDB_KEY_BLOCK = 100
 # The public API is configured exactly as on a client server, rebalancing as on the master.
 from .client import (  # noqa: E402, F401

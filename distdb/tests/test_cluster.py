@@ -76,6 +76,7 @@ def test_each_process_runs_as_its_node_of_this_cluster(tmp_path):
         "DISTDB_PORT": "8000",
         "DISTDB_HOST": "127.0.0.1",
         "DISTDB_DATA_DIR": str(tmp_path),
+        "DISTDB_DEFAULT_RF": "1",
         "DISTDB_MASTER_URL": "http://127.0.0.1:3100",
         "DISTDB_REDIS_URL": "redis://127.0.0.1:6400/0",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics" / "tablet-2"),

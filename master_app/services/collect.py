@@ -96,40 +96,81 @@ def changes_apply(server: TabletServer, entries: Sequence[ChangeEntry]) -> int:
     tables = {t.name: t for t in Table.objects.filter(name__in={e.table for e in entries})}
     with transaction.atomic():
         locked = TabletServer.objects.select_for_update().get(pk=server.pk)
+        deposed = locked.deposed or []
         last: dict[tuple[str, str], ChangeEntry] = {}
         for entry in entries:
-            if entry.seq > locked.acked_seq:  # a replayed batch changes nothing
-                last[(entry.table, entry.key)] = entry
-        now = connection.ops.adapt_datetimefield_value(timezone.now())
-        puts: list[tuple[Any, ...]] = []
-        deletes: dict[int, list[str]] = defaultdict(list)
-        highest: dict[str, str] = {}  # int table -> its largest stored key in this batch
-        for (name, key), entry in last.items():
-            table = tables.get(name)
-            if table is None:
-                continue  # the table was dropped
-            if entry.op == "delete":
-                deletes[table.pk].append(key)
-            else:
-                cells = orjson.dumps(entry.cells).decode()
-                puts.append((table.pk, key, cells, server.node_id, entry.seq, now))
-                if table.key_type == "int":  # stored int keys sort as the integers do
-                    highest[name] = max(key, highest.get(name, key))
-        _upsert_rows(puts)
-        # Keys given explicitly move the generated-key counter past them, so keyless adds
-        # stop colliding with them (client servers also skip past a collision at once).
-        for name, key in highest.items():
-            stored_max = decode_key("int", key)
-            assert isinstance(stored_max, int)
-            keys_reserve_above(tables[name], stored_max)
-        for table_id, keys in deletes.items():
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                ConsolidatedRow.objects.filter(table_id=table_id, key__in=chunk).delete()
+            if entry.seq <= locked.acked_seq:  # a replayed batch changes nothing
+                continue
+            if deposed and _deposed(deposed, entry):
+                continue  # written by a leader since deposed: the new leader's snapshot rules
+            if entry.op == "clear":  # a new leader's snapshot follows: apply what came before
+                _apply_last(server, tables, last)
+                last.clear()
+                _clear(tables, entry)
+                continue
+            last[(entry.table, entry.key)] = entry
+        _apply_last(server, tables, last)
         last_seq = entries[-1].seq
         if last_seq > locked.acked_seq:
             TabletServer.objects.filter(pk=server.pk).update(acked_seq=last_seq)
+            settled = [d for d in deposed if d.get("upto") is not None and d["upto"] <= last_seq]
+            if settled:
+                TabletServer.objects.filter(pk=server.pk).update(
+                    deposed=[d for d in deposed if d not in settled]
+                )
     return last_seq
+
+
+def _deposed(deposed: list[dict[str, Any]], entry: ChangeEntry) -> bool:
+    """Whether ``entry`` lies in a range failed over away from its writer, written before
+    the writer heard of it (``replicas.deposed_settle``)."""
+    for d in deposed:
+        if d["table"] != entry.table or (d["upto"] is not None and entry.seq > d["upto"]):
+            continue
+        if entry.key >= d["start"] and (d["end"] is None or entry.key < d["end"]):
+            return True
+    return False
+
+
+def _clear(tables: dict[str, Table], entry: ChangeEntry) -> None:
+    table = tables.get(entry.table)
+    if table is None:
+        return
+    end = (entry.cells or {}).get("end")
+    rows = ConsolidatedRow.objects.filter(table=table, key__gte=entry.key)
+    (rows if end is None else rows.filter(key__lt=end)).delete()
+
+
+def _apply_last(
+    server: TabletServer, tables: dict[str, Table], last: dict[tuple[str, str], ChangeEntry]
+) -> None:
+    """Apply each key's last entry: one bulk upsert and deletes per table."""
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    puts: list[tuple[Any, ...]] = []
+    deletes: dict[int, list[str]] = defaultdict(list)
+    highest: dict[str, str] = {}  # int table -> its largest stored key in this batch
+    for (name, key), entry in last.items():
+        table = tables.get(name)
+        if table is None:
+            continue  # the table was dropped
+        if entry.op == "delete":
+            deletes[table.pk].append(key)
+        else:
+            cells = orjson.dumps(entry.cells).decode()
+            puts.append((table.pk, key, cells, server.node_id, entry.seq, now))
+            if table.key_type == "int":  # stored int keys sort as the integers do
+                highest[name] = max(key, highest.get(name, key))
+    _upsert_rows(puts)
+    # Keys given explicitly move the generated-key counter past them, so keyless adds
+    # stop colliding with them (client servers also skip past a collision at once).
+    for name, key in highest.items():
+        stored_max = decode_key("int", key)
+        assert isinstance(stored_max, int)
+        keys_reserve_above(tables[name], stored_max)
+    for table_id, keys in deletes.items():
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            ConsolidatedRow.objects.filter(table_id=table_id, key__in=chunk).delete()
 
 
 def _upsert_rows(values: list[tuple[Any, ...]]) -> None:

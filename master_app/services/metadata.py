@@ -18,7 +18,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import Max
 
 from distdb.errors import MoveAborted, Unavailable
-from distdb.protocol import KeyType, Metadata, TableInfo, TabletAssignment
+from distdb.protocol import Follower, KeyType, Metadata, TableInfo, TabletAssignment
 from master_app.models import MetadataVersion, Table, Tablet, TabletServer
 from master_app.services.link import link_push_metadata
 
@@ -28,12 +28,14 @@ FENCE_WAIT_S = 8.0  # a fenced read's wait for the metadata lock (tablets time o
 
 @dataclass(frozen=True)
 class RangeAssignment:
-    """A planned tablet: [start, end) of ``table`` owned by ``server_id``."""
+    """A planned tablet: [start, end) of ``table`` led by ``server_id``, replicated to the
+    in-sync followers ``in_sync`` (node ids; never the leader)."""
 
     table: str
     start: str
     end: str | None
     server_id: str
+    in_sync: tuple[str, ...] = ()
 
 
 def metadata_version_current() -> int:
@@ -66,9 +68,12 @@ def _metadata_read(*, fenced: bool) -> Metadata:
             _version_lock()
         version = metadata_version_current()
         tables = {
-            t.name: TableInfo(key_type=cast(KeyType, t.key_type), columns=t.columns or None)
+            t.name: TableInfo(
+                key_type=cast(KeyType, t.key_type), columns=t.columns or None, rf=t.rf
+            )
             for t in Table.objects.all()
         }
+        urls = dict(TabletServer.objects.values_list("node_id", "url"))
         tablets = [
             TabletAssignment(
                 table=t.table.name,
@@ -76,6 +81,7 @@ def _metadata_read(*, fenced: bool) -> Metadata:
                 end=t.end_key,
                 server=t.server.node_id,
                 url=t.server.url,
+                in_sync=[Follower(server=f, url=urls.get(f, "")) for f in t.in_sync or ()],
             )
             for t in Tablet.objects.select_related("table", "server").order_by(
                 "table__name", "start_key"
@@ -117,19 +123,25 @@ def metadata_commit(
         planned = assignments() if callable(assignments) else assignments
         ordered = sorted(planned, key=lambda a: a.start)
         _check_cover(table.name, ordered)
-        servers = {
-            s.node_id: s
-            for s in TabletServer.objects.filter(node_id__in={a.server_id for a in ordered})
-        }
-        missing = {a.server_id for a in ordered} - servers.keys()
+        named = {a.server_id for a in ordered} | {f for a in ordered for f in a.in_sync}
+        servers = {s.node_id: s for s in TabletServer.objects.filter(node_id__in=named)}
+        missing = named - servers.keys()
         if missing:
             raise ValueError(f"unknown tablet servers: {sorted(missing)}")
+        for a in ordered:
+            if a.server_id in a.in_sync or len(set(a.in_sync)) != len(a.in_sync):
+                raise ValueError(f"{table.name}: a range's copies must be on distinct servers")
         version = _version_new(last, reason)
         existing = {t.start_key: t for t in Tablet.objects.filter(table=table)}
         keep = set()
         for a in ordered:
             current = existing.get(a.start)
-            if current and current.end_key == a.end and current.server.node_id == a.server_id:
+            if (
+                current
+                and current.end_key == a.end
+                and current.server.node_id == a.server_id
+                and tuple(current.in_sync or ()) == a.in_sync
+            ):
                 keep.add(a.start)
                 continue
             if current:
@@ -139,6 +151,7 @@ def metadata_commit(
                 start_key=a.start,
                 end_key=a.end,
                 server=servers[a.server_id],
+                in_sync=list(a.in_sync),
                 version=version,
             )
             keep.add(a.start)
@@ -146,6 +159,15 @@ def metadata_commit(
         if push:
             transaction.on_commit(metadata_push)
     return version
+
+
+def assignments_current(table: Table) -> list[RangeAssignment]:
+    """The table's committed tablets as assignments (call under the metadata lock to
+    derive a change from them)."""
+    return [
+        RangeAssignment(table.name, t.start_key, t.end_key, t.server.node_id, tuple(t.in_sync))
+        for t in Tablet.objects.filter(table=table).select_related("server").order_by("start_key")
+    ]
 
 
 def metadata_bump(reason: str) -> int:

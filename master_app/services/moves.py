@@ -146,12 +146,16 @@ def move_range(
 
     frozen_at: float | None = None
     commit_started = committed = False
+    # A move to a server that already follows the range (in sync) is a leadership
+    # transfer: it holds every acknowledged write, so nothing is cleared or copied; the
+    # catch-ups below (from the pinned floor) and the freeze make it complete.
+    transfer = move.kind == "move" and _follows(table, move, target)
     floor = log_pin(source)
     try:
-        say("clearing the target", 0)
-        drop(target)
-
-        _copy(move, table, source, target, command, report, say)
+        if not transfer:
+            say("clearing the target", 0)
+            drop(target)
+            _copy(move, table, source, target, command, report, say)
         # Catch up from the pinned floor: every change since is still in the source's log
         # (a concurrent collect's trim stops there, ``collect.changes_trim``), and changes
         # the copy already saw are replayed harmlessly (entries are full row images).
@@ -192,14 +196,18 @@ def move_range(
         committed = True
         lap("commit")
         say("handing over", report.rows_copied)
-        _hand_over(source, target, report)
+        if move.kind == "replica":
+            _join(move, source, target, report)
+        else:
+            _hand_over(source, target, report)
         lap("hand-over")
         report.freeze_ms = (clock() - frozen_at) * 1000
         metadata_push()  # every other server (client servers learn it from "outdated")
-        try:
-            drop(source)
-        except DistdbError as exc:  # its copy is unowned: the next run drops it
-            report.warnings.append(f"the source could not drop its copy yet: {exc}")
+        if move.kind == "move" and not transfer:
+            try:
+                drop(source)
+            except DistdbError as exc:  # its copy is unowned: the next run drops it
+                report.warnings.append(f"the source could not drop its copy yet: {exc}")
         report.outcome = "succeeded"
     except Exception as exc:  # noqa: BLE001 - every failure is reported, and undone if it can be
         report.outcome, report.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -211,7 +219,7 @@ def move_range(
             if not committed:
                 _commit_report(move, target, report)
         else:
-            _undo(move, source, target, frozen_at is not None, report)
+            _undo(move, source, target, frozen_at is not None, report, drop_target=not transfer)
         if frozen_at is not None:
             report.freeze_ms = (clock() - frozen_at) * 1000
         log.warning("move %s -> %s failed: %s", move.source, move.target, report.error)
@@ -280,18 +288,63 @@ def _commit(
                 moving = lo >= move.start and (
                     move.end is None or (hi is not None and hi <= move.end)
                 )
+                owner, in_sync = t.server.node_id, tuple(t.in_sync)
                 if moving:
                     if t.server_id != source.pk:
                         raise MoveAborted(f"{move.table} [{lo!r}, {hi!r}) is no longer on {source}")
                     inside = True
-                owner = target.node_id if moving else t.server.node_id
-                out.append(RangeAssignment(move.table, lo, hi, owner))
+                    owner, in_sync = _moved(move, source, target, in_sync)
+                out.append(RangeAssignment(move.table, lo, hi, owner, in_sync))
         if not inside:
             raise MoveAborted(f"{move.table} [{move.start!r}, {move.end!r}) is not a current range")
         return _merge_adjacent(out)
 
     reason = f"move {move.table} [{move.start!r}, {move.end!r}) {source} -> {target}"
     return metadata_commit(table, assignments, reason, push=False, deadline=deadline, clock=clock)
+
+
+def _moved(
+    move: Move, source: TabletServer, target: TabletServer, in_sync: tuple[str, ...]
+) -> tuple[str, tuple[str, ...]]:
+    """The leader and in-sync followers of a piece of the moving range after the move."""
+    if move.kind == "replica":  # the leader stays; the target joins its followers
+        if target.node_id in in_sync:
+            raise MoveAborted(f"{target} already follows {move.table} [{move.start!r}, ...)")
+        return source.node_id, (*in_sync, target.node_id)
+    if target.node_id in in_sync:  # a leadership transfer: the source follows now
+        return target.node_id, tuple(source.node_id if f == target.node_id else f for f in in_sync)
+    return target.node_id, in_sync  # the followers stay
+
+
+def _follows(table: Table, move: Move, target: TabletServer) -> bool:
+    """Whether ``target`` is an in-sync follower of every tablet under the moving range."""
+    tablets = Tablet.objects.filter(table=table)
+    inside = [
+        t for t in tablets
+        if (move.end is None or t.start_key < move.end)
+        and (t.end_key is None or t.end_key > move.start)
+    ]  # fmt: skip
+    return bool(inside) and all(target.node_id in (t.in_sync or ()) for t in inside)
+
+
+def _join(move: Move, source: TabletServer, target: TabletServer, report: MoveReport) -> None:
+    """A new follower joins: the leader applies the version first (it replicates to the
+    follower from then on), then lifts its freeze; then the follower is told."""
+    metadata = metadata_current()
+    for server, cmd in (
+        (source, ApplyMetadataCommand(id=new_command_id(), metadata=metadata)),
+        (
+            source,
+            UnfreezeCommand(id=new_command_id(), table=move.table, start=move.start, end=move.end),
+        ),  # fmt: skip
+        (target, ApplyMetadataCommand(id=new_command_id(), metadata=metadata)),
+    ):
+        try:
+            link_call(server.node_id, cmd, timeout_s=10)
+        except DistdbError as exc:
+            # The leader's freeze ends with its lease (it settles with the master); the
+            # follower hears the version at its next heartbeat.
+            report.warnings.append(f"{server} did not {cmd.type} v{metadata.version} yet: {exc}")
 
 
 def _commit_report(move: Move, target: TabletServer, report: MoveReport) -> None:
@@ -325,8 +378,9 @@ def _commit_report(move: Move, target: TabletServer, report: MoveReport) -> None
 def _merge_adjacent(assignments: list[RangeAssignment]) -> list[RangeAssignment]:
     merged: list[RangeAssignment] = []
     for a in assignments:
-        if merged and merged[-1].server_id == a.server_id and merged[-1].end == a.start:
-            merged[-1] = RangeAssignment(a.table, merged[-1].start, a.end, a.server_id)
+        last = merged[-1] if merged else None
+        if last and (last.server_id, last.in_sync, last.end) == (a.server_id, a.in_sync, a.start):
+            merged[-1] = RangeAssignment(a.table, last.start, a.end, a.server_id, a.in_sync)
         else:
             merged.append(a)
     return merged
@@ -371,16 +425,24 @@ class _Laps:
 
 
 def _undo(
-    move: Move, source: TabletServer, target: TabletServer, frozen: bool, report: MoveReport
+    move: Move,
+    source: TabletServer,
+    target: TabletServer,
+    frozen: bool,
+    report: MoveReport,
+    *,
+    drop_target: bool = True,
 ) -> None:
-    """Best effort: reopen the source's range, drop the target's partial copy."""
+    """Best effort: reopen the source's range, drop the target's partial copy (not a
+    follower's copy: a leadership transfer copied nothing)."""
     steps: list[tuple[TabletServer, Command[Any]]] = []
     if frozen:
         unfreeze = UnfreezeCommand(
             id=new_command_id(), table=move.table, start=move.start, end=move.end
         )
         steps.append((source, unfreeze))
-    steps.append((target, _drop(move)))
+    if drop_target:
+        steps.append((target, _drop(move)))
     for server, cmd in steps:
         try:
             link_call(server.node_id, cmd, timeout_s=10)

@@ -31,7 +31,12 @@ class TabletLoad:
 
 @dataclass(frozen=True)
 class Move:
-    """Hand the rows of [start, end) of ``table`` from ``source`` to ``target``."""
+    """Hand the rows of [start, end) of ``table`` from ``source`` to ``target``.
+
+    ``kind``: "move" hands the range's leadership over (its followers stay); "replica"
+    copies the range to ``target`` as a new in-sync follower, ``source`` (its leader)
+    keeps it (re-replication, ``master_app.services.replicas``).
+    """
 
     table: str
     start: str
@@ -39,6 +44,7 @@ class Move:
     source: str
     target: str
     rows: int
+    kind: str = "move"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

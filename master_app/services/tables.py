@@ -19,8 +19,8 @@ from distdb.errors import (
     ValidationFailed,
 )
 from distdb.keys import KEY_TYPES
-from distdb.protocol import MAX_KEY_BLOCK, DropTableCommand, KeyBlock
-from master_app.models import DroppedTable, Table, TabletServer
+from distdb.protocol import MAX_KEY_BLOCK, MAX_RF, DropTableCommand, KeyBlock
+from master_app.models import DroppedTable, Table, TabletServer, default_rf
 from master_app.services import leases
 from master_app.services.link import link_call, new_command_id
 from master_app.services.metadata import RangeAssignment, metadata_bump, metadata_commit
@@ -30,11 +30,19 @@ INT_KEY_MAX = 2**63 - 1
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def table_create(name: str, key_type: str, columns: list[str] | None = None) -> Table:
+def table_create(
+    name: str, key_type: str, columns: list[str] | None = None, rf: int | None = None
+) -> Table:
     """Create a table with one tablet over the whole key space on the least-loaded live server.
 
-    The rebalancer splits it later as it grows.
+    With ``rf`` above 1 (default ``DISTDB_DEFAULT_RF``) the next least-loaded live servers
+    become its in-sync followers at once: an empty range needs no copy. Fewer live servers
+    than ``rf`` leave the rest to re-replication when servers join. The rebalancer splits
+    the table later as it grows.
     """
+    rf = default_rf() if rf is None else rf
+    if isinstance(rf, bool) or not isinstance(rf, int) or not 1 <= rf <= MAX_RF:
+        raise ValidationFailed(f"rf must be an integer in 1..{MAX_RF}", rf=str(rf)[:20])
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValidationFailed(
             "a table name is 1-64 letters, digits, '-' or '_'", name=str(name)[:80]
@@ -47,12 +55,13 @@ def table_create(name: str, key_type: str, columns: list[str] | None = None) -> 
         ):
             raise ValidationFailed("columns must be a list of names of 1-128 characters")
         columns = sorted(set(columns))
-    server = (
+    candidates = list(
         TabletServer.objects.filter(state=TabletServer.State.UP, draining=False)
         .annotate(n=Count("tablets"))
-        .order_by("n", "node_id")
-        .first()
+        .order_by("n", "node_id")[:rf]
     )
+    server = candidates[0] if candidates else None
+    followers = tuple(s.node_id for s in candidates[1:])
     if server is None:
         raise Conflict("no live tablet server to hold the new table; start one first")
     try:
@@ -60,9 +69,11 @@ def table_create(name: str, key_type: str, columns: list[str] | None = None) -> 
             # In the transaction: a delete of the same name committed meanwhile is seen.
             if DroppedTable.objects.filter(name=name).exists():
                 raise TableBeingDropped(name=name)
-            table = Table.objects.create(name=name, key_type=key_type, columns=columns)
+            table = Table.objects.create(name=name, key_type=key_type, columns=columns, rf=rf)
             metadata_commit(
-                table, [RangeAssignment(name, "", None, server.node_id)], f"create table {name}"
+                table,
+                [RangeAssignment(name, "", None, server.node_id, followers)],
+                f"create table {name}",
             )
     except IntegrityError:
         raise TableExists(name=name) from None

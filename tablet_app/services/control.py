@@ -5,12 +5,7 @@ export endpoint). Plain functions, each one transaction or a loop of short ones:
 metadata and freezes (defined in ``ownership`` and ``freezes``, re-exported here), dropping and
 counting ranges, ingesting and exporting rows, and the change log.
 
-The change log is the master's only view of writes, so its order matters:
-``ChangeLogEntry.seq`` must grow in *commit* order, or a reader that has seen seq N
-could later miss an entry N-1 committed after it. SQLite serializes writers, so it
-does. PostgreSQL hands out sequence values at insert time, so appends take an
-exclusive advisory lock held until commit (``changes_append``): the tail of
-concurrent writes commits one at a time, in seq order.
+The change log's writers and the one way entries are applied live in ``changelog``.
 """
 
 from __future__ import annotations
@@ -19,16 +14,15 @@ from collections.abc import Sequence
 from typing import TypeVar, cast
 
 import orjson
-from django.db import connection, models, transaction
+from django.db import models, transaction
 from django.db.models import QuerySet
-from django.utils import timezone
 
 from distdb import protocol
 from distdb.errors import Conflict
-from distdb.sqlbulk import insert_many
-from tablet_app.models import ChangeLogEntry, OwnedRange, Row
+from tablet_app.models import ChangeLogEntry, FollowedRange, OwnedRange, Row
+from tablet_app.services.changelog import changes_append, entries_apply, rows_upsert
 from tablet_app.services.freezes import freezes_due, range_freeze, range_unfreeze
-from tablet_app.services.locks import advisory_lock, ownership_lock_shared
+from tablet_app.services.locks import ownership_lock_shared
 from tablet_app.services.ownership import (
     freezes_resolve,
     metadata_apply,
@@ -61,7 +55,6 @@ __all__ = [
 
 M = TypeVar("M", bound=models.Model)
 BATCH = 1000  # rows per statement/transaction for bulk work: keeps SQLite's write lock short
-_LOG_LOCK = "distdb.tablet.changelog"
 
 
 # --- ranges ---------------------------------------------------------------------------------------
@@ -138,7 +131,10 @@ def rows_drop_unowned(table: str, start: str = "", end: str | None = None) -> in
     move, because a range being copied in is not owned yet either.
     """
     owned = sorted(
-        OwnedRange.objects.filter(table=table).values_list("start_key", "end_key"),
+        [
+            *OwnedRange.objects.filter(table=table).values_list("start_key", "end_key"),
+            *FollowedRange.objects.filter(table=table).values_list("start_key", "end_key"),
+        ],
         key=lambda r: r[0],
     )
     total = 0
@@ -181,46 +177,25 @@ def rows_ingest(table: str, rows: Sequence[protocol.Row], *, log_changes: bool) 
     """
     latest = {row.key: orjson.dumps(row.cells).decode() for row in rows}
     with transaction.atomic():
-        _upsert(table, latest)
+        rows_upsert(table, latest)
         if log_changes:
             changes_append(table, [(k, "put", text) for k, text in latest.items()])
     return len(latest)
 
 
-def changes_apply_copied(table: str, entries: Sequence[protocol.ChangeEntry]) -> int:
+def changes_apply_copied(
+    table: str, entries: Sequence[protocol.ChangeEntry], start: str = "", end: str | None = None
+) -> int:
     """Apply another server's change-log entries to rows being copied in (a move's catch-up).
 
     Entries carry full row images, so only each key's last entry matters and applying
-    the same entries twice changes nothing. Like ``rows_ingest``: no ownership check
+    the same entries twice changes nothing; a ``clear`` (a new leader's snapshot) empties
+    the part of [start, end) it covers first. Like ``rows_ingest``: no ownership check
     (the range is not owned yet) and no change-log entries (the master collects them
     from the source). One transaction. Returns the number of entries applied.
     """
-    last: dict[str, protocol.ChangeEntry] = {}
-    for entry in sorted(entries, key=lambda e: e.seq):
-        last[entry.key] = entry
-    puts = {k: orjson.dumps(e.cells).decode() for k, e in last.items() if e.op == "put"}
-    deletes = sorted(k for k, e in last.items() if e.op == "delete")
     with transaction.atomic():
-        _upsert(table, puts)
-        for i in range(0, len(deletes), BATCH):
-            Row.objects.filter(table=table, key__in=deletes[i : i + BATCH]).delete()
-    return len(entries)
-
-
-def _upsert(table: str, cells_by_key: dict[str, str]) -> None:
-    """Insert or replace rows (key -> cells JSON text); call inside a transaction."""
-    qn = connection.ops.quote_name
-    # INSERT ... ON CONFLICT (table, key) DO UPDATE: the same SQL on SQLite and
-    # PostgreSQL, and race-free against a concurrent insert of the same key.
-    insert_many(
-        Row,
-        ["table", "key", "cells"],
-        [(table, k, text) for k, text in sorted(cells_by_key.items())],  # lock order: by key
-        suffix=(
-            f" ON CONFLICT ({qn('table')}, {qn('key')})"
-            f" DO UPDATE SET {qn('cells')} = excluded.{qn('cells')}"
-        ),
-    )
+        return entries_apply(table, entries, start, end)
 
 
 def rows_export(
@@ -255,23 +230,6 @@ def _utf8_len(text: str | None) -> int:
 
 
 # --- change log -----------------------------------------------------------------------------------
-
-
-def changes_append(table: str, changes: Sequence[tuple[str, str, str | None]]) -> None:
-    """Append (key, op, cells JSON text or None) entries; call inside the row's transaction.
-
-    On PostgreSQL this takes the change-log lock until commit (module docstring), so
-    call it last in the transaction, after the row work.
-    """
-    if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("changes_append must run in the transaction of the row change")
-    advisory_lock([_LOG_LOCK], shared=False)
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    insert_many(
-        ChangeLogEntry,
-        ["table", "key", "op", "cells", "created_at"],
-        [(table, k, op, text, now) for k, op, text in changes],
-    )
 
 
 def _entries(
@@ -317,8 +275,11 @@ def changes_in_range_since(
 ) -> tuple[list[protocol.ChangeEntry], bool]:
     """``changes_batch``'s entries restricted to keys in [start, end) of ``table`` (a
     move's catch-up), and whether more were left out."""
-    qs = _in_range(ChangeLogEntry.objects.filter(table=table, seq__gt=after_seq), start, end)
-    return _entries(qs, limit, max_bytes)
+    in_range = _in_range(ChangeLogEntry.objects.filter(table=table, seq__gt=after_seq), start, end)
+    # A ``clear`` is keyed by its own start, which may lie below ``start``: keep every one
+    # (the reader clears only its part of the range).
+    clears = ChangeLogEntry.objects.filter(table=table, seq__gt=after_seq, op="clear")
+    return _entries(in_range | clears, limit, max_bytes)
 
 
 def changes_trim(upto_seq: int) -> int:

@@ -43,7 +43,8 @@ from django.db import connection, transaction
 
 from distdb import protocol
 from distdb.keys import range_cut
-from tablet_app.models import MetadataSnapshot, OwnedRange
+from tablet_app.models import FollowedRange, MetadataSnapshot, OwnedRange
+from tablet_app.services.changelog import changes_snapshot
 from tablet_app.services.freezes import NOT_FROZEN, Freeze, freezes_ended, latest
 from tablet_app.services.locks import (
     CONTROL_LOCK,
@@ -68,6 +69,9 @@ class Span:
     end: str | None
     frozen: bool = False  # a move's freeze: neither reads nor writes (``freezes``)
     ident: tuple[Any, ...] = ()  # (id, bounds, version, freeze): did ownership change meanwhile
+    replicated: bool = False  # rf > 1: served only under the leader lease (``replication``)
+    version: int = 0  # the metadata version this server applied for it
+    ready_seq: int = 0  # served once the shipper has shipped past this seq
 
     def contains(self, key: str) -> bool:
         return key >= self.start and (self.end is None or key < self.end)
@@ -106,12 +110,16 @@ def spans_read(table: str) -> Spans:
     qn = connection.ops.quote_name
     sql = (
         f"SELECT {qn('id')}, {qn('start_key')}, {qn('end_key')}, {qn('version')}, "
-        f"{qn('frozen_deadline')} FROM {qn(r.db_table)} WHERE {qn('table')} = %s"
+        f"{qn('frozen_deadline')}, {qn('replicated')}, {qn('ready_seq')} "
+        f"FROM {qn(r.db_table)} WHERE {qn('table')} = %s"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [table])
         return Spans(
-            [Span(s, e, f is not None, (i, s, e, v, f)) for i, s, e, v, f in cursor.fetchall()]
+            [
+                Span(s, e, f is not None, (i, s, e, v, f), bool(rep), v, ready)
+                for i, s, e, v, f, rep, ready in cursor.fetchall()
+            ]
         )
 
 
@@ -123,9 +131,9 @@ def spans_for_write(table: str) -> Spans:
     """
     ownership_lock_shared(table)
     rows = OwnedRange.objects.filter(table=table).values_list(
-        "start_key", "end_key", "frozen_deadline"
+        "start_key", "end_key", "frozen_deadline", "replicated", "version", "ready_seq"
     )
-    return Spans([Span(s, e, f is not None) for s, e, f in rows])
+    return Spans([Span(s, e, f is not None, (), rep, v, ready) for s, e, f, rep, v, ready in rows])
 
 
 # --- metadata -------------------------------------------------------------------------------------
@@ -165,20 +173,36 @@ def metadata_apply(metadata: protocol.Metadata, node_id: str) -> None:
             log.info("ignoring metadata v%s: v%s is already applied", metadata.version, newest)
             return
         mine = [t for t in metadata.tablets if t.server == node_id]
+        followed = [t for t in metadata.tablets if any(f.server == node_id for f in t.in_sync)]
         existing = list(OwnedRange.objects.all())
-        ownership_lock_exclusive([r.table for r in existing] + [t.table for t in mine])
+        ownership_lock_exclusive(
+            [r.table for r in existing]
+            + [t.table for t in mine]
+            + [t.table for t in followed]
+            + list(FollowedRange.objects.values_list("table", flat=True))
+        )
         existing = list(OwnedRange.objects.all())  # now stable: re-read under the lock
+        # Ranges this server starts leading (a promotion, a move in) of a replicated
+        # table: a snapshot of them goes into the log first (``replication``).
+        newly_led = [
+            t for t in mine
+            if _replicated(metadata, t.table) and not _covered_by(existing, t)
+        ]  # fmt: skip
+        attrs = {(t.table, t.start, t.end): _replica_fields(metadata, t) for t in mine}
 
         # Expired freezes are kept too: only ``freezes_resolve`` (which asked the
         # master after the lease ended) or an unfreeze may lift them.
         freezes = [r for r in existing if r.frozen_deadline is not None]
         wanted: dict[tuple[str, str, str | None], Freeze | None] = {}
+        replica: dict[tuple[str, str, str | None], dict[str, Any]] = {}
         for tablet in mine:
+            tablet_slot = (tablet.table, tablet.start, tablet.end)
             table_freezes = [f for f in freezes if f.table == tablet.table]
             cuts = {f.start_key for f in table_freezes} | {f.end_key for f in table_freezes}
             for start, end in range_cut(tablet.start, tablet.end, cuts):
                 covering = (Freeze.of(f) for f in table_freezes if _inside(start, end, f))
                 wanted[(tablet.table, start, end)] = latest(covering)
+                replica[(tablet.table, start, end)] = attrs[tablet_slot]
 
         keep: list[OwnedRange] = []
         stale: list[int] = []
@@ -188,17 +212,28 @@ def metadata_apply(metadata: protocol.Metadata, node_id: str) -> None:
                 r.version = metadata.version
                 for name, value in _freeze_fields(wanted.pop(slot)).items():
                     setattr(r, name, value)
+                for name, value in replica[slot].items():
+                    setattr(r, name, value)
                 keep.append(r)
             else:
                 stale.append(r.pk)
         OwnedRange.objects.filter(pk__in=stale).delete()  # before inserts: unique start keys
-        OwnedRange.objects.bulk_update(keep, ["version", *NOT_FROZEN])
+        OwnedRange.objects.bulk_update(keep, ["version", *NOT_FROZEN, "replicated", "followers"])
         OwnedRange.objects.bulk_create(
             OwnedRange(
-                table=t, start_key=s, end_key=e, version=metadata.version, **_freeze_fields(f)
+                table=t,
+                start_key=s,
+                end_key=e,
+                version=metadata.version,
+                **_freeze_fields(f),
+                **replica[(t, s, e)],
             )
             for (t, s, e), f in wanted.items()
         )
+        _followed_apply(followed, metadata.version)
+        for tablet in newly_led:
+            ready = changes_snapshot(tablet.table, tablet.start, tablet.end)
+            _within_tablet(tablet).update(ready_seq=ready)
         MetadataSnapshot.objects.update_or_create(
             version=metadata.version, defaults={"data": metadata.model_dump(mode="json")}
         )
@@ -206,6 +241,58 @@ def metadata_apply(metadata: protocol.Metadata, node_id: str) -> None:
         MetadataSnapshot.objects.filter(
             version__in=list(old.values_list("version", flat=True))
         ).delete()
+
+
+def _replicated(metadata: protocol.Metadata, table: str) -> bool:
+    info = metadata.tables.get(table)
+    return info is not None and info.rf > 1
+
+
+def _replica_fields(metadata: protocol.Metadata, t: protocol.TabletAssignment) -> dict[str, Any]:
+    return {
+        "replicated": _replicated(metadata, t.table),
+        "followers": [[f.server, f.url] for f in t.in_sync],
+    }
+
+
+def _covered_by(existing: Sequence[OwnedRange], t: protocol.TabletAssignment) -> bool:
+    """Whether this server already owned all of tablet ``t`` before this version."""
+    spans = Spans([Span(r.start_key, r.end_key) for r in existing if r.table == t.table])
+    position: str | None = t.start
+    for span in spans.items:
+        if position is None or (t.end is not None and position >= t.end):
+            break
+        if span.contains(position):
+            position = span.end
+    return position is None or (t.end is not None and position >= t.end)
+
+
+def _within_tablet(t: protocol.TabletAssignment) -> Any:
+    qs = OwnedRange.objects.filter(table=t.table, start_key__gte=t.start)
+    if t.end is not None:
+        qs = qs.filter(end_key__isnull=False, end_key__lte=t.end)
+    return qs
+
+
+def _followed_apply(followed: Sequence[protocol.TabletAssignment], version: int) -> None:
+    """Make FollowedRange the ranges this server follows in ``version``; a range whose
+    leader and bounds are unchanged keeps how far it has applied the leader's log."""
+    current = {(r.table, r.start_key, r.end_key, r.leader): r for r in FollowedRange.objects.all()}
+    keep: set[int] = set()
+    for t in followed:
+        row = current.get((t.table, t.start, t.end, t.server))
+        if row is not None:
+            keep.add(row.pk)
+            if row.version != version:
+                FollowedRange.objects.filter(pk=row.pk).update(version=version)
+    FollowedRange.objects.exclude(pk__in=keep).delete()
+    FollowedRange.objects.bulk_create(
+        FollowedRange(
+            table=t.table, start_key=t.start, end_key=t.end, leader=t.server, version=version
+        )  # fmt: skip
+        for t in followed
+        if (t.table, t.start, t.end, t.server) not in current
+    )
 
 
 def _freeze_fields(freeze: Freeze | None) -> dict[str, Any]:
@@ -217,11 +304,15 @@ def _inside(start: str, end: str | None, outer: OwnedRange) -> bool:
 
 
 def range_owned_overlap(table: str, start: str, end: str | None) -> bool:
-    """Whether any owned range of ``table`` overlaps [start, end)."""
-    qs = OwnedRange.objects.filter(table=table)
-    if end is not None:
-        qs = qs.filter(start_key__lt=end)
-    return any(e is None or e > start for e in qs.values_list("end_key", flat=True))
+    """Whether any range of ``table`` led *or followed* here overlaps [start, end): a
+    follower's copy is as precious as the leader's."""
+    for model in (OwnedRange, FollowedRange):
+        qs = model.objects.filter(table=table)
+        if end is not None:
+            qs = qs.filter(start_key__lt=end)
+        if any(e is None or e > start for e in qs.values_list("end_key", flat=True)):
+            return True
+    return False
 
 
 def freezes_resolve(metadata: protocol.Metadata, node_id: str, fetched_at: float) -> int:

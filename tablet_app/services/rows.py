@@ -28,14 +28,21 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import orjson
+from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 
 from distdb import protocol
-from distdb.errors import RangeFrozen, ValidationFailed
+from distdb.errors import (
+    LeaderUnavailable,
+    RangeFrozen,
+    ReplicationUnconfirmed,
+    ValidationFailed,
+)
 from distdb.sqlbulk import insert_many
 from tablet_app.models import Row
-from tablet_app.services.control import changes_append
+from tablet_app.services.changelog import changes_append
 from tablet_app.services.ownership import Span, Spans, metadata_wire, spans_for_write, spans_read
+from tablet_app.services.replication import Ticket, shipper, spans_serving
 
 __all__ = [
     "MutateResult",
@@ -53,6 +60,7 @@ CHUNK = 500  # keys per IN (...) query: well under every database's bound-parame
 _READ_TRIES = 5
 _WRITE_TRIES = 10
 _RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock (PostgreSQL)
+PENDING_WAIT_S = 2.0  # a read of a key whose write is being replicated waits this long
 
 
 # --- results --------------------------------------------------------------------------------------
@@ -144,6 +152,7 @@ def rows_read(table: str, keys: Sequence[str]) -> ReadResult:
         spans = spans_read(table)
         owned: list[str] = []
         outdated: dict[str, None] = {}  # an ordered set
+        replicated: dict[int, Span] = {}
         for key in keys:
             span = spans.find(key)
             if span is None:
@@ -152,7 +161,17 @@ def rows_read(table: str, keys: Sequence[str]) -> ReadResult:
                 raise RangeFrozen("the key range is being moved; retry shortly", key=key)
             else:
                 owned.append(key)
+                if span.replicated:
+                    replicated[id(span)] = span
         found = _fetch(table, owned)
+        if replicated:
+            # Never answer with a write a failover could still take back: a write marks its
+            # keys pending before it commits, so one the fetch may have seen shows here.
+            if shipper.any_pending(table, owned):
+                if not shipper.wait_keys(table, owned, PENDING_WAIT_S):
+                    raise LeaderUnavailable("a write of this key is still being replicated")
+                continue  # read again, now that it is on every in-sync follower
+            spans_serving(replicated.values())  # the lease held after the rows were read
         if _stable(table, spans):
             break
     else:
@@ -186,9 +205,16 @@ def rows_scan(table: str, start: str, end: str | None, limit: int) -> ScanResult
             return ScanResult([], outdated=True, metadata=metadata_wire())
         if any(s.frozen and _overlaps(s, start, end) for s in spans.items):
             raise RangeFrozen("the key range is being moved; retry shortly")
+        replicated = [s for s in spans.items if s.replicated and _overlaps(s, start, end)]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
+        if replicated:
+            if shipper.any_pending_in(table, start, end):  # as in rows_read
+                if not shipper.wait_range(table, start, end, PENDING_WAIT_S):
+                    raise LeaderUnavailable("a write in this range is still being replicated")
+                continue
+            spans_serving(replicated)
         if _stable(table, spans):
             break
     else:
@@ -244,26 +270,57 @@ def rows_mutate(table: str, mutations: Sequence[protocol.Mutation]) -> MutateRes
     Each mutation is atomic on its row; mutations of the same key apply in request
     order. Keys not owned come back ``outdated`` (with metadata), keys in a frozen
     range ``error``/``range_frozen`` (retryable), bad mutations ``error``. Returns
-    only after the commit: a returned success is durable.
+    only after the commit, and for a replicated table only once every in-sync follower
+    has the write (``replication``): a returned success is durable on every copy.
     """
     for attempt in range(_WRITE_TRIES):
+        tickets: list[Ticket] = []
         try:
             with transaction.atomic():
-                return _mutate(table, mutations)
+                result = _mutate(table, mutations, tickets)
         except IntegrityError:
             # PostgreSQL: a concurrent transaction created one of our new keys first
             # (SQLite serializes writers, so cannot get here). Retry: the row now exists
             # and is locked like any other.
+            _release(tickets)
             if attempt == _WRITE_TRIES - 1:
                 raise
             log.info("mutate on %s raced a concurrent insert; retrying", table)
         except OperationalError as exc:
+            _release(tickets)
             if getattr(exc.__cause__, "sqlstate", None) not in _RETRY_SQLSTATES:
                 raise
             if attempt == _WRITE_TRIES - 1:
                 raise
+        except BaseException:
+            _release(tickets)
+            raise
+        else:
+            for ticket in tickets:  # committed: acknowledged once on every in-sync follower
+                _replicated_or_unconfirmed(ticket, result)
+            return result
         time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # outside the transaction
     raise AssertionError("unreachable")
+
+
+def _release(tickets: list[Ticket]) -> None:
+    """The transaction did not commit: its keys are no longer pending."""
+    for ticket in tickets:
+        shipper.release(ticket)
+
+
+def _replicated_or_unconfirmed(ticket: Ticket, result: MutateResult) -> None:
+    """Wait for the ticket's replication; if it failed, its keys' successes become
+    ``replication_unconfirmed`` (the write may have been applied: not retryable)."""
+    why = shipper.wait(ticket, settings.DISTDB_REPLICATE_WAIT_S)
+    if why is None:
+        return
+    log.warning("a write to %s (%d keys) is unconfirmed: %s", ticket.table, len(ticket.keys), why)
+    keys = set(ticket.keys)
+    message = f"{ReplicationUnconfirmed.default_message} ({why})"
+    for i, r in enumerate(result.results):
+        if r["key"] in keys and r["status"] in ("created", "updated", "deleted"):
+            result.results[i] = _error(r["key"], ReplicationUnconfirmed.code, message)
 
 
 @dataclass(slots=True)
@@ -282,10 +339,13 @@ class _State:
         return self.cells
 
 
-def _mutate(table: str, mutations: Sequence[protocol.Mutation]) -> MutateResult:
+def _mutate(
+    table: str, mutations: Sequence[protocol.Mutation], tickets: list[Ticket]
+) -> MutateResult:
     spans = spans_for_write(table)  # under the shared ownership lock until commit
     results: list[dict[str, Any] | None] = [None] * len(mutations)
     todo: list[int] = []
+    replicated_keys: set[str] = set()
     any_outdated = False
     for i, m in enumerate(mutations):
         missing = _missing_field(m)
@@ -299,8 +359,13 @@ def _mutate(table: str, mutations: Sequence[protocol.Mutation]) -> MutateResult:
             results[i] = _error(
                 m.key, "range_frozen", "the key range is being moved; retry shortly", True
             )
+        elif span.replicated and not shipper.serving(span):
+            results[i] = _error(m.key, LeaderUnavailable.code,
+                                LeaderUnavailable.default_message, True)  # fmt: skip
         else:
             todo.append(i)
+            if span.replicated:
+                replicated_keys.add(m.key)
 
     states = _lock_rows(table, sorted({mutations[i].key for i in todo}))
     for i in todo:
@@ -308,7 +373,11 @@ def _mutate(table: str, mutations: Sequence[protocol.Mutation]) -> MutateResult:
         state = states.get(m.key) or states.setdefault(m.key, _State(None, None, False))
         results[i] = _apply(state, m)
 
-    _write(table, states)
+    if replicated_keys:  # pending before the commit: no read may see them unreplicated
+        tickets.append(shipper.begin(table, sorted(replicated_keys)))
+    first, last = _write(table, states)
+    if tickets:
+        tickets[0].first_seq, tickets[0].last_seq = first, last
     return MutateResult(
         [r for r in results if r is not None], metadata_wire() if any_outdated else None
     )
@@ -378,8 +447,9 @@ def _apply(state: _State, m: protocol.Mutation) -> dict[str, Any]:
     return {"key": key, "status": "deleted", "error": None}
 
 
-def _write(table: str, states: dict[str, _State]) -> None:
-    """Bulk insert/update/delete the changed rows, then append their change-log entries."""
+def _write(table: str, states: dict[str, _State]) -> tuple[int, int]:
+    """Bulk insert/update/delete the changed rows, then append their change-log entries;
+    returns the first and last seq appended ((0, 0): none)."""
     inserts: list[tuple[str, str, str]] = []
     updates: list[tuple[str, int]] = []
     deletes: list[int] = []
@@ -412,5 +482,7 @@ def _write(table: str, states: dict[str, _State]) -> None:
             )
     for i in range(0, len(deletes), CHUNK):
         Row.objects.filter(id__in=deletes[i : i + CHUNK]).delete()
-    if changes:
-        changes_append(table, changes)
+    if not changes:
+        return 0, 0
+    last = changes_append(table, changes)
+    return last - len(changes) + 1, last

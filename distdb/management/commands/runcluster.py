@@ -60,6 +60,21 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--master-port", type=int, default=3000)
         parser.add_argument("--tablet-ports", default="7000,8000")
+        parser.add_argument(
+            "--tablets",
+            type=int,
+            default=0,
+            help="number of tablet servers, on ports 7000, 8000, 9000, ... (overrides "
+            "--tablet-ports)",
+        )
+        parser.add_argument(
+            "--rf",
+            type=int,
+            default=2,
+            choices=range(1, 6),
+            help="replication factor of tables created without one (default 2: a leader "
+            "and a follower per range; 1: no replicas)",
+        )
         parser.add_argument("--client-ports", default="5000,6000")
         parser.add_argument(
             "--node-hosts",
@@ -107,7 +122,11 @@ class Command(BaseCommand):
             data_dir=settings.DISTDB_DATA_DIR,
             host=settings.DISTDB_HOST,
             master_port=options["master_port"],
-            tablet_ports=_ports(options["tablet_ports"]),
+            tablet_ports=(
+                [7000 + 1000 * i for i in range(options["tablets"])]
+                if options["tablets"] > 0
+                else _ports(options["tablet_ports"])
+            ),
             client_ports=_ports(options["client_ports"]),
             hosts=_node_hosts(options["node_hosts"]),
             # The URL as configured, without the password a file adds (the processes
@@ -118,6 +137,7 @@ class Command(BaseCommand):
             client_workers=options["client_workers"],
             # One process per tablet server where the server has lifespan (DESIGN §5).
             link_in_server=options["server"] != "daphne" and not options["separate_link"],
+            default_rf=options["rf"],
         )
         try:
             info = cluster_prepare(cfg, log=lambda m: self.stdout.write(f"[prepare] {m}"))
