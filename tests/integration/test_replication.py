@@ -129,7 +129,12 @@ def _present(cluster: LocalCluster, table: str, keys: list[str]) -> set[str]:
     for lo in range(0, len(keys), 200):
         chunk = keys[lo : lo + 200]
         url = f"{_tables(cluster)}/{table}/rows?keys={','.join(chunk)}"
-        status, body, _ = call("GET", url, cluster.api_token, timeout=30)
+        deadline = time.monotonic() + 30
+        while True:  # 503 + Retry-After (a breaker probing a server just back): retry
+            status, body, headers = call("GET", url, cluster.api_token, timeout=30)
+            if status != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(float(headers.get("Retry-After", "1")))
         assert status == 200, body
         found |= {row["key"] for row in body["rows"]}
     return found
@@ -169,3 +174,96 @@ def test_a_killed_leader_fails_over_within_the_heartbeat_timeout_and_loses_nothi
         assert writer.longest_gap_s < HEARTBEAT_TIMEOUT_S + 2
         missing = set(writer.acked) - _present(cluster, "orders", writer.acked)
         assert not missing, f"{len(missing)} acknowledged writes lost: {sorted(missing)[:10]}"
+
+
+def _kill_tablet(cluster: LocalCluster, node: str) -> None:
+    cluster.kill(node)
+    if not cluster.cfg.link_in_server:
+        cluster.kill(f"{node}-link")
+
+
+def _start_tablet(cluster: LocalCluster, node: str) -> None:
+    names = [node] if cluster.cfg.link_in_server else [node, f"{node}-link"]
+    cluster.start(*names)
+    cluster.wait_ready(*names, timeout=120)
+
+
+def _stored_rows(cluster: LocalCluster, node: str, table: str) -> int:
+    code = f"from tablet_app.models import Row; print(Row.objects.filter(table={table!r}).count())"
+    return int(cluster.shell(node, code))
+
+
+def test_a_lost_disk_loses_nothing_and_the_copy_is_rebuilt_from_the_survivor(tmp_path):
+    with _cluster(tmp_path, tablets=2) as cluster:
+        _create(cluster, "orders")
+        leader, [follower] = _in_sync(cluster, "orders")
+        with Writer(cluster, "orders") as writer:
+            _wait("some writes", lambda: len(writer.acked) > 50)
+            _kill_tablet(cluster, leader)
+            for suffix in ("", "-wal", "-shm"):  # the disk is gone: database and log
+                (cluster.data_dir / f"{leader}.sqlite3{suffix}").unlink(missing_ok=True)
+            _wait("the follower to lead", lambda: _leader(cluster, "orders")[0] == follower)
+            before = len(writer.acked)
+            _wait("writes after the failover", lambda: len(writer.acked) > before + 30)
+            # A new, empty disk: the server comes back with nothing and is re-seeded.
+            cluster.manage("migrate", "--no-input", node=leader)
+            _start_tablet(cluster, leader)
+            _wait("the wiped server to rejoin as follower",
+                  lambda: _leader(cluster, "orders") == (follower, [leader]), timeout=90)  # fmt: skip
+            after_rejoin = len(writer.acked)
+            _wait("writes replicated to the rejoined copy",
+                  lambda: len(writer.acked) > after_rejoin + 30)  # fmt: skip
+        acked = writer.acked
+        missing = set(acked) - _present(cluster, "orders", acked)
+        assert not missing, f"{len(missing)} acknowledged writes lost: {sorted(missing)[:10]}"
+        # The rebuilt copy holds every row the leader has (replication is synchronous).
+        assert _stored_rows(cluster, leader, "orders") == _stored_rows(cluster, follower, "orders")
+        # And it is a real replica: the leader dies, the rebuilt copy serves everything.
+        _kill_tablet(cluster, follower)
+        _wait("the rebuilt copy to lead", lambda: _leader(cluster, "orders")[0] == leader)
+        missing = set(acked) - _present(cluster, "orders", acked)
+        assert not missing, f"{len(missing)} writes missing from the rebuilt copy"
+
+
+def test_losing_the_only_follower_shrinks_the_in_sync_set_and_it_rejoins_when_back(tmp_path):
+    with _cluster(tmp_path, tablets=2) as cluster:
+        _create(cluster, "orders")
+        leader, [follower] = _in_sync(cluster, "orders")
+        with Writer(cluster, "orders") as writer:
+            _wait("some writes", lambda: len(writer.acked) > 30)
+            _kill_tablet(cluster, follower)
+            _wait("the follower dropped", lambda: _leader(cluster, "orders") == (leader, []))
+            before = len(writer.acked)
+            _wait("writes without the follower", lambda: len(writer.acked) > before + 30)
+            gap_s = writer.longest_gap_s
+            _start_tablet(cluster, follower)
+            _wait("the follower to rejoin",
+                  lambda: _leader(cluster, "orders") == (leader, [follower]), timeout=90)  # fmt: skip
+            after = len(writer.acked)
+            _wait("writes replicated again", lambda: len(writer.acked) > after + 30)
+        print(f"follower lost: writes stalled {gap_s:.2f} s at most")
+        assert gap_s < HEARTBEAT_TIMEOUT_S + 2
+        assert _stored_rows(cluster, leader, "orders") == _stored_rows(cluster, follower, "orders")
+        _kill_tablet(cluster, leader)  # the rejoined follower holds every acknowledged write
+        _wait("the rejoined follower to lead", lambda: _leader(cluster, "orders")[0] == follower)
+        missing = set(writer.acked) - _present(cluster, "orders", writer.acked)
+        assert not missing, f"{len(missing)} acknowledged writes lost: {sorted(missing)[:10]}"
+
+
+def test_an_rf_1_table_has_no_follower_and_no_failover(tmp_path):
+    with _cluster(tmp_path, tablets=2) as cluster:
+        cluster.shell("master", "from master_app.services.tables import table_create; "
+                      "print(table_create('plain', 'str', None, 1).rf)")  # fmt: skip
+        rows = [{"key": f"p{i}", "cells": {"n": i}} for i in range(20)]
+        status, body, _ = call("POST", f"{_tables(cluster)}/plain/rows", cluster.api_token, rows)
+        assert status == 201, body
+        time.sleep(4)  # re-replication runs every 3 s: it must leave rf=1 alone
+        leader, followers = _leader(cluster, "plain")
+        assert followers == []
+        _kill_tablet(cluster, leader)
+        time.sleep(8)  # longer than lease + margin: an rf=2 range would have failed over
+        assert _leader(cluster, "plain") == (leader, [])
+        status, body, headers = call("GET", f"{_tables(cluster)}/plain/rows/p1", cluster.api_token)
+        assert status == 503 and "Retry-After" in headers, body
+        _start_tablet(cluster, leader)
+        assert _present(cluster, "plain", [r["key"] for r in rows]) == {r["key"] for r in rows}
