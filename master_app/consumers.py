@@ -53,7 +53,12 @@ from distdb.protocol import (
 )
 from master_app.services.link import ALL_TABLETS, tablet_group
 from master_app.services.metadata import metadata_current, metadata_version_current
-from master_app.services.replicas import deposed_settle, failover_check, lease_grant
+from master_app.services.replicas import (
+    amnesia_settle,
+    deposed_settle,
+    failover_check,
+    lease_grant,
+)
 from master_app.services.servers import (
     tablet_server_connect,
     tablet_server_disconnect,
@@ -175,6 +180,8 @@ class TabletLinkConsumer(AsyncWebsocketConsumer):
             return
         await database_sync_to_async(tablet_server_connect)(self.node_id, hello.url)
         await database_sync_to_async(deposed_settle)(self.node_id, hello.last_seq)
+        if hello.metadata_version == 0:  # a new database: it holds nothing any more
+            await database_sync_to_async(amnesia_settle)(self.node_id)
         await self.channel_layer.group_add(tablet_group(self.node_id), self.channel_name)
         await self.channel_layer.group_add(ALL_TABLETS, self.channel_name)
         welcome = Welcome(heartbeat_s=settings.DISTDB_HEARTBEAT_S)

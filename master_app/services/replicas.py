@@ -232,6 +232,52 @@ def deposed_settle(node_id: str, last_seq: int) -> None:
             server.save(update_fields=fields)
 
 
+def amnesia_settle(node_id: str) -> int:
+    """A server said hello with no metadata at all: its database is new (a lost disk, a
+    wiped host). Whatever the metadata says it holds, it holds nothing now, so before it
+    is sent any metadata: it leaves every in-sync set, and every replicated range it leads
+    goes to an in-sync follower — alive or not (a range waiting for its follower to come
+    back is unavailable; one led by an empty server would be *lost*: its first act as a
+    "new" leader would be to replicate its emptiness). The server is then re-seeded by
+    re-replication like any new one. Returns how many ranges changed.
+
+    No lease needs to run out first: this node id answers from a new process with a new
+    database, so the one that held the old lease is gone.
+    """
+    changed = 0
+    tables = Table.objects.filter(rf__gt=1).filter(
+        pk__in=Tablet.objects.values_list("table_id", flat=True)
+    )
+    for table in tables:
+        count = [0]
+
+        def assignments(table: Table = table, count: list[int] = count) -> list[RangeAssignment]:
+            out = []
+            for a in assignments_current(table):
+                followers = tuple(f for f in a.in_sync if f != node_id)
+                if a.server_id == node_id and followers:
+                    a = RangeAssignment(a.table, a.start, a.end, followers[0], followers[1:])
+                    count[0] += 1
+                elif followers != a.in_sync:
+                    a = RangeAssignment(a.table, a.start, a.end, a.server_id, followers)
+                    count[0] += 1
+                out.append(a)
+            if not count[0]:
+                raise _NothingToChange
+            return out
+
+        try:
+            version = metadata_commit(table, assignments, f"{node_id} came back without its data")
+        except _NothingToChange:
+            continue
+        changed += count[0]
+        log.warning("%s came back with an empty database: %d range(s) of %s re-assigned (v%s)",
+                    node_id, count[0], table.name, version)  # fmt: skip
+    if changed:
+        repair_soon()
+    return changed
+
+
 # --- in-sync sets ---------------------------------------------------------------------------------
 
 
@@ -334,6 +380,7 @@ def _repair_target(tablet: Tablet) -> str | None:
 __all__ = [
     "Promotion",
     "RepairReport",
+    "amnesia_settle",
     "deposed_settle",
     "failover_check",
     "in_sync_shrink",

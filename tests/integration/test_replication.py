@@ -267,3 +267,25 @@ def test_an_rf_1_table_has_no_follower_and_no_failover(tmp_path):
         assert status == 503 and "Retry-After" in headers, body
         _start_tablet(cluster, leader)
         assert _present(cluster, "plain", [r["key"] for r in rows]) == {r["key"] for r in rows}
+
+
+def test_a_wiped_leader_back_before_its_lease_ends_leads_nothing_and_erases_nothing(tmp_path):
+    """Restarted with an empty database before the master failed it over: it must not go
+    on leading (it would replicate its emptiness to the follower)."""
+    with _cluster(tmp_path, tablets=2) as cluster:
+        _create(cluster, "orders")
+        leader, [follower] = _in_sync(cluster, "orders")
+        with Writer(cluster, "orders") as writer:
+            _wait("some writes", lambda: len(writer.acked) > 50)
+            _kill_tablet(cluster, leader)
+            for suffix in ("", "-wal", "-shm"):
+                (cluster.data_dir / f"{leader}.sqlite3{suffix}").unlink(missing_ok=True)
+            cluster.manage("migrate", "--no-input", node=leader)
+            _start_tablet(cluster, leader)  # well within lease + margin of the kill
+            _wait("the follower to lead", lambda: _leader(cluster, "orders")[0] == follower)
+            before = len(writer.acked)
+            _wait("writes after the hand-over", lambda: len(writer.acked) > before + 30)
+            _wait("the wiped server to rejoin as follower",
+                  lambda: _leader(cluster, "orders") == (follower, [leader]), timeout=90)  # fmt: skip
+        missing = set(writer.acked) - _present(cluster, "orders", writer.acked)
+        assert not missing, f"{len(missing)} acknowledged writes lost: {sorted(missing)[:10]}"
