@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--move-weight", type=int, default=3, help="how many times as often moves are drawn"
     )
+    parser.add_argument(
+        "--rf", type=int, default=2, help="replication factor of the workload's tables"
+    )
+    parser.add_argument("--tablets", type=int, default=2, help="tablet servers")
     parser.add_argument("--out", type=Path, default=None, help="default chaos/results/<run>")
     args = parser.parse_args(argv)
     kinds = tuple(k for k in args.nemesis.split(",") if k)
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             kinds=kinds,
             max_active=args.max_active,
             move_weight=args.move_weight,
+            rf=args.rf,
+            tablets=args.tablets,
         )
     )
     print(result.summary())

@@ -20,7 +20,11 @@ Faults (``NEMESES``):
   host from all others, or the hosts split in two at random; packets are dropped, not
   refused, so connections hang until their timeouts (``distdb.cluster.netns``);
 * ``clock``: step one node's wall clock forward or back by seconds to minutes, as a bad
-  NTP step would (monotonic clocks run on; ``chaos/native/clockshift.c``).
+  NTP step would (monotonic clocks run on; ``chaos/native/clockshift.c``);
+* ``disk``: a tablet server loses its disk — SIGKILL it, delete its database, give it a
+  new empty one and restart it (replicated runs only: ``rf`` >= 2 survives one lost disk
+  at a time, so this fault starts only when no other fault is active and every range has
+  all its copies, and nothing else starts until it has ended).
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from typing import Any, Protocol
 import orjson
 
 log = logging.getLogger("chaos.nemesis")
-NEMESES = ("kill", "pause", "db_lock", "move", "rebalance", "partition", "clock")
+NEMESES = ("kill", "pause", "db_lock", "move", "rebalance", "partition", "clock", "disk")
+REPLICATED_ONLY = ("disk",)  # faults only a replicated cluster is meant to survive
 NEEDS_PLACEMENT = ("partition", "clock")  # need namespaces / the clock shifter to run
 CLOCK_STEP_S = (5.0, 300.0)  # how far a clock is stepped, either way
 
@@ -59,6 +64,9 @@ class Controls(Protocol):
     def heal_partitions(self) -> None: ...
     def node_ids(self) -> list[str]: ...
     def clock_step(self, node_id: str, offset_s: float) -> None: ...
+    def wipe(self, node_id: str) -> None: ...
+    def start_node(self, node_id: str) -> None: ...
+    def fully_replicated(self) -> bool: ...
 
 
 @dataclass
@@ -92,6 +100,7 @@ class Nemesis:
     _active: list[threading.Thread] = field(default_factory=list)
     _busy: set[str] = field(default_factory=set)  # targets with a fault on them now
     _draining: str | None = None  # the server the move nemesis drained last
+    _alone: bool = False  # a fault that must run alone (``disk``) is running
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self, stop: threading.Event) -> None:
@@ -107,7 +116,15 @@ class Nemesis:
             self._active = [t for t in self._active if t.is_alive()]
             if target is None or len(self._active) >= self.max_active:
                 continue
-            exclusive = kind in ("kill", "pause", "db_lock", "partition", "clock")
+            if not self._active:
+                self._alone = False
+            if self._alone or (kind == "disk" and self._active):
+                continue
+            if kind == "disk":
+                if not self.controls.fully_replicated():
+                    continue
+                self._alone = True
+            exclusive = kind in ("kill", "pause", "db_lock", "partition", "clock", "disk")
             with self._lock:
                 if exclusive and target in self._busy:
                     continue
@@ -131,7 +148,7 @@ class Nemesis:
             return sorted(self.controls.process_names())
         if kind == "db_lock":
             return ["master", *sorted(self.controls.tablet_ids())]
-        if kind == "move":
+        if kind in ("move", "disk"):
             return sorted(self.controls.tablet_ids())
         if kind == "partition":
             return ["network"]  # one partition at a time: healing undoes every cut
@@ -159,6 +176,17 @@ class Nemesis:
         self.controls.kill(target)
         time.sleep(duration)
         self.controls.restart(target)
+
+    def _disk(
+        self, target: str, duration: float, variant: bool, fault: Fault, rng: random.Random
+    ) -> None:
+        """Lose ``target``'s disk; it comes back empty after ``duration`` (``variant``: at
+        once, within its lease, before the master could fail it over)."""
+        self.controls.wipe(target)
+        fault.note = "back at once" if variant else f"back after {duration:.1f} s"
+        if not variant:
+            time.sleep(duration)
+        self.controls.start_node(target)
 
     def _pause(
         self, target: str, duration: float, variant: bool, fault: Fault, rng: random.Random

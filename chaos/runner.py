@@ -33,7 +33,7 @@ import orjson
 
 from chaos.checker import check_history, inserts_check
 from chaos.clockshift import build_clockshift, clockshift_unavailable
-from chaos.nemesis import NEMESES, Nemesis
+from chaos.nemesis import NEMESES, REPLICATED_ONLY, Nemesis
 from chaos.ownership import ownership_check
 from chaos.workload import (
     INSERT_TABLE,
@@ -62,6 +62,12 @@ CLUSTER_ENV = {
     "DISTDB_REBALANCE_MIN_ROWS": "1",
     "DISTDB_REBALANCE_THRESHOLD": "0.01",
     "DISTDB_TABLET_TIMEOUT_S": "3",
+    # Replication: leases and repairs short enough that failovers and re-replications
+    # happen many times in a run.
+    "DISTDB_LEADER_LEASE_S": "3",
+    "DISTDB_LEADER_LEASE_MARGIN_S": "1",
+    "DISTDB_REPAIR_INTERVAL_S": "3",
+    "DISTDB_REPLICATE_TIMEOUT_S": "1",
 }
 
 
@@ -77,6 +83,8 @@ class ChaosConfig:
     move_weight: int = 3  # moves are drawn this many times as often as each other fault
     recover_s: float = 60.0
     filler_rows: int = 400  # rows in the inserts table before the run, so moves carry data
+    rf: int = 2  # the tables' replication factor (1: no replicas, and no ``disk`` nemesis)
+    tablets: int = 2
     skipped: dict[str, str] = field(default_factory=dict)  # nemeses left out, and why
 
 
@@ -160,6 +168,31 @@ class _Controls:
     def clock_step(self, node_id: str, offset_s: float) -> None:
         self.cluster.clock_step(node_id, offset_s)
 
+    def _tablet_processes(self, node_id: str) -> list[str]:
+        return [n for n in (node_id, f"{node_id}-link") if n in self.cluster.processes]
+
+    def wipe(self, node_id: str) -> None:
+        """SIGKILL the tablet server, delete its database, migrate a new empty one."""
+        self.cluster.kill(*self._tablet_processes(node_id))
+        for suffix in ("", "-wal", "-shm"):
+            (self.cluster.data_dir / f"{node_id}.sqlite3{suffix}").unlink(missing_ok=True)
+        self.cluster.manage("migrate", "--no-input", node=node_id, timeout=120)
+
+    def start_node(self, node_id: str) -> None:
+        self.cluster.start(*self._tablet_processes(node_id))
+
+    def fully_replicated(self) -> bool:
+        """Whether every range of every replicated table has all its copies now."""
+        code = (
+            "from master_app.models import Tablet; "
+            "print(all(1 + len(t.in_sync) >= t.table.rf "
+            "for t in Tablet.objects.select_related('table')))"
+        )
+        try:
+            return self.cluster.shell("master", code) == "True"
+        except (ClusterError, subprocess.TimeoutExpired):
+            return False
+
     def _network(self) -> Network:
         if self.cluster.cfg.network is None:
             raise ClusterError("this cluster's hosts are not in network namespaces")
@@ -183,10 +216,18 @@ def chaos_run(cfg: ChaosConfig) -> ChaosResult:
     skipped = placement_unavailable(cfg.kinds)
     for kind, why in skipped.items():
         log.warning("the %s nemesis cannot run here: %s", kind, why)
+    if cfg.rf < 2:
+        for kind in REPLICATED_ONLY:
+            if kind in cfg.kinds:
+                skipped[kind] = "the tables have one copy (rf=1): a lost disk loses data"
     cfg.kinds = tuple(k for k in cfg.kinds if k not in skipped)
     cfg.skipped = skipped
     cluster_cfg = ClusterConfig.on_free_ports(
-        cfg.out_dir / "cluster", env=dict(CLUSTER_ENV), netns="partition" in cfg.kinds
+        cfg.out_dir / "cluster",
+        tablets=cfg.tablets,
+        env=dict(CLUSTER_ENV),
+        netns="partition" in cfg.kinds,
+        default_rf=cfg.rf,
     )
     if "clock" in cfg.kinds:
         cluster_cfg.clock_shift_lib = build_clockshift(cfg.out_dir)

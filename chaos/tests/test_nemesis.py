@@ -59,6 +59,15 @@ class FakeControls:
     def clock_step(self, node_id: str, offset_s: float) -> None:
         self._record("clock", f"{node_id} {offset_s:+.0f}")
 
+    def wipe(self, node_id: str) -> None:
+        self._record("wipe", node_id)
+
+    def start_node(self, node_id: str) -> None:
+        self._record("start", node_id)
+
+    def fully_replicated(self) -> bool:
+        return True
+
 
 class Ticks:
     """A clock that advances one second per reading."""
@@ -117,13 +126,13 @@ def test_adjacent_owned_ranges_merge():
 
 
 def test_ownership_that_matches_the_metadata_has_no_problem():
-    assigned = [("t", "", "m", "tablet-1"), ("t", "m", None, "tablet-2")]
+    assigned = [("t", "", "m", "tablet-1", []), ("t", "m", None, "tablet-2", [])]
     owned = {"tablet-1": [("t", "", "c"), ("t", "c", "m")], "tablet-2": [("t", "m", None)]}
     assert ownership_compare(assigned, owned) == []
 
 
 def test_a_range_owned_twice_or_by_nobody_is_a_problem():
-    assigned = [("t", "", "m", "tablet-1"), ("t", "m", None, "tablet-2")]
+    assigned = [("t", "", "m", "tablet-1", []), ("t", "m", None, "tablet-2", [])]
     twice = {"tablet-1": [("t", "", None)], "tablet-2": [("t", "m", None)]}
     assert any("tablet-1 owns" in p for p in ownership_compare(assigned, twice))
     nobody = {"tablet-1": [("t", "", "m")], "tablet-2": []}
@@ -131,7 +140,7 @@ def test_a_range_owned_twice_or_by_nobody_is_a_problem():
 
 
 def test_metadata_with_a_hole_is_a_problem():
-    assigned = [("t", "", "f", "tablet-1"), ("t", "m", None, "tablet-2")]
+    assigned = [("t", "", "f", "tablet-1", []), ("t", "m", None, "tablet-2", [])]
     owned = {"tablet-1": [("t", "", "f")], "tablet-2": [("t", "m", None)]}
     assert any("gap or overlap" in p for p in ownership_compare(assigned, owned))
 
@@ -168,3 +177,28 @@ def test_the_fault_details_replay_with_the_seed():
     first = run_schedule(seed=9, ticks=120)[1].calls
     again = run_schedule(seed=9, ticks=120)[1].calls
     assert first == again
+
+
+def test_a_follower_that_does_not_follow_what_the_metadata_says_is_a_problem():
+    assigned = [("t", "", None, "tablet-1", ["tablet-2"])]
+    owned = {"tablet-1": [("t", "", None)], "tablet-2": []}
+    assert ownership_compare(assigned, owned, {"tablet-1": [], "tablet-2": [("t", "", None)]}) == []
+    problems = ownership_compare(assigned, owned, {"tablet-1": [], "tablet-2": []})
+    assert any("tablet-2 follows" in p for p in problems)
+    stale = {"tablet-1": [("t", "", None)], "tablet-2": [("t", "", None)]}
+    assert any("tablet-1 follows" in p for p in ownership_compare(assigned, owned, stale))
+
+
+def test_a_disk_fault_runs_alone_and_brings_the_server_back():
+    controls = FakeControls()
+    nemesis = Nemesis(
+        controls, random.Random(1), Ticks(), kinds=("disk",), interval_s=(0, 0), fault_s=(0, 0),
+        inline=True,
+    )
+    stop = threading.Event()
+    waits = iter(range(6))
+    stop.wait = lambda timeout=None: next(waits, None) is None  # type: ignore[method-assign]
+    nemesis.run(stop)
+    wiped = [n for what, n in controls.calls if what == "wipe"]
+    started = [n for what, n in controls.calls if what == "start"]
+    assert wiped and wiped == started
