@@ -60,8 +60,11 @@ def _status(cluster: LocalCluster) -> dict:
 
 
 def _metadata(cluster: LocalCluster) -> dict:
-    status, body, _ = call("GET", cluster.node_url("master") + "/internal/v1/metadata",
-                           cluster.server_token("client-1"))  # fmt: skip
+    status, body, _ = call(
+        "GET",
+        cluster.node_url("master") + "/internal/v1/metadata",
+        cluster.server_token("client-1"),
+    )
     assert status == 200, body
     return body
 
@@ -99,8 +102,13 @@ class Writer:
             key = f"k{i:06d}"
             url = f"{_tables(self.cluster, i % 2)}/{self.table}/rows"
             try:
-                status, body, _ = call("POST", url, self.cluster.api_token,
-                                       [{"key": key, "cells": {"n": i}}], timeout=15)  # fmt: skip
+                status, body, _ = call(
+                    "POST",
+                    url,
+                    self.cluster.api_token,
+                    [{"key": key, "cells": {"n": i}}],
+                    timeout=15,
+                )
             except OSError as exc:
                 status, body = 0, str(exc)
             if status == 201:
@@ -146,8 +154,10 @@ def _leader(cluster: LocalCluster, table: str) -> tuple[str, list[str]]:
 
 
 def _in_sync(cluster: LocalCluster, table: str) -> tuple[str, list[str]]:
-    return _wait(f"{table} to have an in-sync follower",
-                 lambda: (lambda t: t if t[1] else None)(_leader(cluster, table)))  # fmt: skip
+    return _wait(
+        f"{table} to have an in-sync follower",
+        lambda: (lambda t: t if t[1] else None)(_leader(cluster, table)),
+    )
 
 
 def test_a_killed_leader_fails_over_within_the_heartbeat_timeout_and_loses_nothing(tmp_path):
@@ -160,17 +170,20 @@ def test_a_killed_leader_fails_over_within_the_heartbeat_timeout_and_loses_nothi
             if cluster.cfg.link_in_server is False:
                 cluster.kill(f"{leader}-link")
             killed_at = time.monotonic()
-            new_leader, _ = _wait("a new leader",
-                                  lambda: (lambda t: t if t[0] != leader else None)(
-                                      _leader(cluster, "orders")))  # fmt: skip
+            new_leader, _ = _wait(
+                "a new leader",
+                lambda: (lambda t: t if t[0] != leader else None)(_leader(cluster, "orders")),
+            )
             assert new_leader in followers
             before = len(writer.acked)
             _wait("writes after the failover", lambda: len(writer.acked) > before + 20)
             recovered_s = time.monotonic() - killed_at
             # rf restored: the third server becomes the new follower.
             _wait("rf restored", lambda: _leader(cluster, "orders")[1], timeout=90)
-        print(f"failover: writes stalled {writer.longest_gap_s:.2f} s at most "
-              f"(recovered {recovered_s:.1f} s after the kill)")  # fmt: skip
+        print(
+            f"failover: writes stalled {writer.longest_gap_s:.2f} s at most "
+            f"(recovered {recovered_s:.1f} s after the kill)"
+        )
         assert writer.longest_gap_s < HEARTBEAT_TIMEOUT_S + 2
         missing = set(writer.acked) - _present(cluster, "orders", writer.acked)
         assert not missing, f"{len(missing)} acknowledged writes lost: {sorted(missing)[:10]}"
@@ -208,11 +221,16 @@ def test_a_lost_disk_loses_nothing_and_the_copy_is_rebuilt_from_the_survivor(tmp
             # A new, empty disk: the server comes back with nothing and is re-seeded.
             cluster.manage("migrate", "--no-input", node=leader)
             _start_tablet(cluster, leader)
-            _wait("the wiped server to rejoin as follower",
-                  lambda: _leader(cluster, "orders") == (follower, [leader]), timeout=90)  # fmt: skip
+            _wait(
+                "the wiped server to rejoin as follower",
+                lambda: _leader(cluster, "orders") == (follower, [leader]),
+                timeout=90,
+            )
             after_rejoin = len(writer.acked)
-            _wait("writes replicated to the rejoined copy",
-                  lambda: len(writer.acked) > after_rejoin + 30)  # fmt: skip
+            _wait(
+                "writes replicated to the rejoined copy",
+                lambda: len(writer.acked) > after_rejoin + 30,
+            )
         acked = writer.acked
         missing = set(acked) - _present(cluster, "orders", acked)
         assert not missing, f"{len(missing)} acknowledged writes lost: {sorted(missing)[:10]}"
@@ -237,8 +255,11 @@ def test_losing_the_only_follower_shrinks_the_in_sync_set_and_it_rejoins_when_ba
             _wait("writes without the follower", lambda: len(writer.acked) > before + 30)
             gap_s = writer.longest_gap_s
             _start_tablet(cluster, follower)
-            _wait("the follower to rejoin",
-                  lambda: _leader(cluster, "orders") == (leader, [follower]), timeout=90)  # fmt: skip
+            _wait(
+                "the follower to rejoin",
+                lambda: _leader(cluster, "orders") == (leader, [follower]),
+                timeout=90,
+            )
             after = len(writer.acked)
             _wait("writes replicated again", lambda: len(writer.acked) > after + 30)
         print(f"follower lost: writes stalled {gap_s:.2f} s at most")
@@ -252,8 +273,11 @@ def test_losing_the_only_follower_shrinks_the_in_sync_set_and_it_rejoins_when_ba
 
 def test_an_rf_1_table_has_no_follower_and_no_failover(tmp_path):
     with _cluster(tmp_path, tablets=2) as cluster:
-        cluster.shell("master", "from master_app.services.tables import table_create; "
-                      "print(table_create('plain', 'str', None, 1).rf)")  # fmt: skip
+        cluster.shell(
+            "master",
+            "from master_app.services.tables import table_create; "
+            "print(table_create('plain', 'str', None, 1).rf)",
+        )
         rows = [{"key": f"p{i}", "cells": {"n": i}} for i in range(20)]
         status, body, _ = call("POST", f"{_tables(cluster)}/plain/rows", cluster.api_token, rows)
         assert status == 201, body
@@ -285,7 +309,10 @@ def test_a_wiped_leader_back_before_its_lease_ends_leads_nothing_and_erases_noth
             _wait("the follower to lead", lambda: _leader(cluster, "orders")[0] == follower)
             before = len(writer.acked)
             _wait("writes after the hand-over", lambda: len(writer.acked) > before + 30)
-            _wait("the wiped server to rejoin as follower",
-                  lambda: _leader(cluster, "orders") == (follower, [leader]), timeout=90)  # fmt: skip
+            _wait(
+                "the wiped server to rejoin as follower",
+                lambda: _leader(cluster, "orders") == (follower, [leader]),
+                timeout=90,
+            )
         missing = set(writer.acked) - _present(cluster, "orders", writer.acked)
         assert not missing, f"{len(missing)} acknowledged writes lost: {sorted(missing)[:10]}"
