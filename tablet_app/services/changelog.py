@@ -19,9 +19,13 @@ catch-up — ends with exactly the leader's rows, whatever it held before.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import orjson
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -153,3 +157,31 @@ def rows_upsert(table: str, cells_by_key: dict[str, str]) -> None:
             f" DO UPDATE SET {qn('cells')} = excluded.{qn('cells')}"
         ),
     )
+
+
+# --- how far the leader's shipper got (``replication``) -----------------------------------------
+
+
+def shipped_path() -> Path:
+    return Path(settings.DISTDB_DATA_DIR) / "run" / f"{settings.DISTDB_NODE_ID}.shipped"
+
+
+def shipped_store(seq: int) -> None:
+    """Record that every entry up to ``seq`` is on every in-sync follower (the shipper).
+
+    A file, not a row: it is written after every batch and needs no durability — after a
+    crash an older value only holds trims back more (the shipper starts over from the
+    oldest entry anyway)."""
+    path = shipped_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(str(seq))
+    tmp.replace(path)
+
+
+def shipped_read() -> int:
+    """The shipper's last recorded position (0: none recorded)."""
+    try:
+        return int(shipped_path().read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0

@@ -20,7 +20,12 @@ from django.db.models import QuerySet
 from distdb import protocol
 from distdb.errors import Conflict
 from tablet_app.models import ChangeLogEntry, FollowedRange, OwnedRange, Row
-from tablet_app.services.changelog import changes_append, entries_apply, rows_upsert
+from tablet_app.services.changelog import (
+    changes_append,
+    entries_apply,
+    rows_upsert,
+    shipped_read,
+)
 from tablet_app.services.freezes import freezes_due, range_freeze, range_unfreeze
 from tablet_app.services.locks import ownership_lock_shared
 from tablet_app.services.ownership import (
@@ -285,9 +290,14 @@ def changes_in_range_since(
 def changes_trim(upto_seq: int) -> int:
     """Delete entries with seq <= ``upto_seq`` (acknowledged by the master); returns the count.
 
+    Never past what the leader's shipper has sent to every in-sync follower while this
+    server leads a replicated range: the master may collect an entry before it is
+    replicated, and a trimmed entry would never reach the followers (``replication``).
     Deletes in seq windows of ``BATCH`` so no single transaction holds SQLite's write
     lock for long.
     """
+    if OwnedRange.objects.filter(replicated=True).exists():
+        upto_seq = min(upto_seq, shipped_read())
     total = 0
     while True:
         first = ChangeLogEntry.objects.filter(seq__lte=upto_seq).order_by("seq")

@@ -59,7 +59,7 @@ from distdb.errors import (
     error_from_dict,
 )
 from tablet_app.models import ChangeLogEntry, FollowedRange, OwnedRange
-from tablet_app.services.changelog import entries_apply
+from tablet_app.services.changelog import entries_apply, shipped_store
 from tablet_app.services.control import changes_batch
 from tablet_app.services.leader_lease import lease_current
 from tablet_app.services.locks import ownership_lock_shared
@@ -300,6 +300,7 @@ class Shipper:
                 for seq in sorted(self.failed)[: len(self.failed) - FAILED_KEEP]:
                     del self.failed[seq]
             self.shipped = entries[-1].seq
+            shipped_store(self.shipped)  # trims stop here (``control.changes_trim``)
             for ticket in self._tickets:
                 if ticket.last_seq and ticket.last_seq <= self.shipped:
                     self._release_locked(ticket)

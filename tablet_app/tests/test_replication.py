@@ -1,0 +1,124 @@
+"""Replication on a tablet server, without a cluster: metadata with followers, a follower's
+apply and its fencing, a promoted leader's snapshot, the lease, the trim cap."""
+
+from __future__ import annotations
+
+import pytest
+
+from distdb import protocol
+from distdb.errors import ReplicaBehind
+from tablet_app.models import ChangeLogEntry, FollowedRange, OwnedRange, Row
+from tablet_app.services import changes_trim, metadata_apply, rows_ingest
+from tablet_app.services.changelog import shipped_store
+from tablet_app.services.leader_lease import Lease, lease_clock
+from tablet_app.services.replication import replicate_apply
+from tablet_app.tests.conftest import NODE, OTHER
+
+pytestmark = pytest.mark.django_db
+
+
+def metadata(version: int, leader: str, followers: list[str], rf: int = 2) -> protocol.Metadata:
+    return protocol.Metadata(
+        version=version,
+        tables={"t": protocol.TableInfo(key_type="str", rf=rf)},
+        tablets=[
+            protocol.TabletAssignment(
+                table="t",
+                server=leader,
+                url=f"http://{leader}",
+                in_sync=[protocol.Follower(server=f, url=f"http://{f}") for f in followers],
+            )
+        ],
+    )
+
+
+def entry(seq: int, key: str, op: str = "put", cells: dict | None = None) -> protocol.ChangeEntry:
+    return protocol.ChangeEntry(
+        seq=seq, table="t", key=key, op=op, cells=cells if op != "delete" else None
+    )
+
+
+def rows() -> dict[str, str]:
+    return dict(Row.objects.filter(table="t").values_list("key", "cells"))
+
+
+def test_a_leader_knows_its_followers_and_a_follower_its_leader():
+    metadata_apply(metadata(1, NODE, [OTHER]), NODE)
+    owned = OwnedRange.objects.get()
+    assert owned.replicated and owned.followers == [[OTHER, f"http://{OTHER}"]]
+    metadata_apply(metadata(2, OTHER, [NODE]), NODE)
+    assert not OwnedRange.objects.exists()
+    followed = FollowedRange.objects.get()
+    assert (followed.leader, followed.version, followed.applied_seq) == (OTHER, 2, 0)
+
+
+def test_a_follower_applies_its_leaders_entries_in_order_and_skips_what_it_has():
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE)
+    answer = replicate_apply(
+        OTHER,
+        1,
+        [entry(2, "a", cells={"v": 2}), entry(1, "a", cells={"v": 1}), entry(3, "b", cells={})],
+    )
+    assert answer.applied == 3 and answer.refused == []
+    assert rows() == {"a": '{"v":2}', "b": "{}"}
+    replicate_apply(OTHER, 1, [entry(1, "a", cells={"v": 1})])  # re-sent: never older again
+    assert rows()["a"] == '{"v":2}'
+    replicate_apply(OTHER, 1, [entry(4, "a", op="delete")])
+    assert rows() == {"b": "{}"}
+    assert FollowedRange.objects.get().applied_seq == 4
+    assert not ChangeLogEntry.objects.exists()  # the leader's log is the one collected
+
+
+def test_a_follower_refuses_a_deposed_leader_and_waits_for_a_newer_version():
+    metadata_apply(metadata(5, OTHER, [NODE]), NODE)
+    refused = replicate_apply("tablet-9", 4, [entry(1, "a", cells={})])
+    assert refused.refused == [1] and rows() == {}
+    with pytest.raises(ReplicaBehind):
+        replicate_apply("tablet-9", 6, [entry(1, "a", cells={})])
+
+
+def test_a_clear_empties_the_followed_range_before_the_images_that_follow():
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE)
+    replicate_apply(OTHER, 1, [entry(1, "ghost", cells={}), entry(2, "kept", cells={"v": 1})])
+    clear = protocol.ChangeEntry(seq=3, table="t", key="", op="clear", cells={"end": None})
+    replicate_apply(OTHER, 1, [clear, entry(4, "kept", cells={"v": 1})])
+    assert rows() == {"kept": '{"v":1}'}
+
+
+def test_a_promoted_follower_logs_a_clear_and_a_full_image_of_its_rows():
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE)
+    rows_ingest("t", [protocol.Row(key=k, cells={"k": k}) for k in "ab"], log_changes=False)
+    metadata_apply(metadata(2, NODE, []), NODE)
+    log = list(ChangeLogEntry.objects.order_by("seq").values_list("op", "key"))
+    assert log == [("clear", ""), ("put", "a"), ("put", "b")]
+    owned = OwnedRange.objects.get()
+    assert owned.ready_seq == ChangeLogEntry.objects.order_by("-seq").first().seq
+    metadata_apply(metadata(3, NODE, []), NODE)  # still the leader: no second snapshot
+    assert ChangeLogEntry.objects.count() == 3
+
+
+def test_an_rf_1_table_needs_no_lease_and_logs_no_snapshot():
+    metadata_apply(metadata(1, NODE, [], rf=1), NODE)
+    assert not OwnedRange.objects.get().replicated
+    assert not ChangeLogEntry.objects.exists()
+
+
+def test_a_lease_holds_until_its_deadline_and_only_at_an_applied_version():
+    from tablet_app.services.freezes import boot_id
+
+    now = lease_clock()
+    lease = Lease(now + 3, boot_id(), version=7)
+    assert lease.valid(7, now) and lease.valid(8, now)
+    assert not lease.valid(6, now)  # granted after a failover this server has not heard of
+    assert not lease.valid(7, now + 3)
+    assert not Lease(now + 3, "another boot", 7).valid(7, now)
+
+
+def test_a_leader_trims_its_log_only_as_far_as_it_has_replicated(settings, tmp_path):
+    settings.DISTDB_DATA_DIR = tmp_path
+    metadata_apply(metadata(1, NODE, [OTHER]), NODE)
+    rows_ingest("t", [protocol.Row(key=k, cells={}) for k in "abcd"], log_changes=True)
+    seqs = list(ChangeLogEntry.objects.order_by("seq").values_list("seq", flat=True))
+    shipped_store(seqs[1])
+    assert changes_trim(seqs[-1]) == 2
+    assert list(ChangeLogEntry.objects.values_list("seq", flat=True)) == seqs[2:]
