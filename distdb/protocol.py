@@ -690,3 +690,15 @@ MasterToTablet = Annotated[
 ]
 tablet_to_master_adapter: TypeAdapter[Hello | Heartbeat | Reply] = TypeAdapter(TabletToMaster)
 master_to_tablet_adapter: TypeAdapter[Any] = TypeAdapter(MasterToTablet)
+
+
+# --- replication: the operator's view (issue #10) -----------------------------------------------
+
+
+class TableRfRequest(Message):
+    """Change a table's replication factor (a client server relays the public API's
+    ``PATCH /api/v1/tables/{t}``; the table is in the URL). Answered with the metadata."""
+
+    type: Literal["table_rf"] = "table_rf"
+    rf: int = Field(ge=1, le=MAX_RF)
+
