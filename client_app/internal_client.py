@@ -306,10 +306,16 @@ async def master_metadata() -> protocol.Metadata:
 
 
 async def master_table_create(
-    name: str, key_type: protocol.KeyType, columns: list[str] | None
+    name: str, key_type: protocol.KeyType, columns: list[str] | None, rf: int | None = None
 ) -> protocol.Metadata:
-    request = protocol.TableCreateRequest(name=name, key_type=key_type, columns=columns)
+    request = protocol.TableCreateRequest(name=name, key_type=key_type, columns=columns, rf=rf)
     status, raw = await _master("POST", "tables", request)
+    return _decode(status, raw, protocol.Metadata, unavailable=MasterUnavailable, peer="master")
+
+
+async def master_table_rf_set(name: str, rf: int) -> protocol.Metadata:
+    """Change a table's replication factor at the master; answers the metadata after it."""
+    status, raw = await _master("POST", f"tables/{name}/rf", protocol.TableRfRequest(rf=rf))
     return _decode(status, raw, protocol.Metadata, unavailable=MasterUnavailable, peer="master")
 
 

@@ -20,6 +20,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from distdb.errors import ValidationFailed
+from distdb.protocol import MAX_RF
 
 from . import validation
 
@@ -154,6 +155,27 @@ class RowErrorSerializer(serializers.Serializer):
 # --- tables -------------------------------------------------------------------------------------
 
 
+class RfField(serializers.IntegerField):
+    """A replication factor: a JSON integer 1..MAX_RF (no "3", 3.0 or true: a typo in a
+    script should fail, not be read as something else)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_RF)
+        kwargs.setdefault(
+            "help_text",
+            "Replication factor: copies of each range (a leader and rf-1 followers on other "
+            "tablet servers), 1-5. 1: no replicas, no failover.",
+        )
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            raise serializers.ValidationError(f"an integer from 1 to {MAX_RF}")
+        value: int = super().to_internal_value(data)
+        return value
+
+
 class TableCreateSerializer(StrictSerializer):
     # \Z, not $ (which also matches before a final newline), and no trimming: a name
     # with spaces or a newline is refused, never silently turned into another name.
@@ -162,6 +184,11 @@ class TableCreateSerializer(StrictSerializer):
     )
     key_type = serializers.ChoiceField(choices=("int", "str"))
     columns = columns_field(required=False, allow_null=True, default=None)
+    rf = RfField(required=False, allow_null=True, default=None)
+
+
+class TableRfSerializer(StrictSerializer):
+    rf = RfField()
 
 
 class TableSerializer(serializers.Serializer):
@@ -169,6 +196,9 @@ class TableSerializer(serializers.Serializer):
     key_type = serializers.ChoiceField(choices=("int", "str"))
     columns = serializers.ListField(
         child=serializers.CharField(), allow_null=True, help_text="null: any column is allowed"
+    )
+    rf = serializers.IntegerField(
+        min_value=1, max_value=MAX_RF, help_text="Replication factor: copies of each range."
     )
 
 

@@ -9,13 +9,14 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
-from . import views
+from . import table_views, views
 from .errors import not_found
 
 public = {"authentication_classes": [], "permission_classes": [AllowAny]}
 
 urlpatterns = [
-    re_path(r"^v1/tables/?$", views.TablesView.as_view(), name="tables"),
+    re_path(r"^v1/tables/?$", table_views.TablesView.as_view(), name="tables"),
+    path("v1/tables/<str:table>", table_views.TableView.as_view(), name="table"),
     path("v1/tables/<str:table>/rows", views.RowsView.as_view(), name="rows"),
     path("v1/tables/<str:table>/rows:batch", views.BatchView.as_view(), name="rows-batch"),
     path("v1/tables/<str:table>/rows/<str:key>", views.RowView.as_view(), name="row"),

@@ -179,33 +179,6 @@ def keys_param(query) -> list[str] | None:
     return keys + query.getlist("key")
 
 
-class TablesView(ApiView):
-    @extend_schema(
-        operation_id="tables_list",
-        summary="List tables",
-        parameters=[RETRY_AFTER],
-        responses={200: s.TableListSerializer, **errors(503)},
-    )
-    async def get(self, request) -> Response:
-        tables = await services.tables_list()
-        return Response(
-            {"tables": [t for t in tables if not t["name"].startswith(SYSTEM_TABLE_PREFIX)]}
-        )
-
-    @extend_schema(
-        operation_id="table_create",
-        summary="Create a table",
-        parameters=[RETRY_AFTER],
-        request=s.TableCreateSerializer,
-        responses={201: s.TableSerializer, **errors(400, 409, 413, 415, 503)},
-    )
-    async def post(self, request) -> Response:
-        data = validated(s.TableCreateSerializer, self.body(request))
-        if data["name"].startswith(SYSTEM_TABLE_PREFIX):
-            raise validation.invalid("name", "names starting with _ are reserved for the system")
-        return Response(await services.table_create(**data), status=201)
-
-
 class RowsView(ApiView):
     @extend_schema(
         operation_id="rows_read_or_scan",

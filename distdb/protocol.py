@@ -12,6 +12,7 @@ only client servers convert between user keys and stored keys.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Final, Generic, Literal, TypeVar
 
 import orjson
@@ -690,3 +691,49 @@ MasterToTablet = Annotated[
 ]
 tablet_to_master_adapter: TypeAdapter[Hello | Heartbeat | Reply] = TypeAdapter(TabletToMaster)
 master_to_tablet_adapter: TypeAdapter[Any] = TypeAdapter(MasterToTablet)
+
+
+# --- replication: the operator's view (issue #10) -----------------------------------------------
+
+
+class TableRfRequest(Message):
+    """Change a table's replication factor (a client server relays the public API's
+    ``PATCH /api/v1/tables/{t}``; the table is in the URL). Answered with the metadata."""
+
+    type: Literal["table_rf"] = "table_rf"
+    rf: int = Field(ge=1, le=MAX_RF)
+
+
+class FollowedRangeState(Strict):
+    """A range a tablet server follows, and how far it has applied its leader's log."""
+
+    table: TableName
+    start: StoredKey = ""
+    end: StoredKey | None = None
+    leader: str
+    version: int = Field(ge=0)  # the metadata version that made it a follower
+    applied_seq: int = Field(ge=0)  # the leader's seq of the last entry applied here
+    applied_at: datetime | None = None
+    applied_age_s: float | None = None  # now - applied_at on the follower's own clock
+
+
+class LedRangeState(Strict):
+    """A replicated range a tablet server leads: the seq of its newest entry still in the
+    change log (0: none since the last trim), for its followers' lag."""
+
+    table: TableName
+    start: StoredKey = ""
+    end: StoredKey | None = None
+    last_seq: int = Field(ge=0)
+    followers: list[str] = []
+
+
+class ReplicationState(Message):
+    """A tablet server's replication at a glance (``GET /internal/v1/replication``, asked by
+    the master for ``cluster_status`` and the admin): what it follows and leads."""
+
+    type: Literal["replication_state"] = "replication_state"
+    node_id: str
+    last_seq: int = Field(ge=0)  # its own newest change-log seq (every range)
+    followed: list[FollowedRangeState] = []
+    led: list[LedRangeState] = []

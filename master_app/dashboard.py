@@ -15,7 +15,7 @@ from django.template.response import TemplateResponse
 
 from distdb.metrics import metrics_render
 from master_app import charts
-from master_app.services import dashboard
+from master_app.services import dashboard, replication_view
 
 
 def dashboard_view(request: HttpRequest) -> HttpResponse:
@@ -40,5 +40,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "tables": tables,
         "plan": dashboard.plan_preview(),
         "runs": dashboard.recent_runs(),
+        "replication": replication_view.replication_ranges(),
+        "failovers": replication_view.failovers_recent(10),
     }
     return TemplateResponse(request, "admin/master_app/dashboard.html", context)

@@ -4,6 +4,8 @@ GET  /internal/v1/metadata[?fence=1]      the current routing metadata (fenced: 
                                           commit in flight; tablets settling a freeze)
 POST /internal/v1/tables                  create a table (client servers relay the public API)
 POST /internal/v1/tables/{table}/keys     reserve a block of generated integer keys
+POST /internal/v1/tables/{table}/rf       change a table's replication factor (client
+                                          servers relay the public API's PATCH)
 GET  /internal/v1/api-tokens/revoked      ids of revoked public API tokens
 GET  /internal/v1/servers                 tablet servers whose heartbeats stopped (breakers)
 POST /internal/v1/replicas/shrink         a leader drops a follower that does not acknowledge
@@ -20,11 +22,12 @@ from distdb.protocol import (
     ServerStates,
     ShrinkRequest,
     TableCreateRequest,
+    TableRfRequest,
 )
 from master_app.services.metadata import metadata_current
 from master_app.services.replicas import in_sync_shrink
 from master_app.services.servers import tablet_servers_down
-from master_app.services.tables import keys_allocate, table_create
+from master_app.services.tables import keys_allocate, table_create, table_rf_set
 from master_app.services.tokens import api_tokens_revoked, server_tokens_revoked
 
 app = InternalApp(revoked=RevokedTokenIds(lambda: frozenset(server_tokens_revoked())))
@@ -52,6 +55,19 @@ async def create_table(request: InternalRequest):
 async def allocate_keys(request: InternalRequest):
     body = request.parse(KeyBlockRequest)
     return await run_sync(keys_allocate, request.params["table"], body.count, body.above)
+
+
+@app.route(
+    "POST", r"/internal/v1/tables/(?P<table>[A-Za-z0-9_-]{1,64})/rf", roles=("client", "master")
+)
+async def set_table_rf(request: InternalRequest):
+    body = request.parse(TableRfRequest)
+
+    def change():
+        table_rf_set(request.params["table"], body.rf)
+        return metadata_current()
+
+    return await run_sync(change)
 
 
 @app.route("GET", "/internal/v1/api-tokens/revoked", roles=("client",))

@@ -18,7 +18,7 @@ from django.conf import settings
 from distdb import protocol
 from distdb.errors import Forbidden
 from distdb.internal_http import InternalApp, InternalRequest, RevokedTokenIds, run_sync
-from tablet_app.services import control, ownership, replication, revocations, rows
+from tablet_app.services import control, ownership, replica_status, replication, revocations, rows
 from tablet_app.services.access import access_recent, access_record
 
 # Every caller's token is checked against the revoked list the master pushed over the link.
@@ -154,3 +154,11 @@ async def replicate(request: InternalRequest) -> protocol.ReplicateResponse:
         replication.replicate_apply, msg.leader, msg.version, msg.entries
     )
     return answer
+
+
+@app.route("GET", r"/internal/v1/replication", roles=("master",))
+async def replication_state(request: InternalRequest) -> protocol.ReplicationState:
+    """What this server follows (with the leader's seq applied) and leads (with each
+    range's newest seq): the master's per-range replication lag."""
+    state: protocol.ReplicationState = await run_sync(replica_status.replication_state)
+    return state

@@ -1,8 +1,9 @@
 """The client server's services: plain async functions the views call (CONVENTIONS §4).
 
-``tables`` (list, create, resolve), ``rows`` (read, add, set/delete cells, delete, batch),
-``scan`` (range scans with cursors), ``compat`` (the original system's endpoint), on top of
-``engine`` (per-tablet routing with bounded retries) and ``results`` (per-row results).
+``tables`` (list, create, resolve, change the replication factor), ``rows`` (read, add,
+set/delete cells, delete, batch), ``scan`` (range scans with cursors), ``compat`` (the
+original system's endpoint), on top of ``engine`` (per-tablet routing with bounded retries)
+and ``results`` (per-row results).
 """
 
 from .compat import db_query
@@ -17,7 +18,7 @@ from .rows import (
     rows_read,
 )
 from .scan import ScanPage, rows_scan
-from .tables import table_create, table_resolve, tables_list
+from .tables import table_create, table_get, table_resolve, table_rf_set, tables_list
 
 __all__ = [
     "ReadResult",
@@ -32,6 +33,8 @@ __all__ = [
     "rows_read",
     "rows_scan",
     "table_create",
+    "table_get",
     "table_resolve",
+    "table_rf_set",
     "tables_list",
 ]

@@ -1,18 +1,18 @@
-"""Table services of the client server: list, create, and resolve a table by name."""
+"""Table services of the client server: list, create, resolve a table by name, change its rf."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from distdb.errors import MasterUnavailable, TableNotFound
-from distdb.protocol import KeyType, TableInfo
+from distdb.protocol import KeyType, Metadata, TableInfo
 
 from .. import internal_client
 from ..metadata_cache import metadata_cache
 
 
 def table_dict(name: str, info: TableInfo) -> dict[str, Any]:
-    return {"name": name, "key_type": info.key_type, "columns": info.columns}
+    return {"name": name, "key_type": info.key_type, "columns": info.columns, "rf": info.rf}
 
 
 async def table_resolve(name: str) -> TableInfo:
@@ -40,11 +40,34 @@ async def tables_list() -> list[dict[str, Any]]:
     ]
 
 
-async def table_create(name: str, key_type: KeyType, columns: list[str] | None) -> dict[str, Any]:
-    """Ask the master to create a table (409 ``table_exists`` if it does) and adopt the result."""
-    metadata = await internal_client.master_table_create(name, key_type, columns)
+async def table_get(name: str) -> dict[str, Any]:
+    """One table as the API shows it (404 ``table_not_found``)."""
+    return table_dict(name, await table_resolve(name))
+
+
+async def table_create(
+    name: str, key_type: KeyType, columns: list[str] | None, rf: int | None = None
+) -> dict[str, Any]:
+    """Ask the master to create a table (409 ``table_exists`` if it does) and adopt the
+    result. ``rf`` None: the master's default (``DISTDB_DEFAULT_RF``)."""
+    metadata = await internal_client.master_table_create(name, key_type, columns, rf)
+    # The answer older than our cache and the table gone from it: trust the request.
+    return _adopted(name, metadata, TableInfo(key_type=key_type, columns=columns, rf=rf or 1))
+
+
+async def table_rf_set(name: str, rf: int) -> dict[str, Any]:
+    """Ask the master to change a table's replication factor (404 if there is no such
+    table) and adopt the metadata it answers, so this client server shows it at once."""
+    metadata = await internal_client.master_table_rf_set(name, rf)
+    return _adopted(name, metadata)
+
+
+def _adopted(name: str, metadata: Metadata, fallback: TableInfo | None = None) -> dict[str, Any]:
+    """Adopt the master's answer and show the table as the newest metadata has it (the
+    master's answer if our cache is newer and no longer has it: a delete raced)."""
     routing = metadata_cache.get().adopt(metadata)
     info = routing.table(name) if routing is not None else None
-    if info is None:  # the answer was older than our cache: trust the request
-        info = metadata.tables.get(name) or TableInfo(key_type=key_type, columns=columns)
+    info = info or metadata.tables.get(name) or fallback
+    if info is None:
+        raise TableNotFound(f"no table {name!r}", table=name)
     return table_dict(name, info)

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from distdb import protocol
 from distdb.auth import token_verify
-from distdb.errors import DistdbError, MasterUnavailable, RangeFrozen, TableExists
+from distdb.errors import DistdbError, MasterUnavailable, RangeFrozen, TableExists, TableNotFound
 from distdb.keys import encode_key, in_range
 
 
@@ -209,6 +209,7 @@ class FakeCluster:
         app.router.add_get("/internal/v1/metadata", self.get_metadata)
         app.router.add_post("/internal/v1/tables", self.create_table)
         app.router.add_post("/internal/v1/tables/{table}/keys", self.key_block)
+        app.router.add_post("/internal/v1/tables/{table}/rf", self.table_rf)
         app.router.add_get("/internal/v1/api-tokens/revoked", self.get_revoked)
         self.master = Server(app)
 
@@ -228,6 +229,7 @@ class FakeCluster:
         key_type: str,
         splits: list[tuple[Any, str]],
         columns: list[str] | None = None,
+        rf: int = 1,
     ) -> protocol.Metadata:
         """Assign ``table``'s ranges: [(first user key or None, server id), ...], in order.
 
@@ -245,7 +247,7 @@ class FakeCluster:
             for i, (start, (_, server)) in enumerate(zip(starts, splits, strict=True))
         ]
         tables = dict(self.metadata.tables)
-        tables[table] = protocol.TableInfo(key_type=key_type, columns=columns)  # type: ignore[arg-type]
+        tables[table] = protocol.TableInfo(key_type=key_type, columns=columns, rf=rf)  # type: ignore[arg-type]
         others = [t for t in self.metadata.tablets if t.table != table]
         self.metadata = protocol.Metadata(
             version=self.metadata.version + 1, tables=tables, tablets=others + assigned
@@ -271,8 +273,27 @@ class FakeCluster:
         body = await request.json()
         if body["name"] in self.metadata.tables:
             return _error(TableExists(f"table {body['name']!r} exists"))
+        self.master_calls["create"] += 1
+        request = protocol.TableCreateRequest.model_validate(body)
         first = next(iter(self.tablets))
-        return _json(self.layout(body["name"], body["key_type"], [(None, first)], body["columns"]))
+        layout = [(None, first)]
+        return _json(self.layout(body["name"], body["key_type"], layout, body["columns"],
+                                 request.rf or 2))  # fmt: skip
+
+    async def table_rf(self, request: web.Request) -> web.Response:
+        """The master's rf change: a new version with the table's new rf."""
+        _check_token(request)
+        self.master_calls["rf"] += 1
+        body = protocol.TableRfRequest.model_validate(await request.json())
+        name = request.match_info["table"]
+        if name not in self.metadata.tables:
+            return _error(TableNotFound(f"no table {name!r}", table=name))
+        tables = dict(self.metadata.tables)
+        tables[name] = tables[name].model_copy(update={"rf": body.rf})
+        self.metadata = self.metadata.model_copy(
+            update={"version": self.metadata.version + 1, "tables": tables}
+        )
+        return _json(self.metadata)
 
     async def key_block(self, request: web.Request) -> web.Response:
         _check_token(request)

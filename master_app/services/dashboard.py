@@ -37,6 +37,7 @@ from master_app.models import RebalanceRun, Table, TabletServer
 from master_app.services.rebalance import plan_as_dict, plan_cluster
 from master_app.services.status import tablet_rows
 from master_app.services.tablet_api import tablet_get
+from master_app.services.units import human_count, human_duration
 
 log = logging.getLogger(__name__)
 
@@ -44,32 +45,6 @@ SCRAPE_TIMEOUT_S = 1.0
 RATE_WINDOW_S = (1.0, 300.0)  # a previous reading this old (seconds) gives a rate
 SAMPLES_CACHE_KEY = "distdb:dashboard:samples"
 HEATMAP_MINUTES = 60
-
-
-# --- people's units -----------------------------------------------------------------------------
-
-
-def human_duration(seconds: float | None) -> str:
-    """``0.94 s``, ``12 ms``, ``3 min 5 s``, ``2 h 4 min``; an em dash for nothing."""
-    if seconds is None or math.isnan(seconds):
-        return "—"
-    if seconds < 0.001:
-        return f"{seconds * 1e6:.0f} µs"
-    if seconds < 0.1:
-        return f"{seconds * 1000:.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.1f} ms"
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
-
-
-def human_count(n: float) -> str:
-    if n >= 1_000_000:
-        return f"{n / 1_000_000:.1f} M"
-    if n >= 10_000:
-        return f"{n / 1000:.1f} k"
-    return f"{n:.0f}" if n == int(n) else f"{n:.1f}"
 
 
 # --- metrics of every node -----------------------------------------------------------------------

@@ -1,7 +1,12 @@
-"""The cluster at a glance (``manage.py cluster_status``, the admin): MongoDB's ``sh.status()``."""
+"""The cluster at a glance (``manage.py cluster_status``, the admin): MongoDB's ``sh.status()``.
+
+With replication: each range's leader, in-sync set and followers' lag (asked of the live
+tablet servers with a short deadline, ``replication_view``) and the recent failovers.
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from django.utils import timezone
@@ -10,6 +15,7 @@ from master_app.models import RebalanceRun, Table, Tablet, TabletServer
 from master_app.services.consolidated import count_in
 from master_app.services.leases import MAINTENANCE, lease_current
 from master_app.services.metadata import metadata_version_current
+from master_app.services.replication_view import failovers_recent, replication_ranges
 
 
 def run_as_dict(run: RebalanceRun) -> dict[str, Any]:
@@ -46,7 +52,9 @@ def server_rows(counted: list[tuple[Tablet, int]] | None = None) -> dict[int, in
     return totals
 
 
-def cluster_status() -> dict[str, Any]:
+def cluster_status(*, probe: bool = True) -> dict[str, Any]:
+    """Everything ``cluster_status --json`` prints. ``probe``: ask the live tablet servers
+    for their followers' lag (at most about a second; unknown for a server that is slow)."""
     counted = tablet_rows()  # one COUNT per tablet, shared by the totals and the listing
     rows = server_rows(counted)
     servers = []
@@ -69,6 +77,7 @@ def cluster_status() -> dict[str, Any]:
                         "end": t.end_display(),
                         "rows": n,
                         "version": t.version,
+                        "in_sync": list(t.in_sync or ()),
                     }
                     for t, n in counted
                     if t.server_id == server.pk
@@ -80,8 +89,12 @@ def cluster_status() -> dict[str, Any]:
     return {
         "now": timezone.now().isoformat(),
         "metadata_version": metadata_version_current(),
-        "tables": {t.name: {"key_type": t.key_type} for t in Table.objects.order_by("name")},
+        "tables": {
+            t.name: {"key_type": t.key_type, "rf": t.rf} for t in Table.objects.order_by("name")
+        },
         "servers": servers,
         "running": lease.holder if lease else None,
         "last_run": run_as_dict(last) if last else None,
+        "replication": [r.as_dict() for r in replication_ranges(probe=probe)],
+        "failovers": [asdict(f) for f in failovers_recent()],
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count
@@ -23,7 +24,13 @@ from distdb.protocol import MAX_KEY_BLOCK, MAX_RF, DropTableCommand, KeyBlock
 from master_app.models import DroppedTable, Table, TabletServer, default_rf
 from master_app.services import leases
 from master_app.services.link import link_call, new_command_id
-from master_app.services.metadata import RangeAssignment, metadata_bump, metadata_commit
+from master_app.services.metadata import (
+    RangeAssignment,
+    assignments_current,
+    metadata_bump,
+    metadata_commit,
+)
+from master_app.services.replicas import repair_soon
 
 log = logging.getLogger(__name__)
 INT_KEY_MAX = 2**63 - 1
@@ -40,9 +47,7 @@ def table_create(
     than ``rf`` leave the rest to re-replication when servers join. The rebalancer splits
     the table later as it grows.
     """
-    rf = default_rf() if rf is None else rf
-    if isinstance(rf, bool) or not isinstance(rf, int) or not 1 <= rf <= MAX_RF:
-        raise ValidationFailed(f"rf must be an integer in 1..{MAX_RF}", rf=str(rf)[:20])
+    rf = _rf_checked(default_rf() if rf is None else rf)
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValidationFailed(
             "a table name is 1-64 letters, digits, '-' or '_'", name=str(name)[:80]
@@ -78,6 +83,78 @@ def table_create(
     except IntegrityError:
         raise TableExists(name=name) from None
     return table
+
+
+def _rf_checked(rf: object) -> int:
+    if isinstance(rf, bool) or not isinstance(rf, int) or not 1 <= rf <= MAX_RF:
+        raise ValidationFailed(f"rf must be an integer in 1..{MAX_RF}", rf=str(rf)[:20])
+    return rf
+
+
+def table_rf_set(name: str, rf: int) -> Table:
+    """Change a table's replication factor; returns the table.
+
+    ``rf`` is part of the versioned metadata (``TableInfo.rf``: a leader of a replicated
+    range serves only under a lease), so every change is a new version, pushed.
+
+    Raising it commits the new factor and queues a re-replication run, which adds the
+    missing followers by copying (``replicas_repair``); until then the ranges are
+    under-replicated, as after a failover.
+
+    Lowering it drops the surplus followers from every range's in-sync set in the same
+    commit, one version for the whole table: dropping a follower is always safe (the
+    leader just stops waiting for it) and, with the new factor in the same version, the
+    repair never adds one back. Followers on servers that are down or draining go first.
+    ``rf = 1`` leaves no followers: no lease, no failover.
+    """
+    rf = _rf_checked(rf)
+    table = Table.objects.filter(name=name).first()
+    if table is None:
+        raise TableNotFound(table=name)
+    if table.rf == rf:
+        return table
+    reason = f"rf of {name}: {table.rf} -> {rf}"
+    keep_first = _followers_preferred()
+
+    def trimmed() -> list[RangeAssignment]:
+        # Under the metadata lock: derived from the tablets as committed now.
+        return [
+            RangeAssignment(
+                a.table, a.start, a.end, a.server_id, tuple(keep_first(a.in_sync)[: rf - 1])
+            )
+            for a in assignments_current(table)
+        ]
+
+    with transaction.atomic():
+        # The version lock taken by the commit (or the bump) is held until this
+        # transaction ends, so readers see the new rf and the trimmed sets together.
+        if rf < table.rf:
+            metadata_commit(table, trimmed, reason)
+        else:
+            metadata_bump(reason)
+        updated = Table.objects.filter(pk=table.pk).update(rf=rf)
+        if not updated:  # deleted meanwhile: roll the version back
+            raise TableNotFound(table=name)
+    log.info("%s", reason)
+    if rf > table.rf:
+        repair_soon()
+    table.rf = rf
+    return table
+
+
+def _followers_preferred() -> Callable[[tuple[str, ...]], list[str]]:
+    """Orders a range's followers, the ones to keep first: followers on live servers that
+    are not draining before the others, otherwise in their in-sync order."""
+    healthy = set(
+        TabletServer.objects.filter(state=TabletServer.State.UP, draining=False).values_list(
+            "node_id", flat=True
+        )
+    )
+
+    def ordered(followers: tuple[str, ...]) -> list[str]:
+        return sorted(followers, key=lambda f: f not in healthy)  # stable: keeps the order
+
+    return ordered
 
 
 def keys_allocate(table_name: str, count: int, above: int | None = None) -> KeyBlock:

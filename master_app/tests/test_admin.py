@@ -18,6 +18,7 @@ MODELS = [
     "rebalancerun",
     "apitoken",
     "servertoken",
+    "failover",
 ]
 
 
@@ -106,7 +107,7 @@ def test_rebalance_now_queues_a_run_or_says_one_is_going(admin_client, monkeypat
 
 
 def test_deleting_a_table_in_the_admin_goes_through_the_service(admin_client, monkeypatch):
-    from master_app import admin as master_admin
+    from master_app.admin import _cluster as master_admin
     from master_app.models import Table
 
     table = Table.objects.create(name="doomed", key_type="int")
@@ -131,3 +132,75 @@ def test_server_tokens_are_listed_and_revoked_in_the_admin(admin_client):
     assert response.status_code == 200
     assert server_tokens_revoked() == [old.jti]
     assert ServerToken.objects.get(pk=new.pk).revoked_at is None
+
+
+# --- replication ----------------------------------------------------------------------------------
+
+
+def _table_form(table: Table, **changes) -> dict:
+    return {"columns": "null", "rf": table.rf, **changes, "tablets-TOTAL_FORMS": "1",
+            "tablets-INITIAL_FORMS": "1", "tablets-MIN_NUM_FORMS": "0",
+            "tablets-MAX_NUM_FORMS": "1000", "tablets-0-id": table.tablets.get().pk,
+            "tablets-0-table": table.pk}  # fmt: skip
+
+
+def test_rf_is_listed_and_changing_it_in_the_admin_goes_through_the_service(
+    admin_client, servers, monkeypatch
+):
+    from master_app.admin import _cluster
+
+    table = Table.objects.create(name="t", key_type="int", rf=1)
+    metadata_commit(table, [RangeAssignment("t", "", None, "tablet-1")], "x")
+    Table.objects.filter(pk=table.pk).update(next_key=500)  # keys handed out meanwhile
+    assert (
+        '<td class="field-rf">1</td>'
+        in admin_client.get("/admin/master_app/table/").content.decode()
+    )
+    changed: list[tuple[str, int]] = []
+    monkeypatch.setattr(_cluster, "table_rf_set", lambda name, rf: changed.append((name, rf)))
+    url = f"/admin/master_app/table/{table.pk}/change/"
+    response = admin_client.post(url, _table_form(table, rf=2))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert changed == [("t", 2)]
+    table.refresh_from_db()
+    assert table.rf == 1  # not saved raw: the service commits it with the metadata
+    assert table.next_key == 500  # the form's stale copy was not written back
+    refused = admin_client.post(url, _table_form(table, rf=6))
+    assert refused.status_code == 200 and changed == [("t", 2)]  # a form error, not a save
+
+
+def test_the_tablet_list_shows_followers_lag_and_missing_copies(admin_client, db, monkeypatch):
+    from distdb.errors import TabletUnavailable
+    from master_app.models import TabletServer
+    from master_app.services import replication_view
+
+    for i in (1, 2, 3):
+        TabletServer.objects.create(node_id=f"tablet-{i}", url=f"http://t{i}", state="up")
+    table = Table.objects.create(name="t", key_type="int", rf=3)
+    metadata_commit(table, [RangeAssignment("t", "", None, "tablet-1", ("tablet-2",))], "x")
+
+    def tablet_get(server, *args, **kwargs):
+        raise TabletUnavailable(f"{server} is down", server=server)
+
+    monkeypatch.setattr(replication_view, "tablet_get", tablet_get)
+    page = admin_client.get("/admin/master_app/tablet/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "tablet-2: unknown" in html
+    assert "2 / 3" in html
+
+
+def test_failovers_are_listed_read_only_with_durations_for_people(admin_client, db):
+    from master_app.models import Failover
+
+    failover = Failover.objects.create(
+        table="t", start_key="", end_key=None, from_server="tablet-1", to_server="tablet-2",
+        version=7, unavailable_s=0.94,
+    )  # fmt: skip
+    html = admin_client.get("/admin/master_app/failover/").content.decode()
+    assert "0.94 s" in html and "tablet-1" in html and "tablet-2" in html
+    assert admin_client.get("/admin/master_app/failover/add/").status_code == 403
+    change = admin_client.post(f"/admin/master_app/failover/{failover.pk}/change/", {})
+    assert change.status_code in (200, 403)
+    failover.refresh_from_db()
+    assert failover.to_server == "tablet-2"

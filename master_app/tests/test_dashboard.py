@@ -84,6 +84,36 @@ def test_the_dashboard_shows_servers_charts_plan_and_runs(staff, servers, monkey
     assert "/admin/dashboard/" in staff.get("/admin/").content.decode()  # linked from the index
 
 
+def test_the_dashboard_shows_replication_lag_and_failovers(staff, servers, monkeypatch):
+    from distdb import protocol
+    from master_app.models import Failover
+    from master_app.services import replication_view
+
+    monkeypatch.setattr(dashboard, "RATE_WINDOW_S", (0.0, 300.0))  # no second's wait
+    table = Table.objects.create(name="orders", key_type="int", rf=2)
+    metadata_commit(table, [RangeAssignment("orders", "", None, "tablet-1", ("tablet-2",))], "t")
+    Failover.objects.create(table="orders", from_server="tablet-2", to_server="tablet-1",
+                            version=1, unavailable_s=4.5)  # fmt: skip
+    states = {
+        "tablet-1": protocol.ReplicationState(
+            node_id="tablet-1", last_seq=9,
+            led=[protocol.LedRangeState(table="orders", last_seq=9)],
+        ),
+        "tablet-2": protocol.ReplicationState(
+            node_id="tablet-2", last_seq=0,
+            followed=[protocol.FollowedRangeState(table="orders", leader="tablet-1", version=1,
+                                                  applied_seq=6, applied_age_s=0.94)],
+        ),
+    }  # fmt: skip
+    monkeypatch.setattr(replication_view, "tablet_get", lambda server, *a, **k: states[server])
+    monkeypatch.setattr(dashboard, "tablet_get", lambda *a, **k: protocol.KeyAccess(buckets=[]))
+    html = staff.get("/admin/dashboard/").content.decode()
+    section = html[html.index('id="replication"') :]
+    assert "orders [-inf, +inf)" in section and "2 / 2" in section
+    assert "tablet-2: 3 entries, 0.94 s" in section
+    assert "tablet-2 &rarr; tablet-1" in section and "4.50 s" in section
+
+
 def test_the_dashboard_is_for_staff_only(client, db):
     page = client.get("/admin/dashboard/")
     assert page.status_code == 302 and "/admin/login/" in page["Location"]

@@ -95,7 +95,7 @@ def test_cluster_status_shows_servers_ranges_rows_and_the_last_run(servers, caps
         ("tablet-2", 1),
     ]
     assert status["servers"][0]["tablets"] == [
-        {"table": "t", "start": "-inf", "end": "m", "rows": 2, "version": 1}
+        {"table": "t", "start": "-inf", "end": "m", "rows": 2, "version": 1, "in_sync": []}
     ]
     assert status["last_run"]["outcome"] == "nothing_to_do"
     call_command("cluster_status", "--json")

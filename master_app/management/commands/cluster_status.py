@@ -1,4 +1,5 @@
-"""``manage.py cluster_status [--json]``: metadata version, servers, ranges, rows, last run."""
+"""``manage.py cluster_status [--json]``: metadata version, servers, ranges, rows, last run,
+per-range replication (leader, in-sync followers, lag) and recent failovers."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from master_app.services.status import cluster_status
 class Command(BaseCommand):
     help = (
         "Show the cluster: the metadata version, every tablet server with its state, last "
-        "heartbeat, ranges and row counts (master's copy), and the last rebalance run."
+        "heartbeat, ranges and row counts (master's copy), the last rebalance run, each "
+        "replicated range's leader, in-sync followers and their lag, and recent failovers."
     )
 
     def add_arguments(self, parser):
@@ -33,7 +35,8 @@ class Command(BaseCommand):
             return
         w = self.stdout.write
         w(f"metadata version {status['metadata_version']}")
-        w(f"tables: {', '.join(status['tables']) or '(none)'}")
+        tables = [f"{name} (rf {t['rf']})" for name, t in status["tables"].items()]
+        w(f"tables: {', '.join(tables) or '(none)'}")
         if status["running"]:
             w(f"running now: {status['running']}")
         w("tablet servers:")
@@ -45,7 +48,8 @@ class Command(BaseCommand):
             )
             for t in s["tablets"]:
                 span = f"[{t['start']}, {t['end']})"
-                w(f"      {t['table']} {span} {t['rows']} rows (v{t['version']})")
+                followers = f", followers {', '.join(t['in_sync'])}" if t["in_sync"] else ""
+                w(f"      {t['table']} {span} {t['rows']} rows (v{t['version']}{followers})")
         run = status["last_run"]
         if run is None:
             w("last rebalance run: none yet")
@@ -57,3 +61,21 @@ class Command(BaseCommand):
             )
             if run["error"]:
                 w(f"  error: {run['error']}")
+        self._replication(status)
+
+    def _replication(self, status):
+        w = self.stdout.write
+        if status["replication"]:
+            w("replication (leader; followers: lag):")
+        for r in status["replication"]:
+            short = f"  UNDER-REPLICATED {r['copies']}/{r['rf']}" if r["under_replicated"] else ""
+            w(f"  {r['table']} [{r['start']}, {r['end']}) rf {r['rf']}: leader {r['leader']} "
+              f"({r['leader_state']}){short}")  # fmt: skip
+            for f in r["followers"]:
+                where = "in sync" if f["in_sync"] else "not in sync"
+                w(f"      {f['server']} ({f['state']}, {where}): {f['lag']}")
+        if status["failovers"]:
+            w("recent failovers:")
+        for f in status["failovers"]:
+            w(f"  {f['at']}  {f['table']} [{f['start']}, {f['end']}) {f['from_server']} -> "
+              f"{f['to_server']} (v{f['version']}), unavailable {f['unavailable']}")  # fmt: skip
