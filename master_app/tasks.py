@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 @shared_task(name="distdb.collect_changes", ignore_result=True, time_limit=300, soft_time_limit=240)
-def collect_changes() -> dict:
+def collect_changes() -> dict[str, Any]:
     """Refresh the master's consolidated copy from every live tablet server's change log."""
     tablet_servers_expire()
     collected = changes_collect_all()
@@ -31,7 +32,7 @@ def collect_changes() -> dict:
     time_limit=settings.DISTDB_REBALANCE_TIME_LIMIT_S,
     soft_time_limit=settings.DISTDB_REBALANCE_TIME_LIMIT_S - 60,
 )
-def rebalance(trigger: str = "beat", dry_run: bool = False) -> dict:
+def rebalance(trigger: str = "beat", dry_run: bool = False) -> dict[str, Any]:
     """One rebalance run; a run that is already going is reported, not doubled."""
     from master_app.services.rebalance import rebalance_run
 
@@ -45,7 +46,7 @@ def rebalance(trigger: str = "beat", dry_run: bool = False) -> dict:
 
 @shared_task(name="distdb.repair_replicas", ignore_result=True, time_limit=3600,
              soft_time_limit=3540)  # fmt: skip
-def repair_replicas() -> dict:
+def repair_replicas() -> dict[str, Any]:
     """Restore every replicated range to its rf copies (after a failover, a dropped
     follower, a raised rf); skipped while a rebalance run holds the maintenance lease."""
     from master_app.services.replicas import replicas_repair

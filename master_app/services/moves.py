@@ -282,6 +282,7 @@ def _commit(
     def assignments() -> list[RangeAssignment]:
         out: list[RangeAssignment] = []
         inside = False
+        rf = Table.objects.filter(pk=table.pk).values_list("rf", flat=True).first() or 1
         tablets = Tablet.objects.filter(table=table).select_related("server")
         for t in tablets.order_by("start_key"):
             for lo, hi in range_cut(t.start_key, t.end_key, (move.start, move.end)):
@@ -293,7 +294,7 @@ def _commit(
                     if t.server_id != source.pk:
                         raise MoveAborted(f"{move.table} [{lo!r}, {hi!r}) is no longer on {source}")
                     inside = True
-                    owner, in_sync = _moved(move, source, target, in_sync)
+                    owner, in_sync = _moved(move, source, target, in_sync, rf)
                 out.append(RangeAssignment(move.table, lo, hi, owner, in_sync))
         if not inside:
             raise MoveAborted(f"{move.table} [{move.start!r}, {move.end!r}) is not a current range")
@@ -304,12 +305,14 @@ def _commit(
 
 
 def _moved(
-    move: Move, source: TabletServer, target: TabletServer, in_sync: tuple[str, ...]
+    move: Move, source: TabletServer, target: TabletServer, in_sync: tuple[str, ...], rf: int
 ) -> tuple[str, tuple[str, ...]]:
     """The leader and in-sync followers of a piece of the moving range after the move."""
     if move.kind == "replica":  # the leader stays; the target joins its followers
         if target.node_id in in_sync:
             raise MoveAborted(f"{target} already follows {move.table} [{move.start!r}, ...)")
+        if 1 + len(in_sync) >= rf:  # rf was lowered while the copy ran
+            raise MoveAborted(f"{move.table} has its {rf} copies already")
         return source.node_id, (*in_sync, target.node_id)
     if target.node_id in in_sync:  # a leadership transfer: the source follows now
         return target.node_id, tuple(source.node_id if f == target.node_id else f for f in in_sync)
@@ -331,14 +334,15 @@ def _join(move: Move, source: TabletServer, target: TabletServer, report: MoveRe
     """A new follower joins: the leader applies the version first (it replicates to the
     follower from then on), then lifts its freeze; then the follower is told."""
     metadata = metadata_current()
-    for server, cmd in (
+    steps: list[tuple[TabletServer, Command[Any]]] = [
         (source, ApplyMetadataCommand(id=new_command_id(), metadata=metadata)),
         (
             source,
             UnfreezeCommand(id=new_command_id(), table=move.table, start=move.start, end=move.end),
         ),  # fmt: skip
         (target, ApplyMetadataCommand(id=new_command_id(), metadata=metadata)),
-    ):
+    ]
+    for server, cmd in steps:
         try:
             link_call(server.node_id, cmd, timeout_s=10)
         except DistdbError as exc:

@@ -23,6 +23,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -85,7 +86,7 @@ def changes_snapshot(table: str, start: str, end: str | None) -> int:
         f"INSERT INTO {qn(log)} ({cols}) SELECT {qn('table')}, {qn('key')}, 'put', "
         f"{qn('cells')}, %s FROM {qn(rows)} WHERE {qn('table')} = %s AND {qn('key')} >= %s"
     )
-    params: list[object] = [now, table, start]
+    params: list[Any] = [now, table, start]
     if end is not None:
         sql += f" AND {qn('key')} < %s"
         params.append(end)
