@@ -35,11 +35,12 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from bench import cluster as cl
+from bench.config import BenchConfig
 from bench.generators import Values
 from bench.runner import run_count, run_for, run_until
 from bench.stats import Recorder, Sample, summarize
@@ -61,6 +62,7 @@ REPLICATION_ENV = {
 TABLES = {1: "repl_rf1", 2: "repl_rf2"}
 WRITE_WORKLOADS = ("load", "a")
 POLL_S = 0.2  # metadata polling during the failover: the resolution of its timestamps
+Say = Callable[[str], None]  # progress lines (``bench.__main__.say``)
 
 
 # --- pure helpers (unit-tested) ---------------------------------------------------------------
@@ -166,7 +168,9 @@ async def _wait_in_sync(cluster: cl.Cluster, table: str, timeout_s: float) -> bo
     return True
 
 
-async def compare_rf(cluster: cl.Cluster, cfg, say) -> tuple[dict, dict[int, KeySpace]]:
+async def compare_rf(
+    cluster: cl.Cluster, cfg: BenchConfig, say: Say
+) -> tuple[dict, dict[int, KeySpace]]:
     """Step 1: the write workloads on the rf=1 and the rf=2 table, interleaved by round."""
     keys = {rf: KeySpace() for rf in TABLES}
     values = Values(cfg.fields, cfg.field_bytes, rng=random.Random(cfg.seed))
@@ -222,7 +226,9 @@ async def compare_rf(cluster: cl.Cluster, cfg, say) -> tuple[dict, dict[int, Key
     return {"workloads": results, "in_sync_lost": in_sync_lost}, keys
 
 
-async def failover(cluster: cl.Cluster, cfg, keys: KeySpace, say) -> dict[str, Any]:
+async def failover(
+    cluster: cl.Cluster, cfg: BenchConfig, keys: KeySpace, say: Say
+) -> dict[str, Any]:
     """Step 2 and 3: kill the rf=2 table's leader under steady writes; time what follows."""
     table = TABLES[2]
     if not await _wait_in_sync(cluster, table, 120):
@@ -330,7 +336,7 @@ def master_failovers(cluster: cl.Cluster, table: str, since_wall: float) -> list
     return [r for r in records if r["at"] >= since_wall - 1]
 
 
-def run_replication(cfg, out_dir: Path, say) -> dict[str, Any]:
+def run_replication(cfg: BenchConfig, out_dir: Path, say: Say) -> dict[str, Any]:
     """Start the replication cluster, run the three measurements, stop it."""
     data_dir = Path(tempfile.mkdtemp(prefix="distdb-bench-repl-"))
     server = cfg.servers[0]
@@ -371,7 +377,7 @@ def run_replication(cfg, out_dir: Path, say) -> dict[str, Any]:
     }
 
 
-async def _drive(cluster: cl.Cluster, cfg, say) -> dict[str, Any]:
+async def _drive(cluster: cl.Cluster, cfg: BenchConfig, say: Say) -> dict[str, Any]:
     if not await _wait_in_sync(cluster, TABLES[2], 120):
         return {"comparison": {"error": f"{TABLES[2]} never had an in-sync follower"}}
     comparison, keys = await compare_rf(cluster, cfg, say)
