@@ -12,8 +12,11 @@ Order of a run, chosen so that each measurement has the machine to itself:
    (pairs, so that drift over the run — the master's change collection, a growing
    database — hits both);
 6. on the primary, rebalance under load last, because it changes the table's layout;
-7. every process's RSS, then the cluster is stopped and its data dir removed; after the
-   last candidate the results are written and rendered.
+7. every process's RSS, then the cluster is stopped and its data dir removed;
+8. replication (``bench.replication``, ``--no-replication`` skips it, ``--replication-only``
+   runs it alone): a cluster of its own with 3 tablet servers, rf=2 vs rf=1 writes, then a
+   leader killed under writes; last, because it kills a server. Then the results are
+   written and rendered.
 
 The exit status is 0 when the run completed, whatever the targets say: missing a target
 is a result, reported as such; a crash is not.
@@ -45,6 +48,8 @@ from bench.external import ceiling_baseline, peer_baseline
 from bench.generators import Values
 from bench.profiling import Profiler, py_spy_path
 from bench.rebalance import run_rebalance
+from bench.replication import run_replication
+from bench.replication_report import replication_ratios, replication_targets
 from bench.transports import OneHop, PublicApi
 from bench.workloads import DESCRIPTIONS, KeySpace, run_load, run_mix, warm_up
 from distdb.cluster.config import ROOT
@@ -206,8 +211,80 @@ def run(cfg: BenchConfig, keep_data: bool) -> Path:
     out_dir = RESULTS_DIR / run_id
     out_dir.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
+    say(f"run {run_id}")
 
-    say(f"run {run_id}: storage-alone baseline ({cfg.rows:,} rows, in-process)")
+    storage: dict = {}
+    external: dict = {}
+    servers: dict[str, dict] = {}
+    driven: dict = {"workloads": {}, "onehop": {}, "layout": None, "onehop_server": None}
+    driven |= {"rows_written": 0, "profile": None}
+    cluster_shape: dict = {}
+    if not cfg.replication_only:
+        storage, external, servers, driven, cluster_shape = run_servers(cfg, out_dir, keep_data)
+    replication = None
+    if cfg.replication or cfg.replication_only:
+        replication = run_replication(cfg, out_dir, say)
+    storage_ok = {} if "error" in storage else storage
+    ratios = report.compute_ratios(
+        driven["workloads"],
+        driven["onehop"],
+        storage_ok,
+        peer=external.get("peer", {}),
+        ceiling=external.get("ceiling", {}),
+    )
+    ratios |= replication_ratios(replication)
+    results = {
+        "schema": report.SCHEMA_VERSION,
+        "run_id": run_id,
+        "timestamp": started.isoformat(timespec="seconds"),
+        "duration_s": round(time.monotonic() - _T0, 1),
+        "machine": machine,
+        "git": git_info(),
+        "config": asdict(cfg),
+        "cluster": {
+            **cluster_shape,
+            "table": TABLE,
+            "rows_written": driven["rows_written"],
+            "onehop_server": driven["onehop_server"],
+            "layout_before_rebalance": driven["layout"],
+        },
+        "descriptions": DESCRIPTIONS,
+        "workloads": driven["workloads"],
+        "baselines": {"onehop": driven["onehop"], "storage": storage, **external},
+        "servers": servers,
+        "primary_server": cfg.servers[0],
+        "ratios": ratios,
+        "targets": (
+            {}  # a replication-only run measured nothing the other targets are about
+            if cfg.replication_only
+            else report.compute_targets(
+                ratios, driven["workloads"].get("rebalance"), driven["workloads"].get("c")
+            )
+        )
+        | replication_targets(ratios, replication),
+        "replication": replication,
+        "profile": driven["profile"],
+    }
+    machine["load_avg_at_end"] = os.getloadavg()
+    json_path = RESULTS_DIR / f"{run_id}.json"
+    report.write_results(results, json_path)
+    report_path = report.render_report(json.loads(json_path.read_text()), out_dir)
+    for problem in report.shape_problems(results):
+        say(f"results shape: {problem}")
+    if results["workloads"]:
+        print("\n".join(report.results_table(results)))
+    for name, t in results["targets"].items():
+        print(f"  target {name:<30} {t['status']:<8} value={t.get('value')}")
+    say(f"results: {json_path.relative_to(ROOT)}; report: {report_path.relative_to(ROOT)}")
+    return json_path
+
+
+def run_servers(cfg: BenchConfig, out_dir: Path, keep_data: bool) -> tuple[dict, ...]:
+    """Steps 1-7: the baselines, then each server candidate's cluster and workloads.
+
+    Returns (storage, external baselines, per-server results, the primary's results,
+    the cluster's shape)."""
+    say(f"storage-alone baseline ({cfg.rows:,} rows, in-process)")
     try:
         storage = storage_baseline(
             rows=cfg.rows,
@@ -265,52 +342,11 @@ def run(cfg: BenchConfig, keep_data: bool) -> Path:
         if i == 0:
             driven = result
 
-    storage_ok = {} if "error" in storage else storage
-    ratios = report.compute_ratios(
-        driven["workloads"],
-        driven["onehop"],
-        storage_ok,
-        peer=external.get("peer", {}),
-        ceiling=external.get("ceiling", {}),
-    )
-    results = {
-        "schema": report.SCHEMA_VERSION,
-        "run_id": run_id,
-        "timestamp": started.isoformat(timespec="seconds"),
-        "duration_s": round(time.monotonic() - _T0, 1),
-        "machine": machine,
-        "git": git_info(),
-        "config": asdict(cfg),
-        "cluster": {
-            "tablet_servers": len(cluster.tablet_ports),
-            "client_servers": len(cluster.client_ports),
-            "table": TABLE,
-            "rows_written": driven["rows_written"],
-            "onehop_server": driven["onehop_server"],
-            "layout_before_rebalance": driven["layout"],
-        },
-        "descriptions": DESCRIPTIONS,
-        "workloads": driven["workloads"],
-        "baselines": {"onehop": driven["onehop"], "storage": storage, **external},
-        "servers": servers,
-        "primary_server": cfg.servers[0],
-        "ratios": ratios,
-        "targets": report.compute_targets(
-            ratios, driven["workloads"].get("rebalance"), driven["workloads"].get("c")
-        ),
-        "profile": driven["profile"],
+    shape = {
+        "tablet_servers": len(cluster.tablet_ports),
+        "client_servers": len(cluster.client_ports),
     }
-    machine["load_avg_at_end"] = os.getloadavg()
-    json_path = RESULTS_DIR / f"{run_id}.json"
-    report.write_results(results, json_path)
-    report_path = report.render_report(json.loads(json_path.read_text()), out_dir)
-    for problem in report.shape_problems(results):
-        say(f"results shape: {problem}")
-    print("\n".join(report.results_table(results)))
-    for name, t in results["targets"].items():
-        print(f"  target {name:<30} {t['status']:<8} value={t.get('value')}")
-    say(f"results: {json_path.relative_to(ROOT)}; report: {report_path.relative_to(ROOT)}")
-    return json_path
+    return storage, external, servers, driven, shape
 
 
 def candidate_config(cfg: BenchConfig) -> BenchConfig:
@@ -367,6 +403,15 @@ def main(argv: list[str] | None = None) -> int:
         "--separate-link", action="store_true", help="tablet links as their own processes"
     )
     parser.add_argument("--no-baselines", action="store_true", help="skip peer and ceiling")
+    parser.add_argument(
+        "--replication",
+        action=argparse.BooleanOptionalAction,
+        help="rf=2 vs rf=1 writes and a failover, on a 3-tablet cluster of their own "
+        "(default: on in the full preset, off in --quick)",
+    )
+    parser.add_argument(
+        "--replication-only", action="store_true", help="run only the replication part"
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--keep-data", action="store_true", help="keep the cluster's data dir")
     parser.add_argument("--report", type=Path, help="re-render the report of a results JSON")
@@ -390,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         client_workers=args.client_workers,
         link_in_server=False if args.separate_link else None,
         baselines=False if args.no_baselines else None,
+        replication=args.replication,
+        replication_only=args.replication_only or None,
     )
     run(cfg, keep_data=args.keep_data)
     return 0

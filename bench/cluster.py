@@ -14,6 +14,7 @@ import json
 import urllib.request
 from pathlib import Path
 
+from distdb import protocol
 from distdb.cluster import ClusterConfig, ClusterError, LocalCluster, group_members
 
 Cluster = LocalCluster  # what bench's type hints name
@@ -27,17 +28,26 @@ def start_cluster(
     server: str = "daphne",
     client_workers: int = 1,
     link_in_server: bool = False,
+    tablets: int = 2,
+    env: dict[str, str] | None = None,
+    default_rf: int = 1,
 ) -> LocalCluster:
-    """Start master, 2 tablet servers, 2 client servers, Celery and Redis; wait until up.
+    """Start master, ``tablets`` tablet servers, 2 client servers, Celery and Redis; wait
+    until up.
 
     ``server`` serves the tablets and clients; the link runs inside the tablet server
-    when asked and the server has ASGI lifespan (not Daphne)."""
+    when asked and the server has ASGI lifespan (not Daphne). ``env`` is extra
+    environment for every process (the replication part's short leases);
+    ``default_rf`` the replication factor of tables created without one."""
     cfg = ClusterConfig.on_free_ports(
         data_dir,
+        tablets=tablets,
         log_dir=log_dir,
         server=server,
         client_workers=client_workers,
         link_in_server=link_in_server and server != "daphne",
+        env=dict(env or {}),
+        default_rf=default_rf,
     )
     try:
         return LocalCluster(cfg).up(timeout=timeout)
@@ -70,6 +80,18 @@ def table_create(cluster: LocalCluster, name: str) -> dict:
     """Create an integer-keyed table through the public API (first client server)."""
     url = cluster.client_urls[0] + "/api/v1/tables/"
     return _request(url, cluster.api_token, {"name": name, "key_type": "int"})
+
+
+def table_create_rf(cluster: LocalCluster, name: str, rf: int) -> dict:
+    """Create an integer-keyed table with replication factor ``rf``.
+
+    Through the master's internal API, as a client server relays a create: the public
+    API has no ``rf`` field (yet), and the benchmark needs an rf=1 and an rf=2 table side
+    by side in one cluster. Client servers learn the table from the master on first use.
+    """
+    body = protocol.TableCreateRequest(name=name, key_type="int", rf=rf)
+    url = cluster.node_url("master") + "/internal/v1/tables"
+    return _request(url, cluster.server_token("client-1"), body.model_dump(mode="json"))
 
 
 def manage(cluster: LocalCluster, *args: str, timeout: float = 120) -> tuple[bool, str]:

@@ -42,6 +42,16 @@ class BenchConfig:
     client_workers: int = 1  # worker processes per client server
     link_in_server: bool = True  # tablet links inside the tablet servers (where lifespan)
     baselines: bool = True  # the peer and ceiling baselines
+    # Replication (issue #10, ``bench.replication``): its own 3-tablet cluster, last.
+    replication: bool = True
+    replication_only: bool = False  # skip everything else (``--replication-only``)
+    replication_rows: int = 40_000  # rows the load inserts per table and round (~5-15 s)
+    replication_duration_s: float = 8.0  # workload A per table and round
+    replication_rounds: int = 2  # rf1/rf2 then rf2/rf1 ...: drift hits both alike
+    failover_writers: int = 4  # concurrent single-row writers during the failover
+    failover_before_s: float = 5.0  # steady writes before the kill
+    failover_after_s: float = 10.0  # at least this long after the kill
+    failover_timeout_s: float = 120.0  # give up waiting for the promotion / rf restored
 
 
 PRESETS = {
@@ -71,6 +81,13 @@ PRESETS = {
         rebalance_after_s=3.0,
         rebalance_bucket_s=0.25,
         rebalance_timeout_s=60.0,
+        replication=False,  # its own cluster: ~1.5 min more (``--replication`` adds it)
+        replication_rows=2_000,
+        replication_duration_s=3.0,
+        replication_rounds=2,
+        failover_before_s=2.0,
+        failover_after_s=5.0,
+        failover_timeout_s=60.0,
     ),
 }
 

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.replication_report import replication_section
 from bench.stats import ratio
 
 SCHEMA_VERSION = 1
@@ -323,6 +324,7 @@ def render_markdown(results: dict, plots: dict[str, str]) -> str:
         rule = " — ".join(x for x in (t.get("rule"), t.get("reason")) if x)
         out.append(f"| {name} | {rule} | {_fmt(t.get('value'), 3)} | **{t['status']}** |")
     out += _rebalance_section(results.get("workloads", {}).get("rebalance"))
+    out += replication_section(results.get("replication"))
     if plots:
         out += ["", "## Plots", ""]
         out += [f"![{name}]({Path(path).name})" for name, path in plots.items()]
@@ -397,11 +399,10 @@ def render_plots(results: dict, out_dir: Path) -> dict[str, str]:
     from bench import plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    made = {
-        "throughput": plots.throughput(results, out_dir / "throughput.png"),
-        "latency": plots.latency(results, out_dir / "latency.png"),
-        "rebalance": plots.rebalance_timeline(results, out_dir / "rebalance.png"),
-    }
+    made = {"rebalance": plots.rebalance_timeline(results, out_dir / "rebalance.png")}
+    if results.get("workloads"):  # none in a replication-only run
+        made["throughput"] = plots.throughput(results, out_dir / "throughput.png")
+        made["latency"] = plots.latency(results, out_dir / "latency.png")
     return {k: str(v) for k, v in made.items() if v is not None}
 
 
