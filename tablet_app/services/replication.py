@@ -409,24 +409,39 @@ def _post(
     lock: threading.Lock,
 ) -> bytes:
     """POST over a kept-alive connection per base URL (stdlib ``http.client``: ~0.25 ms of
-    CPU a call, DESIGN §9); an error answer is raised as its ``DistdbError``."""
+    CPU a call, DESIGN §9); an error answer is raised as its ``DistdbError``.
+
+    A kept-alive connection the peer closed while idle (uvicorn closes them after 5 s)
+    fails at once on its next use; that is not the peer failing, so the request is sent
+    again once on a new connection. Both requests sent here are idempotent (a follower
+    skips entries it has; the master drops a follower that is already dropped)."""
     with lock:
         conn = conns.pop(base_url, None)
-    if conn is None:
-        parts = urllib.parse.urlsplit(base_url)
-        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = cls(parts.hostname or "127.0.0.1", parts.port, timeout=timeout_s)
-    conn.timeout = timeout_s
-    if conn.sock is not None:
-        conn.sock.settimeout(timeout_s)
-    headers = {"Authorization": f"Bearer {own_token()}", "Content-Type": "application/json"}
-    try:
-        conn.request("POST", path, body=body, headers=headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-    except Exception:
-        conn.close()
-        raise
+    reused = conn is not None
+    while True:
+        if conn is None:
+            parts = urllib.parse.urlsplit(base_url)
+            https = parts.scheme == "https"
+            cls = http.client.HTTPSConnection if https else http.client.HTTPConnection
+            conn = cls(parts.hostname or "127.0.0.1", parts.port, timeout=timeout_s)
+        conn.timeout = timeout_s
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout_s)
+        headers = {"Authorization": f"Bearer {own_token()}", "Content-Type": "application/json"}
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+            conn.close()
+            if not reused:
+                raise
+            reused, conn = False, None  # the peer closed an idle connection: once more
+            continue
+        except Exception:
+            conn.close()
+            raise
+        break
     with lock:
         old = conns.pop(base_url, None)
         conns[base_url] = conn

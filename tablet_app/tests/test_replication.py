@@ -122,3 +122,35 @@ def test_a_leader_trims_its_log_only_as_far_as_it_has_replicated(settings, tmp_p
     shipped_store(seqs[1])
     assert changes_trim(seqs[-1]) == 2
     assert list(ChangeLogEntry.objects.values_list("seq", flat=True)) == seqs[2:]
+
+
+def test_a_follower_that_closed_an_idle_connection_is_sent_the_request_again(monkeypatch):
+    """uvicorn closes kept-alive connections after 5 idle seconds; the next use of one
+    fails at once. That is not a dead follower: it must not be dropped from the in-sync
+    set for it (it was, in the benchmark's idle phases)."""
+    import socket
+    import threading
+
+    from tablet_app.services.replication import _post
+
+    monkeypatch.setenv("DISTDB_TOKEN", "t")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    served: list[int] = []
+
+    def serve() -> None:  # answers one request per connection, then hangs up silently
+        for _ in range(2):
+            conn, _ = listener.accept()
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            served.append(1)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    conns: dict = {}
+    lock = threading.Lock()
+    url = f"http://127.0.0.1:{port}"
+    assert _post(url, "/x", b"{}", timeout_s=2, conns=conns, lock=lock) == b"ok"
+    assert _post(url, "/x", b"{}", timeout_s=2, conns=conns, lock=lock) == b"ok"
+    assert len(served) == 2
+    listener.close()
