@@ -41,6 +41,7 @@ REGISTER_TABLE = "chaos_reg"
 INSERT_TABLE = "chaos_ins"
 REQUEST_TIMEOUT_S = 15.0  # longer than the client server's own routing deadline (10 s)
 INSERT_TRIES = 3  # an insert whose outcome is unknown is sent again, with the same key
+FINAL_TRIES = 30  # the final scan honours 503s (Retry-After) this many times, a second apart
 
 
 def register_keys(n: int) -> list[str]:
@@ -276,6 +277,11 @@ async def final_inserts(client: Client) -> list[tuple[Any, str, Any]]:
     query = "?limit=5000"
     while True:
         answer = await client.send("GET", f"/{INSERT_TABLE}/rows{query}")
+        for _ in range(FINAL_TRIES):  # a 503 says "retry": a breaker probing, a failover
+            if answer.status != 503:
+                break
+            await asyncio.sleep(1.0)
+            answer = await client.send("GET", f"/{INSERT_TABLE}/rows{query}")
         if answer.status != 200:
             raise RuntimeError(f"final scan failed: {answer.status} {answer.body}")
         for row in answer.body["rows"]:

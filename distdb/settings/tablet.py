@@ -29,6 +29,7 @@ LIFESPAN_TASKS = ["tablet_app.link.link_in_server"] if DISTDB_LINK_IN_SERVER els
 # Replication (docs/architecture.md): a follower that has not acknowledged a batch of the
 # leader's entries in this long is removed from the in-sync set (by the master) before the
 # leader acknowledges without it; a write not replicated in DISTDB_REPLICATE_WAIT_S fails
-# with replication_unconfirmed.
+# with replication_unconfirmed. Keep it below the client servers' DISTDB_TABLET_TIMEOUT_S:
+# a write that waits longer makes the client server give up on a healthy tablet server.
 DISTDB_REPLICATE_TIMEOUT_S = env_float("DISTDB_REPLICATE_TIMEOUT_S", 2.0, minimum=0.1)
-DISTDB_REPLICATE_WAIT_S = env_float("DISTDB_REPLICATE_WAIT_S", 8.0, minimum=0.5)
+DISTDB_REPLICATE_WAIT_S = env_float("DISTDB_REPLICATE_WAIT_S", 3.0, minimum=0.5)

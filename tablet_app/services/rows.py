@@ -60,7 +60,7 @@ CHUNK = 500  # keys per IN (...) query: well under every database's bound-parame
 _READ_TRIES = 5
 _WRITE_TRIES = 10
 _RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock (PostgreSQL)
-PENDING_WAIT_S = 2.0  # a read of a key whose write is being replicated waits this long
+PENDING_WAIT_S = 1.0  # a read of a key whose write is being replicated waits this long
 
 
 # --- results --------------------------------------------------------------------------------------
