@@ -378,6 +378,8 @@ def _mutate(
     first, last = _write(table, states)
     if tickets:
         tickets[0].first_seq, tickets[0].last_seq = first, last
+        if not last:  # nothing was written (a delete of a missing row...): nothing to wait for
+            shipper.release(tickets[0])
     return MutateResult(
         [r for r in results if r is not None], metadata_wire() if any_outdated else None
     )

@@ -154,3 +154,17 @@ def test_a_follower_that_closed_an_idle_connection_is_sent_the_request_again(mon
     assert _post(url, "/x", b"{}", timeout_s=2, conns=conns, lock=lock) == b"ok"
     assert len(served) == 2
     listener.close()
+
+
+def test_a_write_that_changes_nothing_leaves_no_key_pending(monkeypatch, settings):
+    """A delete of a missing row writes no entry: its key must not stay "pending" (every
+    later read of it was refused — found by the fault harness)."""
+    from tablet_app.services import replication, rows_mutate
+
+    monkeypatch.setattr(replication.shipper, "ensure_started", lambda: None)
+    monkeypatch.setattr(replication.shipper, "serving", lambda span: True)
+    settings.DISTDB_REPLICATE_WAIT_S = 0.2
+    metadata_apply(metadata(1, NODE, [OTHER]), NODE)
+    answer = rows_mutate("t", [protocol.Mutation(op="delete_row", key="missing")])
+    assert answer.results[0]["error"]["code"] == "row_not_found"
+    assert not replication.shipper.pending
