@@ -314,6 +314,14 @@ class ReplicateResponse(Message):
     version: int = Field(ge=0)  # the follower's metadata version
 
 
+class TabletHealth(Message):
+    """``GET /internal/v1/health`` of a tablet server: its data plane answers."""
+
+    type: Literal["tablet_health"] = "tablet_health"
+    node_id: str
+    metadata_version: int = Field(ge=0)
+
+
 class ShrinkRequest(Message):
     """A leader asks the master to drop ``follower`` from the in-sync set of every range
     it leads (the follower did not acknowledge in time)."""

@@ -105,9 +105,10 @@ async def key_access(request: InternalRequest) -> protocol.KeyAccess:
 
 
 @app.route("GET", r"/internal/v1/health", roles=ANY_SERVER)
-async def health(request: InternalRequest) -> dict[str, Any]:
+async def health(request: InternalRequest) -> protocol.TabletHealth:
+    """The data plane answers (the master asks before it copies a new replica here)."""
     version = await run_sync(ownership.metadata_version_current)
-    return {"node_id": settings.DISTDB_NODE_ID, "metadata_version": version}
+    return protocol.TabletHealth(node_id=settings.DISTDB_NODE_ID, metadata_version=version)
 
 
 @app.route("POST", r"/internal/v1/export", roles=PEERS)

@@ -23,6 +23,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from distdb.errors import DistdbError
+from distdb.protocol import TabletHealth
 from master_app.models import Failover, Table, Tablet, TabletServer
 from master_app.services import leases
 from master_app.services.metadata import (
@@ -32,6 +34,7 @@ from master_app.services.metadata import (
     metadata_commit,
     metadata_version_current,
 )
+from master_app.services.tablet_api import tablet_get
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], float]
@@ -374,7 +377,17 @@ def _repair_target(tablet: Tablet) -> str | None:
         for node in (t.server.node_id, *t.in_sync):
             copies[node] = copies.get(node, 0) + 1
     ranked = sorted(live, key=lambda s: (copies.get(s.node_id, 0), s.node_id))
-    return ranked[0].node_id if ranked else None
+    for server in ranked:
+        # Its link may be up while its server is not (separate processes): a copy made
+        # through the link would be dropped again at the leader's first write.
+        try:
+            tablet_get(server.node_id, server.url, "/internal/v1/health", TabletHealth,
+                       timeout_s=2)  # fmt: skip
+        except DistdbError as exc:
+            log.info("not copying to %s now: %s", server.node_id, exc)
+            continue
+        return server.node_id
+    return None
 
 
 __all__ = [

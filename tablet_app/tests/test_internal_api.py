@@ -187,7 +187,12 @@ async def test_every_server_role_may_call_the_data_plane(api, owned):
 async def test_health_reports_the_node_and_its_metadata_version(api, owned):
     response = await api("GET", HEALTH, role="master")
     assert response.status == 200
-    assert response.json() == {"node_id": "test", "metadata_version": 3}
+    assert response.json() == {
+        "v": 1,
+        "type": "tablet_health",
+        "node_id": "test",
+        "metadata_version": 3,
+    }
 
 
 async def test_export_pages_rows_for_tablet_and_master_tokens(api, owned):
