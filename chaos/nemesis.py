@@ -118,10 +118,15 @@ class Nemesis:
                 continue
             if not self._active:
                 self._alone = False
-            if self._alone or (kind == "disk" and self._active):
+            if self._alone:
                 continue
             if kind == "disk":
-                if not self.controls.fully_replicated():
+                # Alone, on a fully replicated cluster: let the running faults end and the
+                # repairs finish first (waiting does not touch the RNG: replays hold).
+                for thread in self._active:
+                    thread.join()
+                self._active = []
+                if not self._wait_fully_replicated(stop):
                     continue
                 self._alone = True
             exclusive = kind in ("kill", "pause", "db_lock", "partition", "clock", "disk")
@@ -142,6 +147,14 @@ class Nemesis:
             self._active.append(thread)
         for thread in self._active:
             thread.join()
+
+    def _wait_fully_replicated(self, stop: threading.Event, within_s: float = 30.0) -> bool:
+        deadline = time.monotonic() + within_s
+        while not self.controls.fully_replicated():
+            if time.monotonic() > deadline or stop.is_set():
+                return False
+            time.sleep(1.0)
+        return True
 
     def _targets(self, kind: str) -> list[str]:
         if kind in ("kill", "pause"):

@@ -192,7 +192,12 @@ def test_a_follower_that_does_not_follow_what_the_metadata_says_is_a_problem():
 def test_a_disk_fault_runs_alone_and_brings_the_server_back():
     controls = FakeControls()
     nemesis = Nemesis(
-        controls, random.Random(1), Ticks(), kinds=("disk",), interval_s=(0, 0), fault_s=(0, 0),
+        controls,
+        random.Random(1),
+        Ticks(),
+        kinds=("disk",),
+        interval_s=(0, 0),
+        fault_s=(0, 0),
         inline=True,
     )
     stop = threading.Event()
