@@ -15,6 +15,7 @@ starts when it sent the heartbeat. The master fails a range over only once
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,14 +120,46 @@ class Promotion:
     unavailable_s: float
 
 
+class _Hearing:
+    """When this process last heard a heartbeat (from any tablet server), and until when
+    it fails nothing over because it had heard nothing for a while."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last: float | None = None
+        self.grace_until = 0.0
+
+    def heard(self, now: float) -> bool:
+        """Record a heartbeat at ``now``; False while in a grace period.
+
+        A master that has just started, or heard from nobody for two heartbeats (it was
+        the one cut off, or Redis, its host, its process stalled), has not been granting
+        leases: every lease looks ended, yet the tablet servers are fine and about to
+        reconnect. Failing them over to whichever reconnects first would churn leaders
+        for nothing, so it first waits one lease and its margin.
+        """
+        with self.lock:
+            deaf = self.last is None or now - self.last > 2 * settings.DISTDB_HEARTBEAT_S + 1
+            self.last = now
+            if deaf:
+                self.grace_until = now + _lease_s() + settings.DISTDB_LEADER_LEASE_MARGIN_S
+            return now >= self.grace_until
+
+
+hearing = _Hearing()
+
+
 def failover_check(*, clock: Clock = time.monotonic) -> list[Promotion]:
     """Fail over every replicated range whose leader's lease has surely ended to an
     in-sync follower that holds a lease now; returns what was promoted.
 
-    Called at every heartbeat (so a master that hears from nobody fails nothing over);
-    cheap when nothing is due: one query of the servers.
+    Called at every heartbeat (so a master that hears from nobody fails nothing over,
+    and one that starts hearing again first waits: ``_Hearing``); cheap when nothing is
+    due: one query of the servers.
     """
     now = clock()
+    if not hearing.heard(now):
+        return []
     servers = list(TabletServer.objects.all())
     if any(s.lease_boot != boot_id() and s.lease_granted_at is not None for s in servers):
         _rearm(now)
@@ -134,20 +167,19 @@ def failover_check(*, clock: Clock = time.monotonic) -> list[Promotion]:
     over = {s.node_id for s in servers if _lease_over(s, now)}
     if not over:
         return []
-    due = (
-        Tablet.objects.filter(server__node_id__in=over, table__rf__gt=1)
-        .exclude(in_sync=[])
-        .values_list("table_id", flat=True)
-        .distinct()
-    )
+    due = {
+        table_id
+        for table_id, leader, in_sync in Tablet.objects.filter(table__rf__gt=1).values_list(
+            "table_id", "server__node_id", "in_sync"
+        )
+        if in_sync and (leader in over or over.intersection(in_sync))
+    }
     promotions: list[Promotion] = []
-    for table in Table.objects.filter(pk__in=list(due)):
+    for table in Table.objects.filter(pk__in=due):
         promotions += _fail_over_table(table, clock)
     for p in promotions:
         log.warning("failover: %s [%r, %r) %s -> %s (v%s, %.1f s since the last grant)",
                     p.table, p.start, p.end, p.old, p.new, p.version, p.unavailable_s)  # fmt: skip
-    if promotions:
-        repair_soon()
     return promotions
 
 
@@ -160,8 +192,21 @@ def _fail_over_table(table: Table, clock: Clock) -> list[Promotion]:
         servers = {s.node_id: s for s in TabletServer.objects.all()}
         leaders = _leader_counts()
         out: list[RangeAssignment] = []
+        changed = False
         for a in assignments_current(table):
             leader = servers.get(a.server_id)
+            if leader is not None and _lease_current(leader, now):
+                # A follower of a live leader whose lease has surely ended is dead or cut
+                # off: drop it, as the leader would at its next write (always safe: a
+                # smaller set still holds every acknowledged write), so that re-replication
+                # replaces it even while nobody writes. Never under a dead leader: there
+                # a dead follower may be the one that comes back first, holding it all.
+                alive = tuple(
+                    f for f in a.in_sync if f in servers and not _lease_over(servers[f], now)
+                )
+                if alive != a.in_sync:
+                    changed = True
+                    a = RangeAssignment(a.table, a.start, a.end, a.server_id, alive)
             if leader is None or not a.in_sync or not _lease_over(leader, now):
                 out.append(a)
                 continue
@@ -175,7 +220,7 @@ def _fail_over_table(table: Table, clock: Clock) -> list[Promotion]:
             out.append(RangeAssignment(a.table, a.start, a.end, new, rest))
             since = now - (leader.lease_granted_at or now)
             done.append(Promotion(a.table, a.start, a.end, a.server_id, new, 0, since))
-        if not done:
+        if not done and not changed:
             raise _NothingToChange
         return out
 
@@ -183,6 +228,7 @@ def _fail_over_table(table: Table, clock: Clock) -> list[Promotion]:
         version = metadata_commit(table, assignments, f"failover of {table.name}")
     except _NothingToChange:
         return []
+    repair_soon()  # a range short of copies: a follower dropped, or a leader failed over
     promoted = [Promotion(p.table, p.start, p.end, p.old, p.new, version, p.unavailable_s)
                 for p in done]  # fmt: skip
     with transaction.atomic():
