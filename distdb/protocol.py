@@ -664,6 +664,9 @@ class ApplyMetadataCommand(Command[ApplyMetadataReply]):
 
     type: Literal["apply_metadata"] = "apply_metadata"
     metadata: Metadata
+    # A new follower (re-replication) holds its leader's log up to this seq already (its
+    # copy and catch-ups): the ranges it starts following record it as applied.
+    caught_up_seq: int = Field(default=0, ge=0)
 
 
 LinkCommand = Annotated[

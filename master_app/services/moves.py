@@ -180,6 +180,7 @@ def move_range(
         lap("freeze")
         done = command(target, _catch_up(move, source, after))
         report.catch_up_entries += done.applied
+        after = done.last_seq
         lap("final catch-up")
         changes_collect(source, trim=False)
         lap("collect")
@@ -197,7 +198,7 @@ def move_range(
         lap("commit")
         say("handing over", report.rows_copied)
         if move.kind == "replica":
-            _join(move, source, target, report)
+            _join(move, source, target, report, caught_up_seq=after)
         else:
             _hand_over(source, target, report)
         lap("hand-over")
@@ -330,7 +331,9 @@ def _follows(table: Table, move: Move, target: TabletServer) -> bool:
     return bool(inside) and all(target.node_id in (t.in_sync or ()) for t in inside)
 
 
-def _join(move: Move, source: TabletServer, target: TabletServer, report: MoveReport) -> None:
+def _join(
+    move: Move, source: TabletServer, target: TabletServer, report: MoveReport, caught_up_seq: int
+) -> None:
     """A new follower joins: the leader applies the version first (it replicates to the
     follower from then on), then lifts its freeze; then the follower is told."""
     metadata = metadata_current()
@@ -340,7 +343,12 @@ def _join(move: Move, source: TabletServer, target: TabletServer, report: MoveRe
             source,
             UnfreezeCommand(id=new_command_id(), table=move.table, start=move.start, end=move.end),
         ),  # fmt: skip
-        (target, ApplyMetadataCommand(id=new_command_id(), metadata=metadata)),
+        (
+            target,
+            ApplyMetadataCommand(
+                id=new_command_id(), metadata=metadata, caught_up_seq=caught_up_seq
+            ),
+        ),  # fmt: skip
     ]
     for server, cmd in steps:
         try:

@@ -158,7 +158,7 @@ def metadata_version_current() -> int:
     return version.first() or 0
 
 
-def metadata_apply(metadata: protocol.Metadata, node_id: str) -> None:
+def metadata_apply(metadata: protocol.Metadata, node_id: str, caught_up_seq: int = 0) -> None:
     """Store ``metadata`` and make OwnedRange equal to the tablets it assigns to ``node_id``.
 
     A version older than the newest stored snapshot is ignored (messages may arrive
@@ -230,7 +230,7 @@ def metadata_apply(metadata: protocol.Metadata, node_id: str) -> None:
             )
             for (t, s, e), f in wanted.items()
         )
-        _followed_apply(followed, metadata.version)
+        _followed_apply(followed, metadata.version, caught_up_seq)
         for tablet in newly_led:
             ready = changes_snapshot(tablet.table, tablet.start, tablet.end)
             _within_tablet(tablet).update(ready_seq=ready)
@@ -274,9 +274,12 @@ def _within_tablet(t: protocol.TabletAssignment) -> Any:
     return qs
 
 
-def _followed_apply(followed: Sequence[protocol.TabletAssignment], version: int) -> None:
+def _followed_apply(
+    followed: Sequence[protocol.TabletAssignment], version: int, caught_up_seq: int = 0
+) -> None:
     """Make FollowedRange the ranges this server follows in ``version``; a range whose
-    leader and bounds are unchanged keeps how far it has applied the leader's log."""
+    leader and bounds are unchanged keeps how far it has applied the leader's log, a new
+    one starts at ``caught_up_seq`` (what a new follower's copy and catch-ups hold)."""
     current = {(r.table, r.start_key, r.end_key, r.leader): r for r in FollowedRange.objects.all()}
     keep: set[int] = set()
     for t in followed:
