@@ -160,14 +160,34 @@ class LocalCluster:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def supervise(self) -> Process:
+    def supervise(self, *, restart_tablets_after_s: float | None = None) -> Process:
         """Block until a process exits that nobody asked to stop, and return it
-        (``make run`` then stops the rest). Ctrl-C raises KeyboardInterrupt as usual."""
+        (``make run`` then stops the rest). Ctrl-C raises KeyboardInterrupt as usual.
+
+        ``restart_tablets_after_s``: a tablet server (or its link) that dies is started
+        again after that long instead, the rest serving on meanwhile — what a replicated
+        cluster is for: its ranges fail over to their followers, and it rejoins as a
+        follower (``make run``). Any other process exiting still ends the supervision.
+        """
+        due: dict[str, float] = {}
         while True:
+            now = time.monotonic()
             for proc in self.processes.values():
+                if proc.name in due:
+                    if now >= due[proc.name]:
+                        del due[proc.name]
+                        self._system(f"starting {proc.name} again")
+                        proc.start()
+                    continue
                 if proc.starts and not proc.running and not proc.expected_exit:
                     self._system(f"{proc.name} exited with code {proc.returncode}")
-                    return proc
+                    if restart_tablets_after_s is None or not proc.name.startswith("tablet-"):
+                        return proc
+                    self._system(
+                        f"{proc.name}: its ranges fail over to their followers; starting it "
+                        f"again in {restart_tablets_after_s:.0f} s"
+                    )
+                    due[proc.name] = now + restart_tablets_after_s
             time.sleep(0.5)
 
     # --- one process ----------------------------------------------------------------------------

@@ -352,3 +352,37 @@ def test_a_node_with_a_host_of_its_own_binds_there_and_runs_in_its_namespace(tmp
     assert redis[:4] == ("ip", "netns", "exec", "ns-redis")
     assert redis[redis.index("--bind") + 1] == "10.9.0.6"
     assert redis[redis.index("--protected-mode") + 1] == "no"
+
+
+class _FakeProcess:
+    """A process that has died (or is running) without starting anything real."""
+
+    def __init__(self, name: str, running: bool) -> None:
+        self.name, self.running, self.starts = name, running, 1
+        self.expected_exit, self.returncode = False, None if running else -9
+        self.restarted = 0
+
+    def start(self) -> None:
+        self.running, self.restarted = True, self.restarted + 1
+
+
+def test_make_run_starts_a_dead_tablet_server_again_but_stops_for_anything_else(
+    tmp_path, monkeypatch
+):
+    from distdb.cluster import launcher
+
+    cluster = LocalCluster(ClusterConfig(tmp_path, redis_url="redis://127.0.0.1:6400/0"),
+                           redis=False)  # fmt: skip
+    tablet, client = _FakeProcess("tablet-1", False), _FakeProcess("client-1", True)
+    cluster.processes = {"tablet-1": tablet, "client-1": client}  # type: ignore[dict-item]
+    naps = iter(range(100))
+
+    def nap(seconds: float) -> None:  # the supervision's 0.5 s sleeps, on a fake clock
+        if next(naps) == 5:  # the client server dies later on
+            client.running, client.returncode = False, 1
+
+    now = [0.0]
+    monkeypatch.setattr(launcher.time, "sleep", lambda s: (nap(s), now.__setitem__(0, now[0] + s)))
+    monkeypatch.setattr(launcher.time, "monotonic", lambda: now[0])
+    assert cluster.supervise(restart_tablets_after_s=2).name == "client-1"
+    assert tablet.restarted == 1

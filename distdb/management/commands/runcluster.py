@@ -173,7 +173,9 @@ class Command(BaseCommand):
                 if fixture is not None:
                     self.stdout.write(f"[seed] {cluster.seed(fixture)}")
                 self._summary(cfg)
-                failed = f"{cluster.supervise().name} exited"
+                # A tablet server that dies comes back by itself: with replication its
+                # ranges are served by their followers meanwhile (README, "Replication").
+                failed = f"{cluster.supervise(restart_tablets_after_s=10).name} exited"
             except KeyboardInterrupt:
                 pass
             except ClusterError as exc:  # report and stop the cluster rather than run half-ready
