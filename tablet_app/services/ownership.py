@@ -286,8 +286,11 @@ def _followed_apply(
         row = current.get((t.table, t.start, t.end, t.server))
         if row is not None:
             keep.add(row.pk)
-            if row.version != version:
-                FollowedRange.objects.filter(pk=row.pk).update(version=version)
+            # The version may have arrived first by a push: the join still says how far
+            # the copy got (and it is never less than what was applied since).
+            applied = max(row.applied_seq, caught_up_seq)
+            if (row.version, row.applied_seq) != (version, applied):
+                FollowedRange.objects.filter(pk=row.pk).update(version=version, applied_seq=applied)
     FollowedRange.objects.exclude(pk__in=keep).delete()
     FollowedRange.objects.bulk_create(
         FollowedRange(

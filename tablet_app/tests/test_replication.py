@@ -168,3 +168,11 @@ def test_a_write_that_changes_nothing_leaves_no_key_pending(monkeypatch, setting
     answer = rows_mutate("t", [protocol.Mutation(op="delete_row", key="missing")])
     assert answer.results[0]["error"]["code"] == "row_not_found"
     assert not replication.shipper.pending
+
+
+def test_a_new_follower_starts_where_its_copy_got_even_if_the_version_came_first():
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE)  # by a push, before the join's command
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up_seq=40)
+    assert FollowedRange.objects.get().applied_seq == 40
+    replicate_apply(OTHER, 1, [entry(40, "a", cells={"v": "old"})])  # has it: skipped
+    assert rows() == {}
