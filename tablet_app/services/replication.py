@@ -300,7 +300,10 @@ class Shipper:
                 for seq in sorted(self.failed)[: len(self.failed) - FAILED_KEEP]:
                     del self.failed[seq]
             self.shipped = entries[-1].seq
-            shipped_store(self.shipped)  # trims stop here (``control.changes_trim``)
+            try:
+                shipped_store(self.shipped)  # trims stop here (``control.changes_trim``)
+            except OSError as exc:  # a full disk: trims stop earlier, nothing else is lost
+                log.warning("could not record the shipped position: %s", exc)
             for ticket in self._tickets:
                 if ticket.last_seq and ticket.last_seq <= self.shipped:
                     self._release_locked(ticket)
