@@ -73,6 +73,8 @@ DEADLINE = timedelta(seconds=8)
 OPERATIONS = [
     "GET /api/v1/tables/",
     "POST /api/v1/tables/",
+    "GET /api/v1/tables/{table}",
+    "PATCH /api/v1/tables/{table}",
     "GET /api/v1/tables/{table}/rows",
     "POST /api/v1/tables/{table}/rows",
     "POST /api/v1/tables/{table}/rows:batch",
@@ -82,6 +84,7 @@ OPERATIONS = [
     "DELETE /api/v1/tables/{table}/rows/{key}/cells",
     "POST /api/v1/client/send-db-query",
 ]
+TABLE_OPERATIONS = ("GET /api/v1/tables/{table}", "PATCH /api/v1/tables/{table}")
 INT_TABLE, STR_TABLE, MISSING_TABLE = "apifuzz-int", "apifuzz-str", "apifuzz-missing"
 FUZZ_TABLES: dict[str, dict[str, Any]] = {
     INT_TABLE: {
@@ -485,7 +488,16 @@ def exercise(case: Case, model: Model, http: requests.Session, auth: dict[str, s
     case.validate_response(response, checks=CHECKS, headers=auth)
     status = response.status_code
 
-    if rows is not None and not writes:
+    if case.operation.label in TABLE_OPERATIONS:
+        # The table itself (its replication factor): never its rows.
+        if rows is not None:
+            model.expect(table, rows, f"{case.operation.label} ({status}) changed the rows")
+        if status == 200:
+            answer = response.json()
+            assert answer["name"] == table, answer
+            if writes and isinstance(case.body, dict) and "rf" in case.body:
+                assert answer["rf"] == case.body["rf"], answer
+    elif rows is not None and not writes:
         check_read(rows, case, response)
     elif rows is not None and 400 <= status < 500:
         model.expect(table, rows, f"a refused request ({status}) changed the data")
@@ -521,6 +533,8 @@ def test_every_operation_refuses_a_missing_or_bad_token_in_the_error_shape(clust
     valid = {  # requests that a valid token would get accepted
         "GET /api/v1/tables/": None,
         "POST /api/v1/tables/": {"name": "fuzz-no-token", "key_type": "int"},
+        "GET /api/v1/tables/{table}": None,
+        "PATCH /api/v1/tables/{table}": {"rf": 2},
         "GET /api/v1/tables/{table}/rows": None,
         "POST /api/v1/tables/{table}/rows": [{"key": 5, "cells": {"a": 5}}],
         "POST /api/v1/tables/{table}/rows:batch": {"mutations": [{"op": "delete_row", "key": 1}]},
