@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import orjson
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from distdb import protocol
@@ -59,7 +60,7 @@ from distdb.errors import (
     error_from_dict,
 )
 from tablet_app.models import ChangeLogEntry, FollowedRange, OwnedRange
-from tablet_app.services.changelog import entries_apply, shipped_store
+from tablet_app.services.changelog import entries_apply, shipped_read, shipped_store
 from tablet_app.services.control import changes_batch
 from tablet_app.services.leader_lease import lease_current
 from tablet_app.services.locks import ownership_lock_shared
@@ -276,11 +277,21 @@ class Shipper:
                 time.sleep(MASTER_RETRY_S)
 
     def _start(self) -> None:
+        """Start from the oldest entry in the log (followers skip what they have). An empty
+        log was trimmed, and a trim never passes what was shipped (``changes_trim``):
+        everything ever written was shipped, up to the recorded position — at least any
+        range's snapshot (``ready_seq``), which a restarted leader would otherwise wait
+        for forever (seqs are never reused)."""
         first = ChangeLogEntry.objects.order_by("seq").values_list("seq", flat=True).first()
         last = ChangeLogEntry.objects.order_by("-seq").values_list("seq", flat=True).first()
         self._tail_end = last or 0
+        if first is None:
+            snapshots = OwnedRange.objects.aggregate(m=Max("ready_seq"))["m"] or 0
+            position = max(shipped_read(), snapshots)
+        else:
+            position = first - 1
         with self.cond:
-            self.shipped = (first or 1) - 1
+            self.shipped = position
             self.cond.notify_all()
         log.info("shipping the log from seq %d (tail ends at %d)", self.shipped + 1, self._tail_end)
 

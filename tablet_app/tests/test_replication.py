@@ -176,3 +176,22 @@ def test_a_new_follower_starts_where_its_copy_got_even_if_the_version_came_first
     assert FollowedRange.objects.get().applied_seq == 40
     replicate_apply(OTHER, 1, [entry(40, "a", cells={"v": "old"})])  # has it: skipped
     assert rows() == {}
+
+
+def test_a_restarted_leader_with_a_trimmed_log_does_not_wait_for_its_old_snapshot(
+    settings, tmp_path
+):
+    """Seqs are never reused: a snapshot's ready_seq lies behind an empty (trimmed) log,
+    and the shipper of a new process must start past it (a whole-cluster restart left
+    every replicated range unavailable)."""
+    from tablet_app.services.replication import Shipper
+
+    settings.DISTDB_DATA_DIR = tmp_path
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE)
+    metadata_apply(metadata(2, NODE, [OTHER]), NODE)  # promoted: a snapshot in the log
+    ready = OwnedRange.objects.get().ready_seq
+    assert ready > 0
+    ChangeLogEntry.objects.all().delete()  # collected and trimmed, before a restart
+    shipper = Shipper()
+    shipper._start()
+    assert shipper.shipped >= ready
