@@ -497,6 +497,7 @@ def exercise(case: Case, model: Model, http: requests.Session, auth: dict[str, s
             assert answer["name"] == table, answer
             if writes and isinstance(case.body, dict) and "rf" in case.body:
                 assert answer["rf"] == case.body["rf"], answer
+                model.table_list = None  # the listing shows the new rf
     elif rows is not None and not writes:
         check_read(rows, case, response)
     elif rows is not None and 400 <= status < 500:
