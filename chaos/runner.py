@@ -331,9 +331,16 @@ async def _fill(client: Client, rec: Recorder, rows: int) -> None:
     for start in range(0, rows, 200):
         tokens = [f"fill-{i}" for i in range(start, min(rows, start + 200))]
         rec.attempted_inserts.update(tokens)
-        answer = await client.send(
-            "POST", f"/{INSERT_TABLE}/rows", [{"cells": {"t": t}} for t in tokens]
-        )
+        # Sent again (same Idempotency-Key: at most once) while the answer says "retry":
+        # a just-started cluster's leaders may still be taking their first leases.
+        once = {"Idempotency-Key": f"chaos-fill-{start}"}
+        for _ in range(20):
+            answer = await client.send(
+                "POST", f"/{INSERT_TABLE}/rows", [{"cells": {"t": t}} for t in tokens], once
+            )
+            if answer.status not in (None, 503):
+                break
+            await asyncio.sleep(0.5)
         if answer.status != 201:
             raise RuntimeError(f"could not fill: {answer.status} {answer.body}")
         rec.acked_inserts.update({t: t for t in tokens})

@@ -71,3 +71,24 @@ def check_keys_and_token(
             )
         )
     return errors
+
+
+@register()
+def check_leader_lease(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """A leader renews its lease at every heartbeat: a lease not longer than two heartbeats
+    lapses between renewals, and every replicated range keeps going unavailable."""
+    if settings.DISTDB_ROLE != "master":
+        return []
+    lease, beat = settings.DISTDB_LEADER_LEASE_S, settings.DISTDB_HEARTBEAT_S
+    if lease <= 2 * beat:
+        return [
+            Error(
+                f"DISTDB_LEADER_LEASE_S ({lease}) must be more than twice "
+                f"DISTDB_HEARTBEAT_S ({beat})",
+                hint="Lengthen the lease or heartbeat more often (defaults: 4 s and 1 s).",
+                id="distdb.E010",
+            )
+        ]
+    return []

@@ -207,7 +207,10 @@ class TabletLink:
 
     def __init__(self, *, connect: Connect = websockets.connect) -> None:
         self.node_id: str = settings.DISTDB_NODE_ID
-        self.heartbeat_s: float = 5.0
+        # The master's interval arrives with its welcome; until then beat at the default
+        # (a leader lease lasts a few beats: one long first sleep let it lapse).
+        self.heartbeat_s: float = 1.0
+        self._beat_now = asyncio.Event()  # the welcome asks for a heartbeat at once
         self.connected = asyncio.Event()  # set by the master's welcome, cleared on loss
         self.verifier = LinkVerifier(self.node_id)  # a new one for each connection
         self._connect = connect
@@ -322,7 +325,9 @@ class TabletLink:
             await ws.send(dumps(beat))
             if self.connected.is_set():
                 await _status(True, self.heartbeat_s)
-            await asyncio.sleep(self.heartbeat_s)
+            self._beat_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_now.wait(), self.heartbeat_s)
 
     async def _handle(self, ws: LinkSocket, raw: str | bytes) -> None:
         try:
@@ -351,6 +356,7 @@ class TabletLink:
             return
         if isinstance(message, Welcome):
             self.heartbeat_s = message.heartbeat_s
+            self._beat_now.set()  # a heartbeat now, at the master's interval from then on
             self.connected.set()
             await _status(True, self.heartbeat_s)
             log.info("linked to the master as %s", self.node_id)

@@ -302,6 +302,7 @@ class Shipper:
                 if not self.ready and self.shipped >= self._tail_end:
                     self.ready = True
                     self.cond.notify_all()
+                    log.info("the log tail (to seq %d) is on every in-sync follower", self.shipped)
                 self.cond.wait(IDLE_WAIT_S)
             return
         failed = self._ship(entries)
