@@ -295,7 +295,7 @@ def check_read(model: dict[Any, Any], case: Case, response: Response) -> None:
     many = many if isinstance(many, list) else [many]  # an empty list sends no ?key= at all
     # Negative generation may give a ?key= value of another type (an integer): it goes
     # out as its text, and that text is what the API reads.
-    many = [v if isinstance(v, str) else str(v) for v in many]
+    many = [v if isinstance(v, str) else str(v) for v in many if v is not None]
     if "keys" in query or many:
         texts = query["keys"].split(",") if "keys" in query else []
         keys = [key_from_text(table, text) for text in texts + many]
