@@ -104,12 +104,14 @@ class ChaosResult:
     fault_counts: dict[str, int] = field(default_factory=dict)
     skipped_nemeses: dict[str, str] = field(default_factory=dict)
     out_dir: str = ""
+    failovers: int | None = None  # automatic failovers the master recorded (replicated runs)
 
     def summary(self) -> str:
         verdict = "PASS" if self.ok else "FAIL"
         return (
             f"chaos seed={self.seed} duration={self.duration_s:.0f}s: {verdict} — {self.ops} ops, "
-            f"{self.faults} faults {self.fault_counts}, {self.moves} moves, recovery "
+            f"{self.faults} faults {self.fault_counts}, {self.moves} moves, "
+            f"{'-' if self.failovers is None else self.failovers} failovers, recovery "
             f"{'none' if self.recovery_s is None else f'{self.recovery_s:.1f}s'}; "
             f"linearizability {self.linearizability['verdict']}, inserts "
             f"{self.inserts['verdict']}, ownership {self.ownership['verdict']} -> {self.out_dir}"
@@ -289,6 +291,7 @@ async def _run(cfg: ChaosConfig, cluster: LocalCluster) -> ChaosResult:
     lin = check_history(rec.ops, unique_values=True)  # every write writes a value of its own
     ins = inserts_check(rec.acked_inserts, rec.attempted_inserts, found)
     own = ownership_check(cluster)
+    failovers = _failovers(cluster)
     fault_counts: dict[str, int] = {}
     for f in nemesis.faults:
         fault_counts[f.kind] = fault_counts.get(f.kind, 0) + 1
@@ -321,6 +324,7 @@ async def _run(cfg: ChaosConfig, cluster: LocalCluster) -> ChaosResult:
         fault_counts=fault_counts,
         skipped_nemeses=cfg.skipped,
         out_dir=str(cfg.out_dir),
+        failovers=failovers,
     )
     _write(cfg, rec, nemesis, result)
     return result
@@ -344,6 +348,15 @@ async def _fill(client: Client, rec: Recorder, rows: int) -> None:
         if answer.status != 201:
             raise RuntimeError(f"could not fill: {answer.status} {answer.body}")
         rec.acked_inserts.update({t: t for t in tokens})
+
+
+def _failovers(cluster: LocalCluster) -> int | None:
+    """How many failovers the master recorded (None if it cannot tell)."""
+    code = "from master_app.models import Failover; print(Failover.objects.count())"
+    try:
+        return int(cluster.shell("master", code))
+    except (ClusterError, subprocess.TimeoutExpired, ValueError):
+        return None
 
 
 def _heal(cluster: LocalCluster) -> None:
