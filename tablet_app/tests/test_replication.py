@@ -142,8 +142,8 @@ def test_a_follower_that_closed_an_idle_connection_is_sent_the_request_again(mon
         for _ in range(2):
             conn, _ = listener.accept()
             conn.recv(65536)
+            served.append(1)  # before the answer: the caller may check as soon as it has it
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            served.append(1)
             conn.close()
 
     threading.Thread(target=serve, daemon=True).start()
