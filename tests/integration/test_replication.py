@@ -54,11 +54,6 @@ def _create(cluster: LocalCluster, name: str, rf: int | None = None) -> None:
     assert status == 201, answer
 
 
-def _status(cluster: LocalCluster) -> dict:
-    out = cluster.manage("cluster_status", "--json")
-    return json.loads(out)
-
-
 def _metadata(cluster: LocalCluster) -> dict:
     status, body, _ = call(
         "GET",
@@ -201,6 +196,14 @@ def _start_tablet(cluster: LocalCluster, node: str) -> None:
     cluster.wait_ready(*names, timeout=120)
 
 
+def _lose_disk(cluster: LocalCluster, node: str) -> None:
+    """SIGKILL a tablet server and give it a new, empty database (its disk is gone)."""
+    _kill_tablet(cluster, node)
+    for suffix in ("", "-wal", "-shm"):
+        (cluster.data_dir / f"{node}.sqlite3{suffix}").unlink(missing_ok=True)
+    cluster.manage("migrate", "--no-input", node=node)
+
+
 def _stored_rows(cluster: LocalCluster, node: str, table: str) -> int:
     code = f"from tablet_app.models import Row; print(Row.objects.filter(table={table!r}).count())"
     return int(cluster.shell(node, code))
@@ -212,15 +215,11 @@ def test_a_lost_disk_loses_nothing_and_the_copy_is_rebuilt_from_the_survivor(tmp
         leader, [follower] = _in_sync(cluster, "orders")
         with Writer(cluster, "orders") as writer:
             _wait("some writes", lambda: len(writer.acked) > 50)
-            _kill_tablet(cluster, leader)
-            for suffix in ("", "-wal", "-shm"):  # the disk is gone: database and log
-                (cluster.data_dir / f"{leader}.sqlite3{suffix}").unlink(missing_ok=True)
+            _lose_disk(cluster, leader)
             _wait("the follower to lead", lambda: _leader(cluster, "orders")[0] == follower)
             before = len(writer.acked)
             _wait("writes after the failover", lambda: len(writer.acked) > before + 30)
-            # A new, empty disk: the server comes back with nothing and is re-seeded.
-            cluster.manage("migrate", "--no-input", node=leader)
-            _start_tablet(cluster, leader)
+            _start_tablet(cluster, leader)  # on a new, empty disk: it is re-seeded
             _wait(
                 "the wiped server to rejoin as follower",
                 lambda: _leader(cluster, "orders") == (follower, [leader]),
@@ -301,10 +300,7 @@ def test_a_wiped_leader_back_before_its_lease_ends_leads_nothing_and_erases_noth
         leader, [follower] = _in_sync(cluster, "orders")
         with Writer(cluster, "orders") as writer:
             _wait("some writes", lambda: len(writer.acked) > 50)
-            _kill_tablet(cluster, leader)
-            for suffix in ("", "-wal", "-shm"):
-                (cluster.data_dir / f"{leader}.sqlite3{suffix}").unlink(missing_ok=True)
-            cluster.manage("migrate", "--no-input", node=leader)
+            _lose_disk(cluster, leader)
             _start_tablet(cluster, leader)  # well within lease + margin of the kill
             _wait("the follower to lead", lambda: _leader(cluster, "orders")[0] == follower)
             before = len(writer.acked)
