@@ -171,6 +171,7 @@ def metadata_apply(metadata: protocol.Metadata, node_id: str, caught_up_seq: int
         newest = metadata_version_current()
         if metadata.version < newest:
             log.info("ignoring metadata v%s: v%s is already applied", metadata.version, newest)
+            _caught_up_credit(metadata, node_id, caught_up_seq)
             return
         mine = [t for t in metadata.tablets if t.server == node_id]
         followed = [t for t in metadata.tablets if any(f.server == node_id for f in t.in_sync)]
@@ -294,10 +295,63 @@ def _followed_apply(
     FollowedRange.objects.exclude(pk__in=keep).delete()
     FollowedRange.objects.bulk_create(
         FollowedRange(
-            table=t.table, start_key=t.start, end_key=t.end, leader=t.server, version=version
-        )  # fmt: skip
+            table=t.table,
+            start_key=t.start,
+            end_key=t.end,
+            leader=t.server,
+            version=version,
+            applied_seq=caught_up_seq,
+        )
         for t in followed
         if (t.table, t.start, t.end, t.server) not in current
+    )
+
+
+def _caught_up_credit(metadata: protocol.Metadata, node_id: str, caught_up_seq: int) -> None:
+    """A join whose version was overtaken by a newer one (a push for another range's
+    move): the copy still holds the leader's log up to ``caught_up_seq``, so a range
+    followed from that same leader within the joined bounds has applied at least that
+    far. Without it the lag showed the whole log until the next write.
+
+    Seqs only grow within one log, but a leader whose disk was lost starts a new log at
+    1; crediting a range of that new log would make the follower skip its entries. A
+    lost disk always passes through a version where the server leads nothing, so the
+    credit needs every version since the join stored here, each led by the same server
+    (a version not stored here means no credit: an under-count only re-applies images).
+    """
+    if caught_up_seq <= 0:
+        return
+    newest = metadata_version_current()
+    since = {
+        v: protocol.Metadata.model_validate(data)
+        for v, data in MetadataSnapshot.objects.filter(
+            version__gt=metadata.version, version__lte=newest
+        ).values_list("version", "data")
+    }
+    if len(since) != newest - metadata.version:
+        return
+    for t in metadata.tablets:
+        if not any(f.server == node_id for f in t.in_sync):
+            continue
+        if not all(_led_by(m, t) for m in since.values()):
+            continue
+        inside = FollowedRange.objects.filter(
+            table=t.table, leader=t.server, start_key__gte=t.start, applied_seq__lt=caught_up_seq
+        )
+        if t.end is not None:
+            inside = inside.filter(end_key__isnull=False, end_key__lte=t.end)
+        inside.update(applied_seq=caught_up_seq)
+
+
+def _led_by(metadata: protocol.Metadata, joined: protocol.TabletAssignment) -> bool:
+    """Whether every tablet of ``metadata`` overlapping ``joined``'s bounds has its leader
+    (a table's tablets partition its key space, so that is all of the bounds)."""
+    return all(
+        t.server == joined.server
+        for t in metadata.tablets
+        if t.table == joined.table
+        and (joined.end is None or t.start < joined.end)
+        and (t.end is None or t.end > joined.start)
     )
 
 

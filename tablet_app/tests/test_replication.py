@@ -170,12 +170,44 @@ def test_a_write_that_changes_nothing_leaves_no_key_pending(monkeypatch, setting
     assert not replication.shipper.pending
 
 
+def test_a_new_follower_starts_where_its_copy_got():
+    """The join is usually the first this server hears of the version: its copy holds the
+    leader's log up to the catch-up's end (the lag showed the whole log — seen on a fresh
+    ``make run``, where every follower said "501 entries" behind)."""
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up_seq=40)
+    assert FollowedRange.objects.get().applied_seq == 40
+
+
 def test_a_new_follower_starts_where_its_copy_got_even_if_the_version_came_first():
     metadata_apply(metadata(1, OTHER, [NODE]), NODE)  # by a push, before the join's command
     metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up_seq=40)
     assert FollowedRange.objects.get().applied_seq == 40
     replicate_apply(OTHER, 1, [entry(40, "a", cells={"v": "old"})])  # has it: skipped
     assert rows() == {}
+
+
+def test_a_join_older_than_the_applied_version_still_says_how_far_the_copy_got():
+    """A push of a newer version (another range's move) can overtake the join's command:
+    the follower showed its copy as 0 applied (a lag of the whole log) until the next
+    write, though it held everything up to the copy's end."""
+    metadata_apply(metadata(2, OTHER, [NODE]), NODE)  # the newer version, first
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up_seq=40)  # the join's, late
+    followed = FollowedRange.objects.get()
+    assert (followed.version, followed.applied_seq) == (2, 40)
+
+
+def test_a_late_join_never_credits_a_range_now_followed_from_another_leader():
+    metadata_apply(metadata(2, "tablet-9", [NODE]), NODE)
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up_seq=40)
+    assert FollowedRange.objects.get().applied_seq == 0
+
+
+def test_a_late_join_gives_no_credit_across_a_version_this_server_never_saw():
+    """A lost disk restarts its server's log at seq 1 and always passes through a version
+    where it leads nothing: an unseen version in between could be that one."""
+    metadata_apply(metadata(3, OTHER, [NODE]), NODE)  # v2 never reached this server
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up_seq=40)
+    assert FollowedRange.objects.get().applied_seq == 0
 
 
 def test_a_restarted_leader_with_a_trimmed_log_does_not_wait_for_its_old_snapshot(

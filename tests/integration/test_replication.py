@@ -292,6 +292,34 @@ def test_an_rf_1_table_has_no_follower_and_no_failover(tmp_path):
         assert _present(cluster, "plain", [r["key"] for r in rows]) == {r["key"] for r in rows}
 
 
+def test_a_new_follower_of_a_quiet_range_shows_no_lag(tmp_path):
+    """A copy joins holding its leader's log up to its last catch-up. With no write since,
+    it is in step; the master showed it behind by the whole log (every follower of a
+    fresh ``make run`` said "501 entries") until the range's next write."""
+    with _cluster(tmp_path, tablets=2) as cluster:
+        _create(cluster, "quiet", rf=1)
+        rows = [{"key": f"q{i}", "cells": {"n": i}} for i in range(30)]
+        status, body, _ = call("POST", f"{_tables(cluster)}/quiet/rows", cluster.api_token, rows)
+        assert status == 201, body
+        status, body, _ = call("PATCH", f"{_tables(cluster)}/quiet", cluster.api_token, {"rf": 2})
+        assert status == 200, body
+        leader, [follower] = _in_sync(cluster, "quiet")
+
+        def follower_lags() -> list[int | None]:
+            status = json.loads(cluster.manage("cluster_status", "--json"))
+            return [
+                f["lag_entries"]
+                for r in status["replication"]
+                if r["table"] == "quiet"
+                for f in r["followers"]
+            ]
+
+        try:
+            _wait("the new follower to show it is in step", lambda: follower_lags() == [0], 20)
+        except AssertionError:
+            raise AssertionError(f"{follower} of {leader}: lag {follower_lags()}") from None
+
+
 def test_a_wiped_leader_back_before_its_lease_ends_leads_nothing_and_erases_nothing(tmp_path):
     """Restarted with an empty database before the master failed it over: it must not go
     on leading (it would replicate its emptiness to the follower)."""
