@@ -51,6 +51,8 @@ def test_an_operator_logs_in_and_finds_every_server_both_charts_and_the_plan(
     cluster, browser, tmp_path
 ):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
     # Some traffic first, so that the heatmap and the rates have something to show.
     base = f"{cluster.node_url('client-1')}/api/v1/tables/products/rows"
@@ -62,10 +64,17 @@ def test_an_operator_logs_in_and_finds_every_server_both_charts_and_the_plan(
     browser.find_element(By.NAME, "username").send_keys("admin")
     browser.find_element(By.NAME, "password").send_keys(cluster.admin_password)
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    link = browser.find_element(By.CSS_SELECTOR, "#distdb-dashboard-link a")  # on the index
+    # A click returns before the next page has loaded: wait for what is looked for (a
+    # lookup at once could still see the login page — failed so once in CI).
+    arrive = WebDriverWait(browser, 30)
+    link = arrive.until(
+        expected_conditions.element_to_be_clickable(
+            (By.CSS_SELECTOR, "#distdb-dashboard-link a")  # on the index
+        )
+    )
     link.click()
-
-    assert "Cluster dashboard" in browser.title
+    arrive.until(expected_conditions.title_contains("Cluster dashboard"))
+    arrive.until(expected_conditions.presence_of_element_located((By.ID, "recent-runs")))
     nodes = {
         row.get_attribute("data-node")
         for row in browser.find_elements(By.CSS_SELECTOR, "#servers tbody tr")
