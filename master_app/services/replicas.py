@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from distdb.boot import boot_id
 from distdb.errors import DistdbError
 from distdb.protocol import TabletHealth
 from master_app.models import Failover, Table, Tablet, TabletServer
@@ -43,14 +44,6 @@ Clock = Callable[[], float]
 
 class _NothingToChange(Exception):
     """Raised inside a commit's transaction when, under the lock, nothing is left to do."""
-
-
-def boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return f"t{round(time.time() - time.monotonic())}"
 
 
 # --- leases ---------------------------------------------------------------------------------------
@@ -184,7 +177,9 @@ def failover_check(*, clock: Clock = time.monotonic) -> list[Promotion]:
 
 
 def _fail_over_table(table: Table, clock: Clock) -> list[Promotion]:
-    done: list[Promotion] = []
+    # (range, old leader, new leader, seconds since the old one's last grant): a Promotion
+    # once the commit has given it a version.
+    done: list[tuple[RangeAssignment, str, float]] = []
 
     def assignments() -> list[RangeAssignment]:
         # Under the metadata lock: the grants read now are final for this commit.
@@ -219,7 +214,7 @@ def _fail_over_table(table: Table, clock: Clock) -> list[Promotion]:
             rest = tuple(f for f in a.in_sync if f != new)
             out.append(RangeAssignment(a.table, a.start, a.end, new, rest))
             since = now - (leader.lease_granted_at or now)
-            done.append(Promotion(a.table, a.start, a.end, a.server_id, new, 0, since))
+            done.append((a, new, since))
         if not done and not changed:
             raise _NothingToChange
         return out
@@ -229,8 +224,10 @@ def _fail_over_table(table: Table, clock: Clock) -> list[Promotion]:
     except _NothingToChange:
         return []
     repair_soon()  # a range short of copies: a follower dropped, or a leader failed over
-    promoted = [Promotion(p.table, p.start, p.end, p.old, p.new, version, p.unavailable_s)
-                for p in done]  # fmt: skip
+    promoted = [
+        Promotion(a.table, a.start, a.end, a.server_id, new, version, since)
+        for a, new, since in done
+    ]
     with transaction.atomic():
         for p in promoted:
             Failover.objects.create(

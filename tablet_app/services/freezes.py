@@ -34,27 +34,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
+from distdb.boot import boot_id
 from tablet_app.models import OwnedRange
 from tablet_app.services.locks import ownership_lock_exclusive
 
 clock: Callable[[], float] = time.monotonic  # this host's monotonic clock; tests swap it
-
-_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-
-
-@cache
-def boot_id() -> str:
-    """This boot's id (Linux); a monotonic deadline means nothing in another boot."""
-    try:
-        return _BOOT_ID.read_text().strip()
-    except OSError:  # not Linux: derive one from when the monotonic clock started
-        return f"t{round(time.time() - time.monotonic())}"
 
 
 @dataclass(frozen=True, slots=True)

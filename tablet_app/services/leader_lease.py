@@ -31,7 +31,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from tablet_app.services.freezes import boot_id
+from distdb.boot import boot_id
 
 CACHE_S = 0.05
 

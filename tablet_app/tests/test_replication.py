@@ -104,7 +104,7 @@ def test_an_rf_1_table_needs_no_lease_and_logs_no_snapshot():
 
 
 def test_a_lease_holds_until_its_deadline_and_only_at_an_applied_version():
-    from tablet_app.services.freezes import boot_id
+    from distdb.boot import boot_id
 
     now = lease_clock()
     lease = Lease(now + 3, boot_id(), version=7)
