@@ -115,7 +115,7 @@ class RebalanceRunAdmin(admin.ModelAdmin):
                 "<tr><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td><td>{}</td>"
                 "<td>{}</td><td>{}</td><td>{}</td></tr>",
                 m["table"],
-                m["source"],
+                f"follower {m['replaces']}" if m.get("replaces") else m["source"],
                 m["target"],
                 m["rows_copied"],
                 m["catch_up_entries"],

@@ -44,6 +44,7 @@ from distdb.protocol import (
     CopyReply,
     DropCommand,
     DropReply,
+    DropUnownedCommand,
     FreezeCommand,
     ReplyT,
     UnfreezeCommand,
@@ -89,6 +90,8 @@ class MoveReport:
     outcome: str = "running"
     error: str = ""
     warnings: list[str] = field(default_factory=list)
+    kind: str = "move"  # as ``Move.kind``
+    replaces: str | None = None  # as ``Move.replaces``: the follower this one replaced
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,7 +124,10 @@ def move_range(
     run lease). ``clock`` times the freeze against its lease (and the report's
     durations); tests pass a clock they advance instead of sleeping.
     """
-    report = MoveReport(move.table, move.start, move.end, move.source, move.target, move.rows)
+    report = MoveReport(
+        move.table, move.start, move.end, move.source, move.target, move.rows,
+        kind=move.kind, replaces=move.replaces,
+    )  # fmt: skip
     began = clock()
     table = Table.objects.get(name=move.table)
     source = TabletServer.objects.get(node_id=move.source)
@@ -312,6 +318,14 @@ def _moved(
     if move.kind == "replica":  # the leader stays; the target joins its followers
         if target.node_id in in_sync:
             raise MoveAborted(f"{target} already follows {move.table} [{move.start!r}, ...)")
+        if move.replaces is not None:  # in place of that follower, in this same commit
+            if move.replaces not in in_sync:
+                raise MoveAborted(
+                    f"{move.replaces} no longer follows {move.table} [{move.start!r}, ...)"
+                )
+            return source.node_id, tuple(
+                target.node_id if f == move.replaces else f for f in in_sync
+            )
         if 1 + len(in_sync) >= rf:  # rf was lowered while the copy ran
             raise MoveAborted(f"{move.table} has its {rf} copies already")
         return source.node_id, (*in_sync, target.node_id)
@@ -350,6 +364,20 @@ def _join(
             ),
         ),  # fmt: skip
     ]
+    replaced = None if move.replaces is None else TabletServer.objects.get(node_id=move.replaces)
+    if replaced is not None:
+        # The follower replaced stops following once it applies the version; only then
+        # may its copy go (a range it still follows is never dropped: ``rows_drop_unowned``).
+        # If it misses this, the next run drops the copy (``_drop_leftovers``).
+        steps += [
+            (replaced, ApplyMetadataCommand(id=new_command_id(), metadata=metadata)),
+            (
+                replaced,
+                DropUnownedCommand(
+                    id=new_command_id(), table=move.table, start=move.start, end=move.end
+                ),
+            ),
+        ]
     for server, cmd in steps:
         try:
             link_call(server.node_id, cmd, timeout_s=10)
@@ -357,6 +385,8 @@ def _join(
             # The leader's freeze ends with its lease (it settles with the master); the
             # follower hears the version at its next heartbeat.
             report.warnings.append(f"{server} did not {cmd.type} v{metadata.version} yet: {exc}")
+            if server is replaced:
+                break  # its drop waits for the next run
 
 
 def _commit_report(move: Move, target: TabletServer, report: MoveReport) -> None:

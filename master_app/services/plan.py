@@ -35,7 +35,9 @@ class Move:
 
     ``kind``: "move" hands the range's leadership over (its followers stay); "replica"
     copies the range to ``target`` as a new in-sync follower, ``source`` (its leader)
-    keeps it (re-replication, ``master_app.services.replicas``).
+    keeps it (re-replication, ``master_app.services.replicas``). A "replica" move with
+    ``replaces`` swaps that follower for ``target`` in the same commit (follower
+    placement, ``plan_followers``): the range has its copies throughout.
     """
 
     table: str
@@ -45,9 +47,21 @@ class Move:
     target: str
     rows: int
     kind: str = "move"
+    replaces: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReplicaLoad:
+    """A current tablet of a replicated table: its leader, in-sync followers and rows."""
+
+    start: str
+    end: str | None
+    leader: str
+    followers: tuple[str, ...]
+    rows: int
 
 
 @dataclass
@@ -57,6 +71,8 @@ class TablePlan:
     after: dict[str, int]
     moves: list[Move] = field(default_factory=list)
     note: str = ""
+    # Replicated tables: followers to swap (``plan_followers``), after the leader moves.
+    follower_moves: list[Move] = field(default_factory=list)
 
 
 # key_at(start, end, offset): the stored key of the row at 0-based ``offset`` in [start, end).
@@ -174,3 +190,76 @@ def _merge(moves: list[Move]) -> list[Move]:
         else:
             merged.append(m)
     return merged
+
+
+def plan_followers(
+    table: str,
+    tablets: Sequence[ReplicaLoad],
+    *,
+    targets: Sequence[str],
+    movable: Sequence[str],
+    threshold: float,
+    min_rows: int,
+) -> list[Move]:
+    """Follower moves (``Move.kind == "replica"`` with ``replaces``) that take follower
+    copies off draining servers and spread follower rows over ``targets``.
+
+    Leaders are balanced by ``plan_table``; this places the other copies, which cost
+    disk and replication traffic just as much. First every follower on a draining server
+    (in ``movable``, not in ``targets``) goes to the target with the fewest follower
+    rows that holds no copy of the range (none: it stays, a range keeps its copies).
+    Then, while two targets differ by more than ``threshold`` of the mean and at least
+    ``min_rows``, a range followed by the fuller one and held nowhere on the emptier one
+    moves across: the one closest to half the difference, always less than all of it,
+    so each move strictly lowers the sum of squared loads and planning ends. Followers
+    on servers that are down are left to failover and re-replication
+    (``master_app.services.replicas``); so are ranges whose leader is down (the copy
+    is made from the leader).
+    """
+    holders = {t.start: {t.leader, *t.followers} for t in tablets}
+    followers = {t.start: list(t.followers) for t in tablets}
+    load = dict.fromkeys(targets, 0)
+    for t in tablets:
+        for f in t.followers:
+            if f in load:
+                load[f] += t.rows
+    moves: list[Move] = []
+
+    def move(t: ReplicaLoad, old: str, new: str) -> None:
+        moves.append(Move(table, t.start, t.end, t.leader, new, t.rows, "replica", old))
+        holders[t.start] = (holders[t.start] - {old}) | {new}
+        followers[t.start] = [new if f == old else f for f in followers[t.start]]
+        load[new] += t.rows
+        if old in load:
+            load[old] -= t.rows
+
+    live = [t for t in tablets if t.leader in movable]
+    for t in live:
+        for f in list(followers[t.start]):
+            if f in movable and f not in load:  # draining
+                free = [s for s in targets if s not in holders[t.start]]
+                if free:
+                    move(t, f, min(free, key=lambda s: (load[s], s)))
+
+    mean = sum(load.values()) / len(load) if load else 0
+
+    def best_move() -> tuple[ReplicaLoad, str, str] | None:
+        for full in sorted(load, key=lambda s: (-load[s], s)):
+            for empty in sorted(load, key=lambda s: (load[s], s)):
+                diff = load[full] - load[empty]
+                if diff <= threshold * mean or diff < min_rows:
+                    break  # the emptier ones come first: none further is eligible
+                fits = [
+                    t for t in live
+                    if full in followers[t.start]
+                    and empty not in holders[t.start]
+                    and 0 < t.rows < diff
+                ]  # fmt: skip
+                if fits:
+                    t = min(fits, key=lambda t: (abs(t.rows - diff / 2), t.start))
+                    return t, full, empty
+        return None
+
+    while (found := best_move()) is not None:
+        move(*found)
+    return moves

@@ -33,7 +33,14 @@ from master_app.services.consolidated import count_in, key_at
 from master_app.services.link import link_call, new_command_id
 from master_app.services.metadata import metadata_current
 from master_app.services.moves import MoveReport, move_range
-from master_app.services.plan import Move, TablePlan, TabletLoad, plan_table
+from master_app.services.plan import (
+    Move,
+    ReplicaLoad,
+    TablePlan,
+    TabletLoad,
+    plan_followers,
+    plan_table,
+)
 from master_app.services.servers import tablet_servers_expire
 
 log = logging.getLogger(__name__)
@@ -98,19 +105,45 @@ def _run(run: RebalanceRun, dry_run: bool, lease: leases.HeldLease, say: Progres
     step("planning")
     plans = plan_cluster(live)
     moves = [m for p in plans for m in p.moves]
+    planned_followers = [m for p in plans for m in p.follower_moves]
     key_types = dict(Table.objects.values_list("name", "key_type"))
     run.plan = [plan_as_dict(p, key_types[p.table]) for p in plans]
     run.save(update_fields=["plan"])
-    lines = [describe(m, key_types[m.table]) for m in moves]
-    say("plan", {"plans": plans, "moves": moves, "lines": lines})
-    if dry_run or not moves:
+    lines = [describe(m, key_types[m.table]) for m in [*moves, *planned_followers]]
+    say("plan", {"plans": plans, "moves": [*moves, *planned_followers], "lines": lines})
+    if dry_run or not (moves or planned_followers):
         run.outcome = (
-            RebalanceRun.Outcome.NOTHING_TO_DO if not moves else RebalanceRun.Outcome.PLANNED
+            RebalanceRun.Outcome.PLANNED
+            if moves or planned_followers
+            else RebalanceRun.Outcome.NOTHING_TO_DO
         )
         return
 
-    for index, move in enumerate(moves, 1):
-        step(f"move {index}/{len(moves)}: {lines[index - 1]}")
+    _execute(run, moves, key_types, step, say, lease)
+    if planned_followers or moves:
+        # Leaders first (their moves cut ranges); the followers are placed on the result.
+        step("placing followers")
+        followers = plan_cluster(live, leaders=False)
+        run.plan = _with_follower_moves(run.plan, followers, key_types)
+        run.save(update_fields=["plan"])
+        _execute(run, [m for p in followers for m in p.follower_moves], key_types, step, say, lease)
+
+    step("collecting changes")
+    changes_collect_all()
+    run.outcome = RebalanceRun.Outcome.SUCCEEDED
+
+
+def _execute(
+    run: RebalanceRun,
+    moves: list[Move],
+    key_types: dict[str, str],
+    step: Callable[[str], None],
+    say: Progress,
+    lease: leases.HeldLease,
+) -> None:
+    done = len(run.moves)
+    for index, move in enumerate(moves, done + 1):
+        step(f"move {index}/{done + len(moves)}: {describe(move, key_types[move.table])}")
 
         def moving(text: str, rows: int, index: int = index, move: Move = move) -> None:
             say("move", {"index": index, "move": move, "rows": rows, "step": text})
@@ -121,9 +154,14 @@ def _run(run: RebalanceRun, dry_run: bool, lease: leases.HeldLease, say: Progres
         if report.outcome != "succeeded":
             raise DistdbError(f"move {index} failed: {report.error}")
 
-    step("collecting changes")
-    changes_collect_all()
-    run.outcome = RebalanceRun.Outcome.SUCCEEDED
+
+def _with_follower_moves(
+    recorded: list[dict[str, Any]], plans: list[TablePlan], key_types: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The run's recorded plan with each table's follower moves as re-planned after the
+    leader moves (what the run then did)."""
+    again = {p.table: plan_as_dict(p, key_types[p.table])["follower_moves"] for p in plans}
+    return [{**p, "follower_moves": again.get(p["table"], [])} for p in recorded]
 
 
 def _record(run: RebalanceRun, report: MoveReport) -> None:
@@ -135,31 +173,51 @@ def _record(run: RebalanceRun, report: MoveReport) -> None:
     run.save(update_fields=["moves", "rows_moved", "longest_freeze_ms"])
 
 
-def plan_cluster(live: list[TabletServer]) -> list[TablePlan]:
-    """A plan per table over the live servers (draining ones give their data away)."""
+def plan_cluster(live: list[TabletServer], *, leaders: bool = True) -> list[TablePlan]:
+    """A plan per table over the live servers (draining ones give their data away):
+    leader moves (unless ``leaders`` is false) and, for replicated tables, follower
+    moves planned on the current placement (a run plans these again after its leader
+    moves, which may cut ranges)."""
     movable = [s.node_id for s in live]
     targets = [s.node_id for s in live if not s.draining]
+    threshold = settings.DISTDB_REBALANCE_THRESHOLD
+    min_rows = settings.DISTDB_REBALANCE_MIN_ROWS
     plans = []
     for table in Table.objects.order_by("name"):
-        tablets = [
-            TabletLoad(
-                t.start_key, t.end_key, t.server.node_id, count_in(table, t.start_key, t.end_key)
-            )
+        current = [
+            (t, count_in(table, t.start_key, t.end_key))
             for t in Tablet.objects.filter(table=table)
             .select_related("server")
             .order_by("start_key")
         ]
-        plans.append(
+        loads = [TabletLoad(t.start_key, t.end_key, t.server.node_id, n) for t, n in current]
+        plan = (
             plan_table(
                 table.name,
-                tablets,
+                loads,
                 targets=targets,
                 movable=movable,
                 key_at=partial(key_at, table),
-                threshold=settings.DISTDB_REBALANCE_THRESHOLD,
-                min_rows=settings.DISTDB_REBALANCE_MIN_ROWS,
+                threshold=threshold,
+                min_rows=min_rows,
             )
+            if leaders
+            else TablePlan(table.name, {}, {})
         )
+        if table.rf > 1:
+            replicas = [
+                ReplicaLoad(t.start_key, t.end_key, t.server.node_id, tuple(t.in_sync), n)
+                for t, n in current
+            ]
+            plan.follower_moves = plan_followers(
+                table.name,
+                replicas,
+                targets=targets,
+                movable=movable,
+                threshold=threshold,
+                min_rows=min_rows,
+            )
+        plans.append(plan)
     return plans
 
 
@@ -195,6 +253,11 @@ def _recover_interrupted() -> None:
 def describe(move: Move | MoveReport, key_type: str) -> str:
     span = f"[{bound_display(key_type, move.start)}, {bound_display(key_type, move.end)})"
     rows = getattr(move, "rows", getattr(move, "planned_rows", 0))
+    if move.replaces is not None:
+        return (
+            f"{move.table} {span} follower {move.replaces} -> {move.target} "
+            f"(leader {move.source}, {rows} rows)"
+        )
     return f"{move.table} {span} {move.source} -> {move.target} ({rows} rows)"
 
 
@@ -211,5 +274,13 @@ def plan_as_dict(plan: TablePlan, key_type: str) -> dict[str, Any]:
                 "end_display": bound_display(key_type, m.end),
             }
             for m in plan.moves
+        ],
+        "follower_moves": [
+            {
+                **m.as_dict(),
+                "start_display": bound_display(key_type, m.start),
+                "end_display": bound_display(key_type, m.end),
+            }
+            for m in plan.follower_moves
         ],
     }

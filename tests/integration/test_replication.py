@@ -320,6 +320,43 @@ def test_a_new_follower_of_a_quiet_range_shows_no_lag(tmp_path):
             raise AssertionError(f"{follower} of {leader}: lag {follower_lags()}") from None
 
 
+def test_draining_a_server_takes_its_follower_copies_off_it_and_loses_nothing(tmp_path):
+    """A drained server must end up holding nothing: its follower copies go to servers
+    without a copy, swapped in one commit each (the range keeps its copies throughout),
+    under a steady write load. Undone, a run gives it followers again (spread evenly)."""
+    with _cluster(tmp_path, tablets=3) as cluster:
+        _create(cluster, "orders")
+        leader, [follower] = _in_sync(cluster, "orders")
+        with Writer(cluster, "orders") as writer:
+            _wait("some writes", lambda: len(writer.acked) > 150)
+            cluster.manage("drain", follower, "--rebalance")
+            after_run = len(writer.acked)
+            _wait("writes after the run", lambda: len(writer.acked) > after_run + 30)
+        tablets = _tablets(cluster, "orders")
+        holders = [t["server"] for t in tablets] + [
+            f["server"] for t in tablets for f in t["in_sync"]
+        ]
+        assert follower not in holders, tablets
+        assert all(len(t["in_sync"]) == 1 for t in tablets), tablets  # rf=2 throughout
+        acked = writer.acked
+        missing = set(acked) - _present(cluster, "orders", acked)
+        assert not missing, f"{len(missing)} acknowledged writes lost: {sorted(missing)[:10]}"
+        assert _stored_rows(cluster, follower, "orders") == 0  # its copy was dropped
+        # A copy that replaced it is a real replica: its leader dies, nothing is lost.
+        victim = tablets[0]["server"]
+        promoted = {t["start"]: t["in_sync"][0]["server"] for t in tablets if t["server"] == victim}
+        _kill_tablet(cluster, victim)
+        _wait(
+            "the new followers to lead",
+            lambda: all(
+                promoted.get(t["start"], t["server"]) == t["server"]
+                for t in _tablets(cluster, "orders")
+            ),
+        )
+        missing = set(acked) - _present(cluster, "orders", acked)
+        assert not missing, f"{len(missing)} writes missing from the new follower copies"
+
+
 def test_a_wiped_leader_back_before_its_lease_ends_leads_nothing_and_erases_nothing(tmp_path):
     """Restarted with an empty database before the master failed it over: it must not go
     on leading (it would replicate its emptiness to the follower)."""

@@ -53,6 +53,11 @@ class Command(BaseCommand):
                     f"  move [{m['start_display']}, {m['end_display']}) "
                     f"{m['source']} -> {m['target']}: {m['rows']} rows"
                 )
+            for m in plan.get("follower_moves", ()):
+                self.stdout.write(
+                    f"  follower [{m['start_display']}, {m['end_display']}) "
+                    f"{m['replaces']} -> {m['target']} (leader {m['source']}): {m['rows']} rows"
+                )
         line = f"run {run.pk}: {run.get_outcome_display()} in {run.duration_s:.1f}s"
         if run.rows_moved:
             line += (
