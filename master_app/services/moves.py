@@ -349,7 +349,8 @@ def _join(
     move: Move, source: TabletServer, target: TabletServer, report: MoveReport, caught_up_seq: int
 ) -> None:
     """A new follower joins: the leader applies the version first (it replicates to the
-    follower from then on), then lifts its freeze; then the follower is told."""
+    follower from then on), then lifts its freeze; then the follower is told. The
+    follower it replaced, if any, is told last, and then drops its copy."""
     metadata = metadata_current()
     steps: list[tuple[TabletServer, Command[Any]]] = [
         (source, ApplyMetadataCommand(id=new_command_id(), metadata=metadata)),

@@ -11,8 +11,9 @@ from master_app.services.servers import tablet_server_drain
 
 class Command(BaseCommand):
     help = (
-        "Mark a tablet server as draining: the next rebalance moves every range it holds to "
-        "the other servers (--undo: it takes its share again). --rebalance runs one now."
+        "Mark a tablet server as draining: the next rebalance moves every range it holds "
+        "(as leader or follower) to the other servers (--undo: it takes its share again). "
+        "--rebalance runs one now."
     )
 
     def add_arguments(self, parser):
