@@ -45,6 +45,9 @@ KeyType = Literal["int", "str"]  # a table's keys: all integers or all strings
 
 
 MAX_RF = 5
+# The system table of Idempotency-Key records: written by client servers, expired by the
+# tablet servers that lead its ranges (``DISTDB_IDEMPOTENCY_TTL_S``).
+IDEMPOTENCY_TABLE = "_idempotency"
 
 
 class TableInfo(Strict):

@@ -116,6 +116,7 @@ from tablet_app.services import (
     rows_ingest,
     table_drop,
 )
+from tablet_app.services.expiry import idempotency_records_expire
 from tablet_app.services.leader_lease import lease_clock, lease_store
 from tablet_app.services.status import link_status_write
 
@@ -220,10 +221,12 @@ class TabletLink:
     async def run_forever(self) -> None:
         """Serve the link until the master refuses this server (``SystemExit``)."""
         resolver = asyncio.create_task(self._resolve_expired_freezes_forever())
+        expirer = asyncio.create_task(self._expire_records_forever())
         try:
             await self._link_forever()
         finally:
             resolver.cancel()
+            expirer.cancel()
 
     async def _link_forever(self) -> None:
         """Dial with the current token; a refusal of a token since replaced in the token
@@ -296,6 +299,15 @@ class TabletLink:
                 log.warning("could not settle expired freezes with the master: %s", exc)
             except Exception:  # noqa: BLE001 - this loop must outlive any one failure
                 log.exception("settling expired freezes failed; trying again")
+
+    async def _expire_records_forever(self) -> None:
+        """Delete expired Idempotency-Key records now and then (``expiry``)."""
+        while True:
+            await asyncio.sleep(settings.DISTDB_IDEMPOTENCY_EXPIRE_INTERVAL_S)
+            try:
+                await _db(idempotency_records_expire)()
+            except Exception:  # noqa: BLE001 - this loop must outlive any one failure
+                log.exception("expiring idempotency records failed; trying again later")
 
     async def resolve_expired_freezes(self) -> int:
         """Lift or give away ranges whose freeze lease ended; returns how many were lifted."""

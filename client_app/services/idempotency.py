@@ -19,7 +19,9 @@ with a key of its choosing and may then send it as often as it likes:
 Records are rows of the system table ``_idempotency`` (string keys: a hash of the API
 token's subject and the client's key, so clients cannot see each other's), stored,
 moved and collected like any row: any client server finds them, and they survive every
-fault the data does. They are kept ``RECORD_TTL_S``; an older record is ignored.
+fault the data does. They are honoured ``DISTDB_IDEMPOTENCY_TTL_S`` (a day); an older
+record is ignored, and the tablet server leading its range deletes it
+(``tablet_app.services.expiry``).
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from django.conf import settings
 
 from distdb.errors import DistdbError, IdempotencyKeyInvalid, IdempotencyKeyReused, TableExists
 from distdb.keys import decode_key
-from distdb.protocol import TableInfo
+from distdb.protocol import IDEMPOTENCY_TABLE, TableInfo
 
 from .. import internal_client
 from ..metadata_cache import metadata_cache
@@ -45,9 +48,8 @@ from .tables import table_resolve
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-TABLE = "_idempotency"
+TABLE = IDEMPOTENCY_TABLE
 KEY_MAX = 255
-RECORD_TTL_S = 24 * 3600
 
 
 @dataclass
@@ -158,7 +160,7 @@ async def _record_read(rkey: str) -> dict[str, Any] | None:
     if not result.rows:
         return None
     cells: dict[str, Any] = result.rows[0][1]
-    if time.time() - float(cells.get("at", 0)) > RECORD_TTL_S:
+    if time.time() - float(cells.get("at", 0)) > settings.DISTDB_IDEMPOTENCY_TTL_S:
         return None  # expired: the key may name a new request
     return cells
 

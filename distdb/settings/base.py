@@ -49,6 +49,10 @@ DISTDB_MAX_BODY_BYTES = env_int("DISTDB_MAX_BODY_BYTES", 8 * 1024 * 1024, minimu
 DISTDB_MAX_ROWS_PER_REQUEST = env_int("DISTDB_MAX_ROWS_PER_REQUEST", 10_000, minimum=1)
 DISTDB_MAX_SCAN_LIMIT = 10_000
 
+# Idempotency-Key records (client_app.services.idempotency) are honoured this long; the
+# tablet servers delete older ones from the ranges they lead (tablet_app.services.expiry).
+DISTDB_IDEMPOTENCY_TTL_S = env_int("DISTDB_IDEMPOTENCY_TTL_S", 24 * 3600, minimum=1)
+
 # Client -> tablet request policy (DESIGN §3): bounded retries with jittered backoff.
 DISTDB_ROUTING_MAX_TRIES = env_int("DISTDB_ROUTING_MAX_TRIES", 10, minimum=1, maximum=100)
 DISTDB_ROUTING_DEADLINE_S = env_float("DISTDB_ROUTING_DEADLINE_S", 10.0, minimum=0.1)

@@ -26,6 +26,11 @@ DISTDB_READINESS_CHECKS = [
 DISTDB_LINK_IN_SERVER = env_bool("DISTDB_LINK_IN_SERVER", False)
 LIFESPAN_TASKS = ["tablet_app.link.link_in_server"] if DISTDB_LINK_IN_SERVER else []
 
+# How often expired Idempotency-Key records are deleted (tablet_app.services.expiry).
+DISTDB_IDEMPOTENCY_EXPIRE_INTERVAL_S = env_float(
+    "DISTDB_IDEMPOTENCY_EXPIRE_INTERVAL_S", 600.0, minimum=0.1
+)
+
 # Replication (docs/architecture.md): a follower that has not acknowledged a batch of the
 # leader's entries in this long is removed from the in-sync set (by the master) before the
 # leader acknowledges without it; a write not replicated in DISTDB_REPLICATE_WAIT_S fails

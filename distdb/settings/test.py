@@ -52,6 +52,7 @@ DISTDB_LEADER_LEASE_MARGIN_S = 1.0
 DISTDB_REPAIR_INTERVAL_S = 10
 DISTDB_REPLICATE_TIMEOUT_S = 2.0
 DISTDB_REPLICATE_WAIT_S = 3.0
+DISTDB_IDEMPOTENCY_EXPIRE_INTERVAL_S = 600.0
 DISTDB_KEY_BLOCK = 100
 # The public API is configured exactly as on a client server, rebalancing as on the master.
 from .client import (  # noqa: E402, F401

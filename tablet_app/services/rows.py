@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -264,7 +264,12 @@ def _stable(table: str, before: Spans) -> bool:
 # --- writes ---------------------------------------------------------------------------------------
 
 
-def rows_mutate(table: str, mutations: Sequence[protocol.Mutation]) -> MutateResult:
+def rows_mutate(
+    table: str,
+    mutations: Sequence[protocol.Mutation],
+    *,
+    only_if: Callable[[dict[str, Any]], bool] | None = None,
+) -> MutateResult:
     """Apply mutations in one transaction; one result per mutation, in request order.
 
     Each mutation is atomic on its row; mutations of the same key apply in request
@@ -272,12 +277,16 @@ def rows_mutate(table: str, mutations: Sequence[protocol.Mutation]) -> MutateRes
     range ``error``/``range_frozen`` (retryable), bad mutations ``error``. Returns
     only after the commit, and for a replicated table only once every in-sync follower
     has the write (``replication``): a returned success is durable on every copy.
+
+    ``only_if`` (internal callers): a mutation of an existing row applies only if its
+    cells, read under the write lock, pass; else it is ``unchanged`` (a delete of rows
+    found expired must not delete one rewritten since: ``expiry``).
     """
     for attempt in range(_WRITE_TRIES):
         tickets: list[Ticket] = []
         try:
             with transaction.atomic():
-                result = _mutate(table, mutations, tickets)
+                result = _mutate(table, mutations, tickets, only_if)
         except IntegrityError:
             # PostgreSQL: a concurrent transaction created one of our new keys first
             # (SQLite serializes writers, so cannot get here). Retry: the row now exists
@@ -340,7 +349,10 @@ class _State:
 
 
 def _mutate(
-    table: str, mutations: Sequence[protocol.Mutation], tickets: list[Ticket]
+    table: str,
+    mutations: Sequence[protocol.Mutation],
+    tickets: list[Ticket],
+    only_if: Callable[[dict[str, Any]], bool] | None = None,
 ) -> MutateResult:
     spans = spans_for_write(table)  # under the shared ownership lock until commit
     results: list[dict[str, Any] | None] = [None] * len(mutations)
@@ -371,6 +383,9 @@ def _mutate(
     for i in todo:
         m = mutations[i]
         state = states.get(m.key) or states.setdefault(m.key, _State(None, None, False))
+        if only_if is not None and state.exists and not only_if(state.parsed()):
+            results[i] = {"key": m.key, "status": "unchanged", "error": None}
+            continue
         results[i] = _apply(state, m)
 
     if replicated_keys:  # pending before the commit: no read may see them unreplicated

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
 
 import pytest
 
+from distdb.cluster import ClusterConfig, LocalCluster
 from tests.integration.api import call
 
 pytestmark = pytest.mark.integration
@@ -50,6 +52,41 @@ def test_a_keyless_add_retried_through_the_other_client_server_makes_one_row(clu
     assert status == 200
     mine = [r for r in page["rows"] if r["cells"].get("m") == marker]
     assert sorted(r["cells"]["i"] for r in mine) == [0, 1, 2]  # each row once
+
+
+def test_expired_records_are_deleted_from_every_copy(tmp_path):
+    """Nothing deleted the records: ``_idempotency`` grew by a row per keyed write for
+    ever. The leader of each range deletes the expired ones through the write path, so
+    its followers (rf=2) and the master's copy lose them too."""
+    env = {"DISTDB_IDEMPOTENCY_TTL_S": "4", "DISTDB_IDEMPOTENCY_EXPIRE_INTERVAL_S": "1"}
+    cfg = ClusterConfig.on_free_ports(tmp_path, tablets=2, clients=2, env=env, default_rf=2)
+    with LocalCluster(cfg).up() as cluster:
+        token = cluster.api_token
+        tables = f"{cluster.client_urls[0]}/api/v1/tables"
+        assert call("POST", f"{tables}/", token, {"name": "orders", "key_type": "str"})[0] == 201
+        for i in range(5):
+            status, body, _ = _post(f"{tables}/orders/rows", token, [{"cells": {"i": i}}], f"k{i}")
+            assert status == 201, body
+
+        def stored() -> dict[str, int]:
+            code = (
+                "from tablet_app.models import Row; "
+                "print(Row.objects.filter(table='_idempotency').count())"
+            )
+            return {n: int(cluster.shell(n, code)) for n in ("tablet-1", "tablet-2")}
+
+        assert sum(stored().values()) >= 5  # written (on the leader and its follower)
+        deadline = time.monotonic() + 60
+        while any(stored().values()):
+            assert time.monotonic() < deadline, f"records still stored: {stored()}"
+            time.sleep(1)
+        code = (
+            "from master_app.models import ConsolidatedRow; "
+            "from master_app.services.collect import changes_collect_all; "
+            "changes_collect_all(); "
+            "print(ConsolidatedRow.objects.filter(table__name='_idempotency').count())"
+        )
+        assert cluster.shell("master", code) == "0"
 
 
 def _post(url: str, token: str, body, key: str):
