@@ -13,7 +13,9 @@ Order of a run, chosen so that each measurement has the machine to itself:
    database — hits both);
 6. on the primary, rebalance under load last, because it changes the table's layout;
 7. every process's RSS, then the cluster is stopped and its data dir removed;
-8. replication (``bench.replication``, ``--no-replication`` skips it, ``--replication-only``
+8. per-request metrics' cost (``bench.metrics_cost``, ``--no-metrics-cost`` skips it): two
+   clusters of the primary server, request metrics on and off, interleaved point reads;
+9. replication (``bench.replication``, ``--no-replication`` skips it, ``--replication-only``
    runs it alone): a cluster of its own with 3 tablet servers, rf=2 vs rf=1 writes, then a
    leader killed under writes; last, because it kills a server. Then the results are
    written and rendered.
@@ -46,6 +48,7 @@ from bench.baselines import storage_baseline
 from bench.config import SERVERS, BenchConfig, configure
 from bench.external import ceiling_baseline, peer_baseline
 from bench.generators import Values
+from bench.metrics_cost import metrics_cost_ratios, metrics_cost_targets, run_metrics_cost
 from bench.profiling import Profiler, py_spy_path
 from bench.rebalance import run_rebalance
 from bench.replication import run_replication
@@ -221,6 +224,15 @@ def run(cfg: BenchConfig, keep_data: bool) -> Path:
     cluster_shape: dict = {}
     if not cfg.replication_only:
         storage, external, servers, driven, cluster_shape = run_servers(cfg, out_dir, keep_data)
+    metrics_cost = None
+    if cfg.metrics_cost and not cfg.replication_only:
+        say("per-request metrics' cost: two clusters, metrics on and off, interleaved reads")
+        try:
+            metrics_cost = run_metrics_cost(cfg, out_dir, say)
+            say(f"metrics on/off: {metrics_cost['ratio_on_off']} ({metrics_cost['cost_pct']} %)")
+        except Exception as exc:  # reported; the run goes on
+            say(f"metrics cost failed: {exc!r}")
+            metrics_cost = {"error": repr(exc)[-2000:]}
     replication = None
     if cfg.replication or cfg.replication_only:
         replication = run_replication(cfg, out_dir, say)
@@ -232,7 +244,7 @@ def run(cfg: BenchConfig, keep_data: bool) -> Path:
         peer=external.get("peer", {}),
         ceiling=external.get("ceiling", {}),
     )
-    ratios |= replication_ratios(replication)
+    ratios |= replication_ratios(replication) | metrics_cost_ratios(metrics_cost)
     results = {
         "schema": report.SCHEMA_VERSION,
         "run_id": run_id,
@@ -261,8 +273,10 @@ def run(cfg: BenchConfig, keep_data: bool) -> Path:
                 ratios, driven["workloads"].get("rebalance"), driven["workloads"].get("c")
             )
         )
-        | replication_targets(ratios, replication),
+        | replication_targets(ratios, replication)
+        | metrics_cost_targets(metrics_cost),
         "replication": replication,
+        "metrics_cost": metrics_cost,
         "profile": driven["profile"],
     }
     machine["load_avg_at_end"] = os.getloadavg()
@@ -412,6 +426,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--replication-only", action="store_true", help="run only the replication part"
     )
+    parser.add_argument(
+        "--metrics-cost",
+        action=argparse.BooleanOptionalAction,
+        help="request metrics on vs off, two clusters of their own "
+        "(default: on in the full preset, off in --quick)",
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--keep-data", action="store_true", help="keep the cluster's data dir")
     parser.add_argument("--report", type=Path, help="re-render the report of a results JSON")
@@ -437,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         baselines=False if args.no_baselines else None,
         replication=args.replication,
         replication_only=args.replication_only or None,
+        metrics_cost=args.metrics_cost,
     )
     run(cfg, keep_data=args.keep_data)
     return 0

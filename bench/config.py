@@ -52,6 +52,11 @@ class BenchConfig:
     failover_before_s: float = 5.0  # steady writes before the kill
     failover_after_s: float = 10.0  # at least this long after the kill
     failover_timeout_s: float = 120.0  # give up waiting for the promotion / rf restored
+    # Per-request metrics' cost (issue #11, ``bench.metrics_cost``): two clusters, on/off.
+    metrics_cost: bool = True
+    metrics_cost_rows: int = 10_000
+    metrics_cost_rounds: int = 6  # slices per cluster, alternating order
+    metrics_cost_slice_s: float = 8.0
 
 
 PRESETS = {
@@ -82,6 +87,10 @@ PRESETS = {
         rebalance_bucket_s=0.25,
         rebalance_timeout_s=60.0,
         replication=False,  # its own cluster: ~1.5 min more (``--replication`` adds it)
+        metrics_cost=False,  # two clusters of its own (``--metrics-cost`` adds it)
+        metrics_cost_rows=2_000,
+        metrics_cost_rounds=2,
+        metrics_cost_slice_s=3.0,
         replication_rows=2_000,
         replication_duration_s=3.0,
         replication_rounds=2,

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.metrics_cost import metrics_cost_section
 from bench.replication_report import replication_section
 from bench.stats import ratio
 
@@ -324,6 +325,7 @@ def render_markdown(results: dict, plots: dict[str, str]) -> str:
         rule = " — ".join(x for x in (t.get("rule"), t.get("reason")) if x)
         out.append(f"| {name} | {rule} | {_fmt(t.get('value'), 3)} | **{t['status']}** |")
     out += _rebalance_section(results.get("workloads", {}).get("rebalance"))
+    out += metrics_cost_section(results.get("metrics_cost"))
     out += replication_section(results.get("replication"))
     if plots:
         out += ["", "## Plots", ""]

@@ -57,6 +57,7 @@ class OpsApp:
     def __init__(self, inner: ASGIApp) -> None:
         self.inner = inner
         self.access_log = bool(settings.DISTDB_ACCESS_LOG)
+        self.request_metrics = bool(settings.DISTDB_REQUEST_METRICS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,7 +87,8 @@ class OpsApp:
             seconds = time.perf_counter() - started
             api = api_of(path)
             endpoint = scope.get("distdb.endpoint") or _default_endpoint(api, path)
-            metrics.request_observe(api, endpoint, scope["method"], status, seconds)
+            if self.request_metrics:
+                metrics.request_observe(api, endpoint, scope["method"], status, seconds)
             if self.access_log:
                 access_log.info(
                     "%s %s %d %.1f ms",

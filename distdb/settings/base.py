@@ -191,5 +191,9 @@ LOGGING = logging_config(DISTDB_LOG_FORMAT, env_str("DISTDB_LOG_LEVEL", "INFO"))
 # role's state at scrape time; each role module appends its own. Readiness (/readyz):
 # checks each role adds (dotted paths of callables returning None or raising).
 DISTDB_METRICS_COLLECTORS: list[str] = []
+# Per-request counters and latency histograms (distdb.ops_http). On by default; off only
+# for ``make bench``'s A/B of their cost (bench.metrics_cost): /metrics then lacks
+# distdb_requests_total and distdb_request_duration_seconds.
+DISTDB_REQUEST_METRICS = env_bool("DISTDB_REQUEST_METRICS", True)
 DISTDB_CLIENT_URLS: list[str] = []  # the master's dashboard reads these client servers' /metrics
 DISTDB_READINESS_CHECKS: list[str] = ["distdb.health.database_ready"]

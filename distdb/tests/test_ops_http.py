@@ -154,6 +154,22 @@ async def test_metrics_count_requests_by_api_endpoint_and_status(app):
     )
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_request_metrics_switched_off_count_nothing_but_metrics_still_answer(settings):
+    """``DISTDB_REQUEST_METRICS=0``: the bench's A/B of what counting requests costs."""
+    settings.DISTDB_REQUEST_METRICS = False
+    app = OpsApp(inner)
+    labels = {"api": "internal", "endpoint": "things/{id}", "method": "GET", "status": "201"}
+
+    async def counted() -> float:
+        text = (await call(app, "GET", "/metrics")).body.decode()
+        return sample(text, "distdb_http_requests_total", **labels) or 0
+
+    before = await counted()
+    assert (await call(app, "GET", "/internal/v1/things/42")).status == 201
+    assert await counted() == before
+
+
 async def test_a_request_gets_a_request_id_returned_in_the_response(app):
     answer = await call(app, "GET", "/internal/v1/things/1")
     rid = answer.headers["x-request-id"]
