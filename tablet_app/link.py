@@ -206,8 +206,14 @@ class TabletLink:
     ``websockets.connect`` in production, a fake in tests.
     """
 
-    def __init__(self, *, connect: Connect = websockets.connect) -> None:
+    def __init__(
+        self, *, connect: Connect = websockets.connect, probe_server: bool = False
+    ) -> None:
         self.node_id: str = settings.DISTDB_NODE_ID
+        # A link in a process of its own (``manage.py tablet_link``) asks its server's
+        # /healthz before each heartbeat and withholds the beat if it does not answer.
+        self.probe_server = probe_server
+        self._server_was_down = False
         # The master's interval arrives with its welcome; until then beat at the default
         # (a leader lease lasts a few beats: one long first sleep let it lapse).
         self.heartbeat_s: float = 1.0
@@ -331,15 +337,40 @@ class TabletLink:
         ``heartbeat_s``. ``sent_at`` is read last, just before sending: the lease runs
         from it (``services.leader_lease``)."""
         while True:
-            last_seq = await _db(changes_last_seq)()
-            version = await _db(metadata_version_current)()
-            beat = Heartbeat(last_seq=last_seq, metadata_version=version, sent_at=lease_clock())
-            await ws.send(dumps(beat))
-            if self.connected.is_set():
-                await _status(True, self.heartbeat_s)
+            if not self.probe_server or await self._server_answers():
+                last_seq = await _db(changes_last_seq)()
+                version = await _db(metadata_version_current)()
+                beat = Heartbeat(last_seq=last_seq, metadata_version=version, sent_at=lease_clock())
+                await ws.send(dumps(beat))
+                if self.connected.is_set():
+                    await _status(True, self.heartbeat_s)
             self._beat_now.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._beat_now.wait(), self.heartbeat_s)
+
+    async def _server_answers(self) -> bool:
+        """Whether this link's tablet server answers ``/healthz`` within a heartbeat.
+
+        A heartbeat renews the leader lease of the *server's* ranges; a server that is
+        paused or hung while its link runs on could not use it, and its ranges would
+        answer nothing for as long as that lasted. Without the beat the lease lapses and
+        the master fails them over (issue #10); the server, when it wakes, finds its
+        lease ended and serves nothing it no longer leads.
+        """
+        url = settings.DISTDB_PUBLIC_URL + "/healthz"
+        timeout = aiohttp.ClientTimeout(total=self.heartbeat_s)
+        try:
+            async with self._session().get(url, timeout=timeout) as answer:
+                up = answer.status == 200
+        except (OSError, aiohttp.ClientError, TimeoutError):
+            up = False
+        if up == self._server_was_down:  # a change: say it once
+            if up:
+                log.warning("the tablet server answers again: heartbeating")
+            else:
+                log.warning("the tablet server does not answer %s: withholding heartbeats", url)
+        self._server_was_down = not up
+        return up
 
     async def _handle(self, ws: LinkSocket, raw: str | bytes) -> None:
         try:

@@ -4,6 +4,7 @@ replies, bad messages, reconnecting and being refused. Services run on the test 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import AsyncIterator
 from typing import Any
@@ -534,3 +535,41 @@ async def test_the_agents_http_calls_send_the_current_token(owned, token, settin
     await link._request("GET", "http://m/internal/v1/metadata", protocol.Metadata)
     assert sent == ["Bearer the-token", "Bearer the-new-token"]
     await link.close()
+
+
+async def _beats_within(link: TabletLink, seconds: float) -> list[dict[str, Any]]:
+    ws = FakeSocket()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(link._heartbeats(ws), seconds)
+    return [m for m in ws.sent if m["type"] == "heartbeat"]
+
+
+async def test_a_link_of_its_own_withholds_heartbeats_while_its_server_does_not_answer(
+    settings,
+):
+    """A paused or hung server cannot use the lease a heartbeat renews: withheld, the
+    lease lapses and the master fails the ranges over (the link used to beat on)."""
+    from aiohttp import web
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    settings.DISTDB_PUBLIC_URL = f"http://127.0.0.1:{port}"
+    link = TabletLink(connect=FakeDialer(), probe_server=True)
+    link.heartbeat_s = 0.2
+    try:
+        assert await _beats_within(link, 0.5)  # the server answers: beats go out
+        await runner.cleanup()  # now it answers nothing
+        assert await _beats_within(link, 0.7) == []
+        # In-server links (and tests' links) never probe: they beat regardless.
+        assert await _beats_within(TabletLink(connect=FakeDialer()), 0.3)
+    finally:
+        await runner.cleanup()
+        await link.close()

@@ -209,6 +209,33 @@ def _stored_rows(cluster: LocalCluster, node: str, table: str) -> int:
     return int(cluster.shell(node, code))
 
 
+def test_a_paused_leader_whose_link_runs_on_is_failed_over(tmp_path):
+    """``runserver`` deployments run the link as its own process: with only the server
+    paused (SIGSTOP: a hung process), the link went on heartbeating, the lease was
+    renewed, and the range answered nothing for as long as the pause lasted."""
+    with _cluster(tmp_path, tablets=2) as cluster:
+        assert not cluster.cfg.link_in_server  # the link is a process of its own here
+        _create(cluster, "orders")
+        leader, [follower] = _in_sync(cluster, "orders")
+        with Writer(cluster, "orders") as writer:
+            _wait("some writes", lambda: len(writer.acked) > 30)
+            cluster.pause(leader)  # the server only: its link runs on
+            try:
+                _wait(
+                    "the follower to lead",
+                    lambda: _leader(cluster, "orders")[0] == follower,
+                    timeout=3 * HEARTBEAT_TIMEOUT_S,
+                )
+                before = len(writer.acked)
+                _wait("writes after the failover", lambda: len(writer.acked) > before + 20)
+            finally:
+                cluster.resume(leader)
+        print(f"paused leader: writes stalled {writer.longest_gap_s:.2f} s at most")
+        assert writer.longest_gap_s < HEARTBEAT_TIMEOUT_S + 2
+        missing = set(writer.acked) - _present(cluster, "orders", writer.acked)
+        assert not missing, f"{len(missing)} acknowledged writes lost: {sorted(missing)[:10]}"
+
+
 def test_a_lost_disk_loses_nothing_and_the_copy_is_rebuilt_from_the_survivor(tmp_path):
     with _cluster(tmp_path, tablets=2) as cluster:
         _create(cluster, "orders")

@@ -16,4 +16,5 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         self.stdout.write(f"tablet link: dialling {master_ws_url()}")
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(TabletLink().run_forever())
+            # Its own process: it checks that its server answers before each heartbeat.
+            asyncio.run(TabletLink(probe_server=True).run_forever())
