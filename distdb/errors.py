@@ -117,6 +117,12 @@ class LinkUnverified(Forbidden):
     default_message = "the link message is not signed by this cluster's master"
 
 
+class LinkExpired(LinkUnverified):
+    """Signed by the master but expired by the tablet's estimate of the master's clock:
+    a replay, or that estimate is wrong (the master's clock was stepped since the
+    welcome that taught it)."""
+
+
 class NotFound(DistdbError):
     code = "not_found"
     status = 404

@@ -38,7 +38,7 @@ import orjson
 from django.conf import settings
 
 from distdb import auth
-from distdb.errors import LinkUnverified
+from distdb.errors import LinkExpired, LinkUnverified
 
 SIGNATURE_FIELD = "sig"
 ALGORITHM = auth.ALGORITHM
@@ -139,7 +139,7 @@ class LinkVerifier:
     def _once(self, jti: str, exp: float) -> None:
         now = self.master_now()
         if exp < now - CLOCK_SKEW_S:
-            raise LinkUnverified(f"the message expired {now - exp:.1f} s ago")
+            raise LinkExpired(f"the message expired {now - exp:.1f} s ago")
         if jti in self._seen:
             raise LinkUnverified("a replayed message")
         if len(self._seen) >= MAX_REMEMBERED:

@@ -56,7 +56,7 @@ from django.db import close_old_connections
 from pydantic import BaseModel, ValidationError
 
 from distdb.auth import own_token
-from distdb.errors import DistdbError, LinkUnverified, error_from_dict
+from distdb.errors import DistdbError, LinkExpired, LinkUnverified, error_from_dict
 from distdb.link_signing import LinkVerifier
 from distdb.protocol import (
     ApplyMetadataCommand,
@@ -123,6 +123,10 @@ from tablet_app.services.status import link_status_write
 log = logging.getLogger("distdb.tablet.link")
 COPY_BATCH = 2000
 CATCH_UP_BATCH = 5000
+# Expired messages in a row after which the agent dials again: its estimate of the master's
+# clock (learnt from the welcome) must be wrong, e.g. the master's clock was stepped back
+# since (``_refuse_unverified``). One or two are refused only: a replay looks the same.
+EXPIRED_IN_A_ROW_REDIAL = 3
 FREEZE_CHECK_S = 1.0  # how often expired freeze leases are looked for (see freezes_resolve)
 REFUSED_CLOSE_CODES = (4401, 4403)  # the master's answer to a missing or wrong token
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.2, 5.0
@@ -137,6 +141,8 @@ class LinkSocket(Protocol):
     """What the agent uses of a connection (``websockets``' ``ClientConnection``)."""
 
     async def send(self, message: bytes) -> None: ...
+
+    async def close(self) -> None: ...
 
     def __aiter__(self) -> AsyncIterator[str | bytes]: ...
 
@@ -220,6 +226,7 @@ class TabletLink:
         self._beat_now = asyncio.Event()  # the welcome asks for a heartbeat at once
         self.connected = asyncio.Event()  # set by the master's welcome, cleared on loss
         self.verifier = LinkVerifier(self.node_id)  # a new one for each connection
+        self._expired_in_a_row = 0  # expired messages in a row on this connection
         self._connect = connect
         self._http: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # commands running (kept referenced)
@@ -282,6 +289,7 @@ class TabletLink:
         last_seq = await _db(changes_last_seq)()
         snapshot = await _db(metadata_version_current)()
         self.verifier = LinkVerifier(self.node_id)
+        self._expired_in_a_row = 0
         hello = Hello(
             url=settings.DISTDB_PUBLIC_URL,
             last_seq=last_seq,
@@ -392,6 +400,7 @@ class TabletLink:
         except LinkUnverified as exc:
             await self._refuse_unverified(ws, data, exc)
             return
+        self._expired_in_a_row = 0
         try:
             message = master_to_tablet_adapter.validate_python(data)
         except ValidationError as exc:
@@ -434,6 +443,18 @@ class TabletLink:
             reply = Reply(id=command_id, ok=False, error=error_info(exc))
             with contextlib.suppress(websockets.ConnectionClosed):
                 await ws.send(dumps(reply))
+        self._expired_in_a_row = self._expired_in_a_row + 1 if isinstance(exc, LinkExpired) else 0
+        if self._expired_in_a_row >= EXPIRED_IN_A_ROW_REDIAL:
+            # Signed by the master, yet every one expired: the master's clock has moved
+            # since its welcome taught this connection. Without this the link refused
+            # everything (metadata, leases) until the connection happened to drop.
+            log.warning(
+                "%d expired messages in a row: the master's clock moved since its welcome; "
+                "dialling again to learn it",
+                self._expired_in_a_row,
+            )
+            self._expired_in_a_row = 0
+            await ws.close()
 
     async def _command(self, ws: LinkSocket, command: Command[Any]) -> None:
         try:

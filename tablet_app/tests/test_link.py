@@ -77,11 +77,15 @@ class FakeSocket:
 
     def __init__(self, *incoming: dict[str, Any] | bytes, close: Close | None = None) -> None:
         self.incoming = incoming
-        self.close = close
+        self.close_frame = close
         self.sent: list[dict[str, Any]] = []
+        self.closed_by_agent = False
 
     async def send(self, data: bytes) -> None:
         self.sent.append(orjson.loads(data))
+
+    async def close(self) -> None:
+        self.closed_by_agent = True
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._messages()
@@ -89,8 +93,8 @@ class FakeSocket:
     async def _messages(self) -> AsyncIterator[bytes]:
         for message in self.incoming:
             yield message if isinstance(message, bytes) else orjson.dumps(message)
-        if self.close is not None:
-            raise websockets.ConnectionClosedError(rcvd=self.close, sent=None)
+        if self.close_frame is not None:
+            raise websockets.ConnectionClosedError(rcvd=self.close_frame, sent=None)
 
     def replies(self) -> list[Reply]:
         return [Reply.model_validate(m) for m in self.sent if m["type"] == "reply"]
@@ -573,3 +577,42 @@ async def test_a_link_of_its_own_withholds_heartbeats_while_its_server_does_not_
     finally:
         await runner.cleanup()
         await link.close()
+
+
+async def test_a_link_welcomed_while_the_masters_clock_was_ahead_dials_again(link, monkeypatch):
+    """The master's wall clock was stepped forward when it welcomed this connection, then
+    back (chaos seed 20261204, +260 s): every later message looked expired and was
+    refused, so the tablet applied no metadata and took no lease for as long as the
+    connection lasted. A few expired messages in a row now make the agent dial again:
+    the new welcome (bound to a new nonce) re-teaches it the master's time."""
+    from distdb import auth
+
+    real = auth.clock
+    monkeypatch.setattr(auth, "clock", lambda: real() + 260)
+    ahead = welcome()
+    monkeypatch.setattr(auth, "clock", real)
+    ws = FakeSocket()
+    await link._handle(ws, orjson.dumps(ahead))
+    message = lambda: orjson.dumps(sealed(ServerTokensRevoked(revoked=[])))  # noqa: E731
+    for _ in range(tablet_link.EXPIRED_IN_A_ROW_REDIAL - 1):
+        await link._handle(ws, message())
+    assert not ws.closed_by_agent  # one stale message (a replay) is only refused
+    await link._handle(ws, message())
+    assert ws.closed_by_agent
+
+
+async def test_an_expired_message_among_good_ones_is_refused_without_dialling_again(
+    link, monkeypatch
+):
+    from distdb import auth
+
+    real = auth.clock
+    ws = FakeSocket()
+    await link._handle(ws, orjson.dumps(welcome()))
+    for _ in range(2 * tablet_link.EXPIRED_IN_A_ROW_REDIAL):
+        monkeypatch.setattr(auth, "clock", lambda: real() - 600)  # a replay of an old one
+        stale = orjson.dumps(sealed(ServerTokensRevoked(revoked=[])))
+        monkeypatch.setattr(auth, "clock", real)
+        await link._handle(ws, stale)
+        await link._handle(ws, orjson.dumps(sealed(ServerTokensRevoked(revoked=[]))))
+    assert not ws.closed_by_agent
