@@ -202,3 +202,39 @@ def test_a_tablet_rotates_its_token_without_a_restart_and_a_revoked_one_loses_it
     cluster.restart("tablet-2-link")
     _wait_for("tablet-2 links again", lambda: cluster.shell("master", state) == "up")
     _wait_for("reads through tablet-2", lambda: _reads_ok(client_1, api))
+
+
+def test_a_tablet_welcomed_while_the_masters_clock_was_ahead_follows_it_back(tmp_path):
+    """The master's wall clock is stepped forward, a tablet's link (re)connects, and the
+    clock is stepped back: the link judged every later master message by the clock the
+    welcome taught it, found each expired, and refused metadata and leases until the
+    connection happened to drop (a minute in chaos seed 20261204). It dials again now."""
+    from chaos.clockshift import build_clockshift, clockshift_unavailable
+    from distdb.cluster import ClusterConfig, LocalCluster
+
+    if (why := clockshift_unavailable()) is not None:
+        pytest.skip(why)
+    lib = build_clockshift(tmp_path / "lib")
+    cfg = ClusterConfig.on_free_ports(tmp_path / "c", tablets=2, clients=1, clock_shift_lib=lib)
+    with LocalCluster(cfg).up() as cluster:
+        cluster.clock_step("master", 260.0)
+        time.sleep(1.5)  # the shifter re-reads its file once a second
+        cluster.restart("tablet-1-link")  # welcomed by the master 260 s ahead
+        cluster.clock_step("master", 0.0)
+        time.sleep(1.5)
+        tables = f"{cluster.client_urls[0]}/api/v1/tables/"
+        status, body, _ = call("POST", tables, cluster.api_token, {"name": "t", "key_type": "str"})
+        assert status == 201, body
+        wanted = int(cluster.shell("master", _VERSION_MASTER))
+        deadline = time.monotonic() + 15
+        while (have := int(cluster.shell("tablet-1", _VERSION_TABLET))) < wanted:
+            assert time.monotonic() < deadline, f"tablet-1 is at v{have}, the master at v{wanted}"
+            time.sleep(0.5)
+
+
+_VERSION_MASTER = (
+    "from master_app.services.metadata import metadata_current; print(metadata_current().version)"
+)
+_VERSION_TABLET = (
+    "from tablet_app.services import metadata_version_current; print(metadata_version_current())"
+)
