@@ -662,14 +662,25 @@ class CatchUpCommand(RangeCommand[CatchUpReply]):
     after_seq: int = Field(ge=0)
 
 
+class CaughtUp(Strict):
+    """A new follower's copy of [start, end) of ``table`` holds ``leader``'s log up to
+    ``seq`` (its copy and catch-ups). Only that range: another range followed from the
+    same leader holds whatever its own copy and replication gave it."""
+
+    table: TableName
+    start: StoredKey = ""
+    end: StoredKey | None = None
+    leader: str
+    seq: int = Field(ge=0)
+
+
 class ApplyMetadataCommand(Command[ApplyMetadataReply]):
     """Apply this metadata now and answer when it is stored (a move's hand-over)."""
 
     type: Literal["apply_metadata"] = "apply_metadata"
     metadata: Metadata
-    # A new follower (re-replication) holds its leader's log up to this seq already (its
-    # copy and catch-ups): the ranges it starts following record it as applied.
-    caught_up_seq: int = Field(default=0, ge=0)
+    # A new follower's join (re-replication): the range it records as applied that far.
+    caught_up: CaughtUp | None = None
 
 
 LinkCommand = Annotated[

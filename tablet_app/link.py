@@ -502,7 +502,7 @@ class TabletLink:
         if isinstance(c, CatchUpCommand):
             return await self._catch_up(c)
         if isinstance(c, ApplyMetadataCommand):
-            await _db(metadata_apply)(c.metadata, self.node_id, c.caught_up_seq)
+            await _db(metadata_apply)(c.metadata, self.node_id, c.caught_up)
             return ApplyMetadataReply(version=await _db(metadata_version_current)())
         raise DistdbError(f"unknown command {command.type}")
 

@@ -39,6 +39,7 @@ from distdb.protocol import (
     ApplyMetadataCommand,
     ApplyMetadataReply,
     CatchUpCommand,
+    CaughtUp,
     Command,
     CopyCommand,
     CopyReply,
@@ -204,7 +205,7 @@ def move_range(
         lap("commit")
         say("handing over", report.rows_copied)
         if move.kind == "replica":
-            _join(move, source, target, report, caught_up_seq=after)
+            _join(move, source, target, report, caught_up_seq=after)  # of the moved range
         else:
             _hand_over(source, target, report)
         lap("hand-over")
@@ -361,7 +362,15 @@ def _join(
         (
             target,
             ApplyMetadataCommand(
-                id=new_command_id(), metadata=metadata, caught_up_seq=caught_up_seq
+                id=new_command_id(),
+                metadata=metadata,
+                caught_up=CaughtUp(
+                    table=move.table,
+                    start=move.start,
+                    end=move.end,
+                    leader=source.node_id,
+                    seq=caught_up_seq,
+                ),
             ),
         ),  # fmt: skip
     ]

@@ -158,7 +158,9 @@ def metadata_version_current() -> int:
     return version.first() or 0
 
 
-def metadata_apply(metadata: protocol.Metadata, node_id: str, caught_up_seq: int = 0) -> None:
+def metadata_apply(
+    metadata: protocol.Metadata, node_id: str, caught_up: protocol.CaughtUp | None = None
+) -> None:
     """Store ``metadata`` and make OwnedRange equal to the tablets it assigns to ``node_id``.
 
     A version older than the newest stored snapshot is ignored (messages may arrive
@@ -171,7 +173,8 @@ def metadata_apply(metadata: protocol.Metadata, node_id: str, caught_up_seq: int
         newest = metadata_version_current()
         if metadata.version < newest:
             log.info("ignoring metadata v%s: v%s is already applied", metadata.version, newest)
-            _caught_up_credit(metadata, node_id, caught_up_seq)
+            if caught_up is not None:
+                _caught_up_credit(metadata, caught_up)
             return
         mine = [t for t in metadata.tablets if t.server == node_id]
         followed = [t for t in metadata.tablets if any(f.server == node_id for f in t.in_sync)]
@@ -231,7 +234,7 @@ def metadata_apply(metadata: protocol.Metadata, node_id: str, caught_up_seq: int
             )
             for (t, s, e), f in wanted.items()
         )
-        _followed_apply(followed, metadata.version, caught_up_seq)
+        _followed_apply(followed, metadata.version, caught_up)
         for tablet in newly_led:
             ready = changes_snapshot(tablet.table, tablet.start, tablet.end)
             _within_tablet(tablet).update(ready_seq=ready)
@@ -276,20 +279,24 @@ def _within_tablet(t: protocol.TabletAssignment) -> Any:
 
 
 def _followed_apply(
-    followed: Sequence[protocol.TabletAssignment], version: int, caught_up_seq: int = 0
+    followed: Sequence[protocol.TabletAssignment],
+    version: int,
+    caught_up: protocol.CaughtUp | None = None,
 ) -> None:
     """Make FollowedRange the ranges this server follows in ``version``; a range whose
     leader and bounds are unchanged keeps how far it has applied the leader's log, a new
-    one starts at ``caught_up_seq`` (what a new follower's copy and catch-ups hold)."""
+    one starts at 0 — or, the range of a join, at ``caught_up.seq`` (its copy and
+    catch-ups hold the leader's log that far; no other range's copy does)."""
     current = {(r.table, r.start_key, r.end_key, r.leader): r for r in FollowedRange.objects.all()}
     keep: set[int] = set()
     for t in followed:
+        credit = _credit(t.table, t.start, t.end, t.server, caught_up)
         row = current.get((t.table, t.start, t.end, t.server))
         if row is not None:
             keep.add(row.pk)
             # The version may have arrived first by a push: the join still says how far
             # the copy got (and it is never less than what was applied since).
-            applied = max(row.applied_seq, caught_up_seq)
+            applied = max(row.applied_seq, credit)
             if (row.version, row.applied_seq) != (version, applied):
                 FollowedRange.objects.filter(pk=row.pk).update(version=version, applied_seq=applied)
     FollowedRange.objects.exclude(pk__in=keep).delete()
@@ -300,26 +307,37 @@ def _followed_apply(
             end_key=t.end,
             leader=t.server,
             version=version,
-            applied_seq=caught_up_seq,
+            applied_seq=_credit(t.table, t.start, t.end, t.server, caught_up),
         )
         for t in followed
         if (t.table, t.start, t.end, t.server) not in current
     )
 
 
-def _caught_up_credit(metadata: protocol.Metadata, node_id: str, caught_up_seq: int) -> None:
+def _credit(
+    table: str, start: str, end: str | None, leader: str, caught_up: protocol.CaughtUp | None
+) -> int:
+    """``caught_up.seq`` for a range of the join's leader inside the joined range, else 0."""
+    if caught_up is None or (table, leader) != (caught_up.table, caught_up.leader):
+        return 0
+    inside = Span(caught_up.start, caught_up.end).covers(start, end)
+    return caught_up.seq if inside else 0
+
+
+def _caught_up_credit(metadata: protocol.Metadata, caught_up: protocol.CaughtUp) -> None:
     """A join whose version was overtaken by a newer one (a push for another range's
-    move): the copy still holds the leader's log up to ``caught_up_seq``, so a range
-    followed from that same leader within the joined bounds has applied at least that
-    far. Without it the lag showed the whole log until the next write.
+    move): the copy still holds the leader's log up to ``caught_up.seq``, so the joined
+    range, still followed from that same leader, has applied at least that far. Without
+    it the lag showed the whole log until the next write.
 
     Seqs only grow within one log, but a leader whose disk was lost starts a new log at
     1; crediting a range of that new log would make the follower skip its entries. A
     lost disk always passes through a version where the server leads nothing, so the
-    credit needs every version since the join stored here, each led by the same server
-    (a version not stored here means no credit: an under-count only re-applies images).
+    credit needs every version since the join stored here, each with the joined range
+    led by the same server (a version not stored here means no credit: an under-count
+    only re-applies images).
     """
-    if caught_up_seq <= 0:
+    if caught_up.seq <= 0:
         return
     newest = metadata_version_current()
     since = {
@@ -330,24 +348,24 @@ def _caught_up_credit(metadata: protocol.Metadata, node_id: str, caught_up_seq: 
     }
     if len(since) != newest - metadata.version:
         return
-    for t in metadata.tablets:
-        if not any(f.server == node_id for f in t.in_sync):
-            continue
-        if not all(_led_by(m, t) for m in since.values()):
-            continue
-        inside = FollowedRange.objects.filter(
-            table=t.table, leader=t.server, start_key__gte=t.start, applied_seq__lt=caught_up_seq
-        )
-        if t.end is not None:
-            inside = inside.filter(end_key__isnull=False, end_key__lte=t.end)
-        inside.update(applied_seq=caught_up_seq)
+    if not all(_led_by(m, caught_up) for m in since.values()):
+        return
+    inside = FollowedRange.objects.filter(
+        table=caught_up.table,
+        leader=caught_up.leader,
+        start_key__gte=caught_up.start,
+        applied_seq__lt=caught_up.seq,
+    )
+    if caught_up.end is not None:
+        inside = inside.filter(end_key__isnull=False, end_key__lte=caught_up.end)
+    inside.update(applied_seq=caught_up.seq)
 
 
-def _led_by(metadata: protocol.Metadata, joined: protocol.TabletAssignment) -> bool:
-    """Whether every tablet of ``metadata`` overlapping ``joined``'s bounds has its leader
-    (a table's tablets partition its key space, so that is all of the bounds)."""
+def _led_by(metadata: protocol.Metadata, joined: protocol.CaughtUp) -> bool:
+    """Whether every tablet of ``metadata`` overlapping the joined range has its leader
+    (a table's tablets partition its key space, so that is all of the range)."""
     return all(
-        t.server == joined.server
+        t.server == joined.leader
         for t in metadata.tablets
         if t.table == joined.table
         and (joined.end is None or t.start < joined.end)

@@ -38,6 +38,9 @@ def entry(seq: int, key: str, op: str = "put", cells: dict | None = None) -> pro
     )
 
 
+JOINED = protocol.CaughtUp(table="t", start="", end=None, leader=OTHER, seq=40)
+
+
 def rows() -> dict[str, str]:
     return dict(Row.objects.filter(table="t").values_list("key", "cells"))
 
@@ -174,13 +177,44 @@ def test_a_new_follower_starts_where_its_copy_got():
     """The join is usually the first this server hears of the version: its copy holds the
     leader's log up to the catch-up's end (the lag showed the whole log — seen on a fresh
     ``make run``, where every follower said "501 entries" behind)."""
-    metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up_seq=40)
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up=JOINED)
     assert FollowedRange.objects.get().applied_seq == 40
+
+
+def two_ranges(version: int) -> protocol.Metadata:
+    """Table t in two ranges, both led by OTHER and followed by NODE."""
+    followers = [protocol.Follower(server=NODE, url=f"http://{NODE}")]
+    return protocol.Metadata(
+        version=version,
+        tables={"t": protocol.TableInfo(key_type="str", rf=2)},
+        tablets=[
+            protocol.TabletAssignment(
+                table="t", start=s, end=e, server=OTHER, url=f"http://{OTHER}", in_sync=followers
+            )
+            for s, e in (("", "m"), ("m", None))
+        ],
+    )
+
+
+def applied() -> dict[str, int]:
+    return dict(FollowedRange.objects.values_list("start_key", "applied_seq"))
+
+
+@pytest.mark.parametrize("first", [None, 1, 2])
+def test_a_join_credits_only_the_range_that_joined(first):
+    """Only the joined range's copy holds its leader's log up to the catch-up's end: the
+    join credited every range it named as followed (chaos seed 20261205: a follower that
+    skipped entries of another range was promoted; 50 acknowledged inserts lost)."""
+    if first is not None:  # the version came by a push first (the same, or a newer one)
+        metadata_apply(two_ranges(first), NODE)
+    join = protocol.CaughtUp(table="t", start="m", end=None, leader=OTHER, seq=40)
+    metadata_apply(two_ranges(1), NODE, caught_up=join)
+    assert applied() == {"": 0, "m": 40}
 
 
 def test_a_new_follower_starts_where_its_copy_got_even_if_the_version_came_first():
     metadata_apply(metadata(1, OTHER, [NODE]), NODE)  # by a push, before the join's command
-    metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up_seq=40)
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up=JOINED)
     assert FollowedRange.objects.get().applied_seq == 40
     replicate_apply(OTHER, 1, [entry(40, "a", cells={"v": "old"})])  # has it: skipped
     assert rows() == {}
@@ -191,14 +225,14 @@ def test_a_join_older_than_the_applied_version_still_says_how_far_the_copy_got()
     the follower showed its copy as 0 applied (a lag of the whole log) until the next
     write, though it held everything up to the copy's end."""
     metadata_apply(metadata(2, OTHER, [NODE]), NODE)  # the newer version, first
-    metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up_seq=40)  # the join's, late
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up=JOINED)  # the join's, late
     followed = FollowedRange.objects.get()
     assert (followed.version, followed.applied_seq) == (2, 40)
 
 
 def test_a_late_join_never_credits_a_range_now_followed_from_another_leader():
     metadata_apply(metadata(2, "tablet-9", [NODE]), NODE)
-    metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up_seq=40)
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up=JOINED)
     assert FollowedRange.objects.get().applied_seq == 0
 
 
@@ -206,7 +240,7 @@ def test_a_late_join_gives_no_credit_across_a_version_this_server_never_saw():
     """A lost disk restarts its server's log at seq 1 and always passes through a version
     where it leads nothing: an unseen version in between could be that one."""
     metadata_apply(metadata(3, OTHER, [NODE]), NODE)  # v2 never reached this server
-    metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up_seq=40)
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE, caught_up=JOINED)
     assert FollowedRange.objects.get().applied_seq == 0
 
 
