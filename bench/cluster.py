@@ -11,7 +11,9 @@ directory, which outlives the data dir.
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 from distdb import protocol
@@ -58,6 +60,14 @@ def start_cluster(
 def stop_cluster(cluster: LocalCluster) -> None:
     """Stop every process of the cluster (and any child of theirs)."""
     cluster.close()
+
+
+def stop_clusters(clusters: Iterable[LocalCluster], data_dirs: Iterable[Path]) -> None:
+    """Stop clusters that ran side by side and remove their data dirs (A/B parts)."""
+    for cluster in clusters:
+        stop_cluster(cluster)
+    for d in data_dirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _request(url: str, token: str, body: dict | None = None, timeout: float = 30) -> dict:

@@ -18,7 +18,6 @@ import asyncio
 import datetime as dt
 import json
 import random
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -97,10 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{server}: cluster up", flush=True)
         results = asyncio.run(drive(clusters, args))
     finally:
-        for cluster in clusters.values():
-            cl.stop_cluster(cluster)
-        for d in dirs:
-            shutil.rmtree(d, ignore_errors=True)
+        cl.stop_clusters(clusters.values(), dirs)
     out = {"run_id": run_id, "config": vars(args), "servers": results}
     path = RESULTS_DIR / f"{run_id}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")

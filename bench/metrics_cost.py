@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -57,10 +56,7 @@ def run_metrics_cost(cfg: BenchConfig, out_dir: Path, say: Say) -> dict[str, Any
         )
         measured = asyncio.run(drive(clusters, args))
     finally:
-        for cluster in clusters.values():
-            cl.stop_cluster(cluster)
-        for d in dirs:
-            shutil.rmtree(d, ignore_errors=True)
+        cl.stop_clusters(clusters.values(), dirs)
     return metrics_cost_summary(measured, server, args)
 
 

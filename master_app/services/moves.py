@@ -374,7 +374,13 @@ def _join(
             ),
         ),  # fmt: skip
     ]
-    replaced = None if move.replaces is None else TabletServer.objects.get(node_id=move.replaces)
+    # ``filter().first()``: a server deleted meanwhile must not cost the leader its
+    # metadata and unfreeze below (the copy it held is dropped by the next run, if any).
+    replaced = (
+        None
+        if move.replaces is None
+        else TabletServer.objects.filter(node_id=move.replaces).first()
+    )
     if replaced is not None:
         # The follower replaced stops following once it applies the version; only then
         # may its copy go (a range it still follows is never dropped: ``rows_drop_unowned``).

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 BATCH = 500  # deletes per write: short transactions between the clients' writes
 
 
-def _expired_before(cutoff: float) -> Any:
+def _expired_before(cutoff: float) -> Callable[[dict[str, Any]], bool]:
     def expired(cells: dict[str, Any]) -> bool:
         try:
             return float(cells.get("at", 0)) < cutoff
