@@ -97,8 +97,15 @@ def range_freeze(
                     and r.start_key < boundary
                     and (r.end_key is None or boundary < r.end_key)
                 ):
+                    # The piece is still the range it was part of: led under the same
+                    # lease, replicated to the same followers, served once the same
+                    # snapshot is shipped. (Made with the model's defaults it was not
+                    # replicated: its writes were acknowledged unshipped and lost when a
+                    # follower took over — chaos seed 20261206.)
                     piece = OwnedRange(table=table, start_key=boundary, end_key=r.end_key,
-                                       version=r.version, **_fields(Freeze.of(r)))  # fmt: skip
+                                       version=r.version, replicated=r.replicated,
+                                       followers=r.followers, ready_seq=r.ready_seq,
+                                       **_fields(Freeze.of(r)))  # fmt: skip
                     r.end_key = boundary
                     r.save(update_fields=["end_key"])
                     piece.save()

@@ -22,6 +22,7 @@ from tablet_app.services import (
     freezes,
     freezes_due,
     freezes_resolve,
+    metadata_apply,
     metadata_current,
     metadata_version_current,
     range_count,
@@ -137,6 +138,23 @@ def test_range_freeze_freezes_only_the_given_part_of_an_owned_range(assign):
     freeze("t", "g", "p")
     assert [frozen("t", k) for k in ("a", "g", "o", "p", "z")] == [False, True, True, False, False]
     assert ranges() == [("t", "", "g", 1), ("t", "g", "p", 1), ("t", "p", None, 1)]
+
+
+def test_every_piece_a_freeze_cuts_stays_as_replicated_as_the_range_it_was_part_of(db):
+    """Chaos seed 20261206: the piece above a frozen middle was made unreplicated, so its
+    writes were acknowledged without reaching the follower."""
+    follower = protocol.Follower(server=OTHER, url=f"http://{OTHER}")
+    t = protocol.TabletAssignment(
+        table="t", start="", end=None, server=NODE, url=f"http://{NODE}", in_sync=[follower]
+    )
+    tables = {"t": protocol.TableInfo(key_type="str", rf=2)}
+    metadata_apply(protocol.Metadata(version=1, tables=tables, tablets=[t]), NODE)
+    OwnedRange.objects.update(ready_seq=7)
+    freeze("t", "g", "p")
+    pieces = list(OwnedRange.objects.order_by("start_key"))
+    assert [(r.start_key, r.end_key) for r in pieces] == [("", "g"), ("g", "p"), ("p", None)]
+    for r in pieces:
+        assert (r.replicated, r.followers, r.ready_seq) == (True, [[OTHER, f"http://{OTHER}"]], 7)
 
 
 def test_range_unfreeze_lets_writes_through_again(assign):
