@@ -200,7 +200,7 @@ def move_range(
             )
 
         commit_started = True
-        report.version = _commit(move, table, source, target, deadline, clock)
+        report.version = _commit(move, table, source, target, deadline, clock, transfer)
         committed = True
         lap("commit")
         say("handing over", report.rows_copied)
@@ -281,6 +281,7 @@ def _commit(
     target: TabletServer,
     deadline: float,
     clock: Clock,
+    transfer: bool = False,
 ) -> int:
     """The table's tablets with [start, end) given to the target, as a new version,
     committed before ``deadline`` or not at all (``metadata_commit``). The new tablets are
@@ -302,7 +303,7 @@ def _commit(
                     if t.server_id != source.pk:
                         raise MoveAborted(f"{move.table} [{lo!r}, {hi!r}) is no longer on {source}")
                     inside = True
-                    owner, in_sync = _moved(move, source, target, in_sync, rf)
+                    owner, in_sync = _moved(move, source, target, in_sync, rf, transfer)
                 out.append(RangeAssignment(move.table, lo, hi, owner, in_sync))
         if not inside:
             raise MoveAborted(f"{move.table} [{move.start!r}, {move.end!r}) is not a current range")
@@ -313,9 +314,19 @@ def _commit(
 
 
 def _moved(
-    move: Move, source: TabletServer, target: TabletServer, in_sync: tuple[str, ...], rf: int
+    move: Move,
+    source: TabletServer,
+    target: TabletServer,
+    in_sync: tuple[str, ...],
+    rf: int,
+    transfer: bool = False,
 ) -> tuple[str, tuple[str, ...]]:
-    """The leader and in-sync followers of a piece of the moving range after the move."""
+    """The leader and in-sync followers of a piece of the moving range after the move.
+
+    A ``transfer`` copied nothing: its target must still be an in-sync follower, i.e.
+    hold every acknowledged write. Dropped from the set meanwhile (the leader's shipper
+    could not reach it), it may lack writes acknowledged since, collected below the
+    move's pinned floor and so on no catch-up's path: the move is abandoned."""
     if move.kind == "replica":  # the leader stays; the target joins its followers
         if target.node_id in in_sync:
             raise MoveAborted(f"{target} already follows {move.table} [{move.start!r}, ...)")
@@ -332,6 +343,8 @@ def _moved(
         return source.node_id, (*in_sync, target.node_id)
     if target.node_id in in_sync:  # a leadership transfer: the source follows now
         return target.node_id, tuple(source.node_id if f == target.node_id else f for f in in_sync)
+    if transfer:
+        raise MoveAborted(f"{target} left the in-sync set of {move.table} during the transfer")
     return target.node_id, in_sync  # the followers stay
 
 

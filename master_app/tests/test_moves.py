@@ -238,3 +238,33 @@ def test_the_new_tablets_are_computed_under_the_metadata_lock(table, monkeypatch
     monkeypatch.setattr(metadata, "lock_wait_bounded", someone_commits_first)
     report = moves.move_range(Move("t", "m", None, "tablet-2", "tablet-1", 3), clock=clock)
     assert report.outcome == "failed" and "no longer on" in report.error
+
+
+def test_a_transfer_whose_target_left_the_in_sync_set_meanwhile_is_not_committed(
+    servers, monkeypatch, settings
+):
+    """A leadership transfer copies nothing: the target, an in-sync follower, holds every
+    acknowledged write. If the leader has it dropped from the in-sync set during the
+    move, writes acknowledged since may be on no catch-up's path (collected below the
+    pinned floor, never shipped to it): committing would make it leader without them."""
+    settings.DISTDB_FREEZE_LEASE_S, settings.DISTDB_FREEZE_MARGIN_S = 1.0, 0.5
+    table = Table.objects.create(name="t", key_type="str", rf=2)
+    metadata_commit(table, [RangeAssignment("t", "", None, "tablet-1", ("tablet-2",))], "test")
+    clock = FakeClock()
+    calls = scripted_link(monkeypatch, clock, {})
+    real = TABLET_REPLIES["freeze"]
+
+    def freeze_then_shrink():  # the leader's shipper dropped tablet-2 meanwhile
+        metadata_commit(table, [RangeAssignment("t", "", None, "tablet-1", ())], "shrink")
+        return real()
+
+    monkeypatch.setitem(TABLET_REPLIES, "freeze", freeze_then_shrink)
+    version = metadata_version_current()
+    report = moves.move_range(Move("t", "", None, "tablet-1", "tablet-2", 3), clock=clock)
+    assert report.outcome == "failed" and "MoveAborted" in report.error, report.error
+    assert metadata_version_current() == version + 1  # only the shrink
+    assert [(t.server.node_id, t.in_sync) for t in Tablet.objects.filter(table=table)] == [
+        ("tablet-1", [])
+    ]
+    assert ("tablet-1", "unfreeze") in calls
+    assert ("tablet-2", "drop") not in calls  # a transfer's target keeps its copy
