@@ -69,6 +69,9 @@ CLUSTER_ENV = {
     "DISTDB_REPAIR_INTERVAL_S": "3",
     "DISTDB_REPLICATE_TIMEOUT_S": "1",
     "DISTDB_REPLICATE_WAIT_S": "2",  # below DISTDB_TABLET_TIMEOUT_S
+    # Every node journals its range and row events (distdb.journal) into the run's
+    # directory, outside its database: a failed run can then be traced (chaos.trace).
+    "DISTDB_JOURNAL": "1",
 }
 
 

@@ -195,5 +195,8 @@ DISTDB_METRICS_COLLECTORS: list[str] = []
 # for ``make bench``'s A/B of their cost (bench.metrics_cost): /metrics then lacks
 # distdb_requests_total and distdb_request_duration_seconds.
 DISTDB_REQUEST_METRICS = env_bool("DISTDB_REQUEST_METRICS", True)
+# A forensic journal of every node's range and row events (distdb.journal): the fault
+# harness turns it on so a failed run can be traced; off by default (a write per event).
+DISTDB_JOURNAL = env_bool("DISTDB_JOURNAL", False)
 DISTDB_CLIENT_URLS: list[str] = []  # the master's dashboard reads these client servers' /metrics
 DISTDB_READINESS_CHECKS: list[str] = ["distdb.health.database_ready"]

@@ -18,6 +18,8 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import Max
 
 from distdb.errors import MoveAborted, Unavailable
+from distdb.journal import enabled as journal_enabled
+from distdb.journal import journal
 from distdb.protocol import Follower, KeyType, Metadata, TableInfo, TabletAssignment
 from master_app.models import MetadataVersion, Table, Tablet, TabletServer
 from master_app.services.link import link_push_metadata
@@ -156,6 +158,13 @@ def metadata_commit(
             )
             keep.add(a.start)
         Tablet.objects.filter(table=table).exclude(start_key__in=keep).delete()
+        if journal_enabled():
+            tablets = [(a.start, a.end, a.server_id, list(a.in_sync)) for a in ordered]
+            transaction.on_commit(
+                lambda: journal(
+                    "commit", version=version, reason=reason, table=table.name, tablets=tablets
+                )
+            )
         if push:
             transaction.on_commit(metadata_push)
     return version

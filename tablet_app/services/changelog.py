@@ -31,6 +31,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from distdb import protocol
+from distdb.journal import enabled as journal_enabled
+from distdb.journal import journal
 from distdb.sqlbulk import insert_many
 from tablet_app.models import ChangeLogEntry, Row
 from tablet_app.services.locks import advisory_lock
@@ -129,7 +131,11 @@ def entries_apply(
             lo, hi = max(entry.key, start), _min_end(clear_end(entry), end)
             if hi is None or lo < hi:
                 qs = Row.objects.filter(table=table, key__gte=lo)
-                (qs if hi is None else qs.filter(key__lt=hi)).delete()
+                qs = qs if hi is None else qs.filter(key__lt=hi)
+                if journal_enabled():
+                    gone = list(qs.values_list("key", flat=True))
+                    journal("clear", table=table, seq=entry.seq, start=lo, end=hi, keys=gone)
+                qs.delete()
         elif inside(entry.key):
             pending[entry.key] = entry
     flush()

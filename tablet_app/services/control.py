@@ -19,6 +19,8 @@ from django.db.models import QuerySet
 
 from distdb import protocol
 from distdb.errors import Conflict
+from distdb.journal import enabled as journal_enabled
+from distdb.journal import journal
 from tablet_app.models import ChangeLogEntry, FollowedRange, OwnedRange, Row
 from tablet_app.services.changelog import (
     changes_append,
@@ -102,6 +104,9 @@ def range_drop(table: str, start: str, end: str | None) -> int:
             qs = _in_range(Row.objects.filter(table=table), start, end)
             ids = list(qs.order_by("key").values_list("id", flat=True)[:BATCH])
             if ids:
+                if journal_enabled():
+                    gone = list(Row.objects.filter(id__in=ids).values_list("key", flat=True))
+                    journal("drop", table=table, start=start, end=end, keys=gone)
                 Row.objects.filter(id__in=ids).delete()
         total += len(ids)
         if len(ids) < BATCH:
@@ -181,6 +186,8 @@ def rows_ingest(table: str, rows: Sequence[protocol.Row], *, log_changes: bool) 
     A key given twice keeps its last cells.
     """
     latest = {row.key: orjson.dumps(row.cells).decode() for row in rows}
+    if not log_changes and journal_enabled():
+        journal("copy", table=table, keys=sorted(latest))
     with transaction.atomic():
         rows_upsert(table, latest)
         if log_changes:
@@ -199,6 +206,9 @@ def changes_apply_copied(
     (the range is not owned yet) and no change-log entries (the master collects them
     from the source). One transaction. Returns the number of entries applied.
     """
+    if journal_enabled():
+        entries_seen = [(e.seq, e.key, e.op) for e in entries]
+        journal("catch_up", table=table, start=start, end=end, entries=entries_seen)
     with transaction.atomic():
         return entries_apply(table, entries, start, end)
 

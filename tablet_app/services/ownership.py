@@ -42,6 +42,8 @@ from typing import Any
 from django.db import connection, transaction
 
 from distdb import protocol
+from distdb.journal import enabled as journal_enabled
+from distdb.journal import journal
 from distdb.keys import range_cut
 from tablet_app.models import FollowedRange, MetadataSnapshot, OwnedRange
 from tablet_app.services.changelog import changes_snapshot
@@ -235,9 +237,24 @@ def metadata_apply(
             for (t, s, e), f in wanted.items()
         )
         _followed_apply(followed, metadata.version, caught_up)
+        snapshots = []
         for tablet in newly_led:
             ready = changes_snapshot(tablet.table, tablet.start, tablet.end)
             _within_tablet(tablet).update(ready_seq=ready)
+            snapshots.append((tablet.table, tablet.start, tablet.end, ready))
+        if journal_enabled():
+            record = {
+                "version": metadata.version,
+                "led": [(t.table, t.start, t.end, [f.server for f in t.in_sync]) for t in mine],
+                "followed": list(
+                    FollowedRange.objects.values_list(
+                        "table", "start_key", "end_key", "leader", "applied_seq"
+                    )
+                ),
+                "snapshots": snapshots,
+                "caught_up": caught_up.model_dump() if caught_up is not None else None,
+            }
+            transaction.on_commit(lambda: journal("metadata", **record))
         MetadataSnapshot.objects.update_or_create(
             version=metadata.version, defaults={"data": metadata.model_dump(mode="json")}
         )

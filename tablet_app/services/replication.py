@@ -59,6 +59,8 @@ from distdb.errors import (
     TabletUnavailable,
     error_from_dict,
 )
+from distdb.journal import enabled as journal_enabled
+from distdb.journal import journal
 from tablet_app.models import ChangeLogEntry, FollowedRange, OwnedRange
 from tablet_app.services.changelog import entries_apply, shipped_read, shipped_store
 from tablet_app.services.control import changes_batch
@@ -92,6 +94,7 @@ def replicate_apply(
         accepted: dict[int, list[protocol.ChangeEntry]] = defaultdict(list)
         by_pk: dict[int, FollowedRange] = {}
         refused: list[int] = []
+        skipped: list[tuple[int, str, int]] = []
         for entry in sorted(entries, key=lambda e: e.seq):
             followed = _containing(ranges.get(entry.table, ()), entry.key)
             if followed is None or followed.leader != leader:
@@ -101,6 +104,8 @@ def replicate_apply(
             elif entry.seq > followed.applied_seq:
                 accepted[followed.pk].append(entry)
                 by_pk[followed.pk] = followed
+            else:
+                skipped.append((entry.seq, entry.key, followed.applied_seq))
         applied = 0
         now = timezone.now()
         for pk, batch in accepted.items():
@@ -108,6 +113,22 @@ def replicate_apply(
             applied += entries_apply(r.table, batch, r.start_key, r.end_key)
             FollowedRange.objects.filter(pk=pk).update(
                 applied_seq=max(e.seq for e in batch), applied_at=now
+            )
+        if journal_enabled():
+            applied_entries = {
+                f"{by_pk[pk].start_key}..{by_pk[pk].end_key}": [(e.seq, e.key, e.op) for e in b]
+                for pk, b in accepted.items()
+            }
+            transaction.on_commit(
+                lambda: journal(
+                    "replicate",
+                    leader=leader,
+                    version=version,
+                    mine=mine,
+                    applied=applied_entries,
+                    skipped=skipped,
+                    refused=refused,
+                )
             )
     return protocol.ReplicateResponse(applied=applied, refused=refused, version=mine)
 

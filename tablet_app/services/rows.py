@@ -38,6 +38,8 @@ from distdb.errors import (
     ReplicationUnconfirmed,
     ValidationFailed,
 )
+from distdb.journal import enabled as journal_enabled
+from distdb.journal import journal
 from distdb.sqlbulk import insert_many
 from tablet_app.models import Row
 from tablet_app.services.changelog import changes_append
@@ -322,6 +324,7 @@ def _replicated_or_unconfirmed(ticket: Ticket, result: MutateResult) -> None:
     """Wait for the ticket's replication; if it failed, its keys' successes become
     ``replication_unconfirmed`` (the write may have been applied: not retryable)."""
     why = shipper.wait(ticket, settings.DISTDB_REPLICATE_WAIT_S)
+    journal("ack", table=ticket.table, seqs=[ticket.first_seq, ticket.last_seq], why=why)
     if why is None:
         return
     log.warning("a write to %s (%d keys) is unconfirmed: %s", ticket.table, len(ticket.keys), why)
@@ -502,4 +505,7 @@ def _write(table: str, states: dict[str, _State]) -> tuple[int, int]:
     if not changes:
         return 0, 0
     last = changes_append(table, changes)
+    if journal_enabled():
+        first, ops = last - len(changes) + 1, [(k, op) for k, op, _ in changes]
+        transaction.on_commit(lambda: journal("write", table=table, seqs=[first, last], keys=ops))
     return last - len(changes) + 1, last
