@@ -231,6 +231,7 @@ def metadata_apply(
                 start_key=s,
                 end_key=e,
                 version=metadata.version,
+                ready_seq=_ready_seq(existing, t, s, e),
                 **_freeze_fields(f),
                 **replica[(t, s, e)],
             )
@@ -262,6 +263,21 @@ def metadata_apply(
         MetadataSnapshot.objects.filter(
             version__in=list(old.values_list("version", flat=True))
         ).delete()
+
+
+def _ready_seq(existing: Sequence[OwnedRange], table: str, start: str, end: str | None) -> int:
+    """A piece re-cut from ranges led here before waits for their snapshots as they did
+    (0 for a range new here: ``newly_led`` sets its own)."""
+    return max(
+        (
+            r.ready_seq
+            for r in existing
+            if r.table == table
+            and (end is None or r.start_key < end)
+            and (r.end_key is None or r.end_key > start)
+        ),
+        default=0,
+    )
 
 
 def _replicated(metadata: protocol.Metadata, table: str) -> bool:
