@@ -660,6 +660,9 @@ class CatchUpCommand(RangeCommand[CatchUpReply]):
     type: Literal["catch_up"] = "catch_up"
     source_url: str
     after_seq: int = Field(ge=0)
+    # The source's node id: a target that follows the range from it (a leadership
+    # transfer) applies only what its replication has not (``changes_apply_copied``).
+    source: str = ""
 
 
 class CaughtUp(Strict):

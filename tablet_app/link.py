@@ -578,7 +578,9 @@ class TabletLink:
         )
         async for page in pages:
             if page.entries:
-                applied += await _db(changes_apply_copied)(c.table, page.entries, c.start, c.end)
+                applied += await _db(changes_apply_copied)(
+                    c.table, page.entries, c.start, c.end, leader=c.source
+                )
                 after = max(e.seq for e in page.entries)
         return CatchUpReply(applied=applied, last_seq=after)
 

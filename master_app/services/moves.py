@@ -271,6 +271,7 @@ def _catch_up(move: Move, source: TabletServer, after: int) -> CatchUpCommand:
         end=move.end,
         source_url=source.url,
         after_seq=after,
+        source=source.node_id,
     )
 
 

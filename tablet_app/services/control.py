@@ -15,12 +15,13 @@ from typing import TypeVar, cast
 
 import orjson
 from django.db import models, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from distdb import protocol
 from distdb.errors import Conflict
 from distdb.journal import enabled as journal_enabled
 from distdb.journal import journal
+from distdb.keys import range_cut
 from tablet_app.models import ChangeLogEntry, FollowedRange, OwnedRange, Row
 from tablet_app.services.changelog import (
     changes_append,
@@ -196,7 +197,11 @@ def rows_ingest(table: str, rows: Sequence[protocol.Row], *, log_changes: bool) 
 
 
 def changes_apply_copied(
-    table: str, entries: Sequence[protocol.ChangeEntry], start: str = "", end: str | None = None
+    table: str,
+    entries: Sequence[protocol.ChangeEntry],
+    start: str = "",
+    end: str | None = None,
+    leader: str = "",
 ) -> int:
     """Apply another server's change-log entries to rows being copied in (a move's catch-up).
 
@@ -204,13 +209,58 @@ def changes_apply_copied(
     the same entries twice changes nothing; a ``clear`` (a new leader's snapshot) empties
     the part of [start, end) it covers first. Like ``rows_ingest``: no ownership check
     (the range is not owned yet) and no change-log entries (the master collects them
-    from the source). One transaction. Returns the number of entries applied.
+    from the source). One transaction. Returns the number of entries given.
+
+    ``leader``: the source's node id. Where this server already follows the range from
+    it (a leadership transfer's target), the leader's shipper has applied its entries up
+    to the range's ``applied_seq``, some maybe newer than this page, read earlier; only
+    later entries are applied there, so an older image never overwrites a newer one the
+    shipper will not send again (were the move abandoned, this follower could be
+    promoted with it). ``applied_seq`` itself is left to replication: a catch-up starts
+    at the pinned floor, and counting it as applied would skip earlier entries the
+    shipper has not delivered yet.
     """
-    if journal_enabled():
-        entries_seen = [(e.seq, e.key, e.op) for e in entries]
-        journal("catch_up", table=table, start=start, end=end, entries=entries_seen)
     with transaction.atomic():
-        return entries_apply(table, entries, start, end)
+        parts = _applied_parts(table, start, end, leader)
+        for lo, hi, applied in parts:
+            entries_apply(table, [e for e in entries if e.seq > applied], lo, hi)
+    if journal_enabled():
+        seen = [(e.seq, e.key, e.op) for e in entries]
+        journal("catch_up", table=table, start=start, end=end, entries=seen, parts=parts)
+    return len(entries)
+
+
+def _applied_parts(
+    table: str, start: str, end: str | None, leader: str
+) -> list[tuple[str, str | None, int]]:
+    """[start, end) cut where the ranges followed from ``leader`` begin and end, each part
+    with how far replication applied that leader's log there (0 where not followed).
+    The followed rows are locked (PostgreSQL): no replication batch commits in between."""
+    if not leader:
+        return [(start, end, 0)]
+    followed = list(
+        _overlapping(FollowedRange.objects.select_for_update(), start, end).filter(
+            table=table, leader=leader
+        )
+    )
+    cuts = [f.start_key for f in followed] + [f.end_key for f in followed]
+    parts: list[tuple[str, str | None, int]] = []
+    for lo, hi in range_cut(start, end, cuts):
+        inside = (
+            f.applied_seq
+            for f in followed
+            if f.start_key <= lo and (f.end_key is None or (hi is not None and hi <= f.end_key))
+        )
+        parts.append((lo, hi, next(inside, 0)))
+    return parts
+
+
+def _overlapping(qs: QuerySet[M], start: str, end: str | None) -> QuerySet[M]:
+    """``qs`` (of a model with ``start_key``/``end_key``) restricted to ranges that
+    overlap [start, end)."""
+    if end is not None:
+        qs = qs.filter(start_key__lt=end)
+    return qs.filter(Q(end_key__isnull=True) | Q(end_key__gt=start))
 
 
 def rows_export(

@@ -89,7 +89,9 @@ def replicate_apply(
             ownership_lock_shared(table)  # no metadata change interleaves with the apply
         mine = metadata_version_current()
         ranges: dict[str, list[FollowedRange]] = defaultdict(list)
-        for r in FollowedRange.objects.filter(table__in={e.table for e in entries}):
+        # Locked (PostgreSQL): a transfer's catch-up reads applied_seq under the same lock.
+        followed_now = FollowedRange.objects.select_for_update()
+        for r in followed_now.filter(table__in={e.table for e in entries}):
             ranges[r.table].append(r)
         accepted: dict[int, list[protocol.ChangeEntry]] = defaultdict(list)
         by_pk: dict[int, FollowedRange] = {}

@@ -261,3 +261,50 @@ def test_a_restarted_leader_with_a_trimmed_log_does_not_wait_for_its_old_snapsho
     shipper = Shipper()
     shipper._start()
     assert shipper.shipped >= ready
+
+
+def test_a_transfer_catch_up_never_takes_a_followed_row_back_to_an_older_image():
+    """A leadership transfer's target already follows the range: the leader's shipper
+    and the move's catch-ups both bring it the leader's entries. A catch-up page read
+    before the shipper applied a newer image must not overwrite it (the shipper will not
+    send that entry again); if the move is then abandoned, this follower could be
+    promoted serving a value older than an acknowledged one."""
+    from tablet_app.services import changes_apply_copied
+
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE)
+    replicate_apply(OTHER, 1, [entry(5, "a", cells={"v": 2}), entry(6, "b", cells={"v": 2})])
+    page = [  # read from the leader's log before entries 5 and 6 were shipped
+        entry(3, "a", cells={"v": 1}),
+        entry(4, "c", cells={"v": 1}),
+        protocol.ChangeEntry(seq=2, table="t", key="", op="clear", cells={"end": None}),
+    ]
+    changes_apply_copied("t", page, "", None, leader=OTHER)
+    assert rows() == {"a": '{"v":2}', "b": '{"v":2}'}  # nothing of the page was newer
+    changes_apply_copied("t", [entry(7, "c", cells={"v": 3})], "", None, leader=OTHER)
+    assert rows()["c"] == '{"v":3}'
+    assert FollowedRange.objects.get().applied_seq == 6  # replication's own count stays
+
+
+def test_a_catch_up_from_another_leader_or_into_an_unfollowed_range_applies_everything():
+    from tablet_app.services import changes_apply_copied
+
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE)
+    replicate_apply(OTHER, 1, [entry(5, "a", cells={"v": 2})])
+    changes_apply_copied("t", [entry(3, "a", cells={"v": 9})], "", None, leader="tablet-9")
+    assert rows() == {"a": '{"v":9}'}  # another log's seqs: not comparable, applied
+    changes_apply_copied("u", [protocol.ChangeEntry(seq=1, table="u", key="x", op="put",
+                                                    cells={})], "", None, leader=OTHER)  # fmt: skip
+    assert Row.objects.filter(table="u").count() == 1
+
+
+def test_a_led_range_cut_in_two_by_new_metadata_still_waits_for_its_snapshot():
+    metadata_apply(metadata(1, NODE, [OTHER]), NODE)
+    OwnedRange.objects.update(ready_seq=7)  # its snapshot as a new leader: not shipped yet
+    two = metadata(2, NODE, [OTHER])
+    whole = two.tablets[0]
+    two.tablets = [whole.model_copy(update={"end": "m"}), whole.model_copy(update={"start": "m"})]
+    metadata_apply(two, NODE)
+    assert list(OwnedRange.objects.order_by("start_key").values_list("start_key", "ready_seq")) == [
+        ("", 7),
+        ("m", 7),
+    ]
