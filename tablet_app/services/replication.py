@@ -71,6 +71,7 @@ from tablet_app.services.ownership import Span, metadata_apply, metadata_version
 log = logging.getLogger("distdb.tablet.replication")
 
 SHIP_BATCH = 2000
+PASS_SCAN = 50_000  # entries looked at (seq and key only) for a pass without shipping
 BEHIND_RETRY_S = 0.02
 MASTER_RETRY_S = 0.5
 IDLE_WAIT_S = 0.05  # the shipper looks at the log at least this often (entries of the link)
@@ -319,6 +320,8 @@ class Shipper:
         log.info("shipping the log from seq %d (tail ends at %d)", self.shipped + 1, self._tail_end)
 
     def _step(self) -> None:
+        if self._pass_unneeded():
+            return
         entries, _more = changes_batch(self.shipped, SHIP_BATCH, max_bytes=protocol.PAGE_BYTES)
         if not entries:
             with self.cond:
@@ -328,13 +331,44 @@ class Shipper:
                     log.info("the log tail (to seq %d) is on every in-sync follower", self.shipped)
                 self.cond.wait(IDLE_WAIT_S)
             return
-        failed = self._ship(entries)
+        self._advance(entries[-1].seq, self._ship(entries))
+
+    def _pass_unneeded(self) -> bool:
+        """Pass the entries at the head of the log that no follower needs — of ranges led
+        without followers (a promoted leader whose followers are gone), or no longer led
+        (those fail) — reading only their seqs and keys. Returns whether it moved.
+
+        Without it a leader promoted with no follower left read and parsed its whole
+        snapshot (80k rows: 3.7 s) before it served (``serving``: ``ready_seq``)."""
+        heads = list(
+            ChangeLogEntry.objects.filter(seq__gt=self.shipped)
+            .order_by("seq")
+            .values_list("seq", "table", "key")[:PASS_SCAN]
+        )
+        routes = self._routes()  # after the entries: each was written while its range was led
+        failed: dict[int, str] = {}
+        upto = self.shipped
+        for seq, table, key in heads:
+            route = next((r for r in routes.get(table, ()) if r.contains(key)), None)
+            if route is None:
+                failed[seq] = "this server no longer leads the range"
+            elif route.replicated and route.followers:
+                break  # shipped the usual way, with its image
+            upto = seq
+        if upto == self.shipped:
+            return False
+        self._advance(upto, failed)
+        return True
+
+    def _advance(self, upto: int, failed: dict[int, str]) -> None:
+        """Every entry up to ``upto`` has been dealt with; ``failed`` are those that are not
+        on every in-sync follower: release the tickets waiting for them."""
         with self.cond:
             self.failed.update(failed)
             if len(self.failed) > FAILED_KEEP:
                 for seq in sorted(self.failed)[: len(self.failed) - FAILED_KEEP]:
                     del self.failed[seq]
-            self.shipped = entries[-1].seq
+            self.shipped = upto
             try:
                 shipped_store(self.shipped)  # trims stop here (``control.changes_trim``)
             except OSError as exc:  # a full disk: trims stop earlier, nothing else is lost

@@ -308,3 +308,48 @@ def test_a_led_range_cut_in_two_by_new_metadata_still_waits_for_its_snapshot():
         ("", 7),
         ("m", 7),
     ]
+
+
+def test_a_leader_left_without_followers_passes_its_log_without_reading_images(
+    settings, tmp_path, monkeypatch
+):
+    """A leader promoted after its only follower died has no one to ship its snapshot to:
+    it read and parsed all of it first (80k rows: 3.7 s more before the range served)."""
+    from django.utils import timezone
+
+    from tablet_app.services import replication
+    from tablet_app.services.replication import Shipper
+
+    settings.DISTDB_DATA_DIR = tmp_path
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE)
+    rows_ingest("t", [protocol.Row(key=f"k{i:05d}", cells={"i": i}) for i in range(3000)],
+                log_changes=False)  # fmt: skip
+    metadata_apply(metadata(2, NODE, []), NODE)  # promoted, nobody left to follow it
+    ready = OwnedRange.objects.get().ready_seq
+    gone = ChangeLogEntry.objects.create(
+        table="u", key="x", op="put", cells="{}", created_at=timezone.now()
+    )  # a write to a range led here no longer
+    shipper = Shipper()
+    shipper._start()
+
+    def no_images(*args, **kwargs):
+        raise AssertionError("read the images")
+
+    monkeypatch.setattr(replication, "changes_batch", no_images)
+    shipper._step()
+    assert shipper.shipped == gone.seq > ready
+    assert list(shipper.failed) == [gone.seq]
+
+
+def test_entries_a_follower_needs_are_still_shipped_with_their_images(settings, tmp_path):
+    from tablet_app.services.replication import Shipper
+
+    settings.DISTDB_DATA_DIR = tmp_path
+    metadata_apply(metadata(1, NODE, [OTHER]), NODE)
+    shipper = Shipper()
+    shipper._start()
+    shipped: list = []
+    shipper._ship = lambda entries: shipped.extend(e.seq for e in entries) or {}
+    position = shipper.shipped
+    shipper._step()  # the snapshot's first entry has a follower: the usual way
+    assert shipped and shipped[0] == position + 1 and shipper.shipped == shipped[-1]
