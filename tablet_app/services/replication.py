@@ -320,9 +320,9 @@ class Shipper:
         log.info("shipping the log from seq %d (tail ends at %d)", self.shipped + 1, self._tail_end)
 
     def _step(self) -> None:
-        if self._pass_unneeded():
+        entries, more = changes_batch(self.shipped, SHIP_BATCH, max_bytes=protocol.PAGE_BYTES)
+        if more and self._pass_unneeded():  # a backlog: skip what nobody needs, unread
             return
-        entries, _more = changes_batch(self.shipped, SHIP_BATCH, max_bytes=protocol.PAGE_BYTES)
         if not entries:
             with self.cond:
                 if not self.ready and self.shipped >= self._tail_end:
