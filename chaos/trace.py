@@ -25,6 +25,18 @@ def _inside(key: str, start: str, end: str | None) -> bool:
     return key >= start and (end is None or key < end)
 
 
+def _applied(applied: Any, table: str) -> list[Any]:
+    """A ``replicate`` event's applied entries as (table, start, end, entries); journals
+    written before 2026-12-07's change keyed them by "start..end", without the table."""
+    if isinstance(applied, list):
+        return applied
+    out = []
+    for rng, entries in applied.items():
+        start, _, end = rng.partition("..")
+        out.append((table, start, None if end == "None" else end, entries))
+    return out
+
+
 def events(run_dir: Path) -> list[dict[str, Any]]:
     """Every journal line of the run, in time order."""
     found: list[dict[str, Any]] = []
@@ -54,7 +66,7 @@ def story(all_events: list[dict[str, Any]], table: str, key: str) -> Iterator[st
             led = [t for t in e["led"] if t[0] == table and _inside(key, t[1], t[2])]
             followed = [f for f in e["followed"] if f[0] == table and _inside(key, f[1], f[2])]
             snaps = [s for s in e["snapshots"] if s[0] == table and _inside(key, s[1], s[2])]
-            view = {"led": led, "followed": followed}
+            view = {"led": led, "followed": [f[:4] for f in followed]}  # not how far applied
             if view != last_view.get(node) or snaps:
                 last_view[node] = view
                 snap = f" SNAPSHOT {snaps}" if snaps else ""
@@ -72,16 +84,18 @@ def story(all_events: list[dict[str, Any]], table: str, key: str) -> Iterator[st
             if key in writes.get((node, e["seqs"][1]), ()):
                 yield f"{head} ack seqs {e['seqs']}: {e['why'] or 'on every in-sync follower'}"
         elif ev == "replicate":
-            for rng, entries in e["applied"].items():
-                hit = [x for x in entries if x[1] == key or x[2] == "clear"]
+            for rtable, start, end, entries in _applied(e["applied"], table):
+                if rtable != table or not _inside(key, start, end):
+                    continue
+                hit = [x for x in entries if x[1] == key or (x[2] == "clear" and x[1] <= key)]
                 if hit:
                     yield (f"{head} applied from {e['leader']} (v{e['version']}, mine "
-                           f"v{e['mine']}) into {rng}: {hit}")  # fmt: skip
+                           f"v{e['mine']}) into [{start}, {end}): {hit}")  # fmt: skip
             hit = [x for x in e["skipped"] if x[1] == key]
             if hit:
                 yield f"{head} SKIPPED from {e['leader']}: {hit}"
         elif ev == "catch_up":
-            hit = [x for x in e["entries"] if x[1] == key or x[2] == "clear"]
+            hit = [x for x in e["entries"] if x[1] == key or (x[2] == "clear" and x[1] <= key)]
             if hit and _inside(key, e["start"], e["end"]):
                 yield f"{head} catch-up [{e['start']}, {e['end']}): {hit}"
         elif ev == "copy":

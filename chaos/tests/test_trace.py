@@ -31,7 +31,9 @@ def test_the_story_of_a_key_in_time_order(tmp_path):
     ])  # fmt: skip
     _write(tmp_path, "tablet-2", [
         {"t": 2.1, "node": "tablet-2", "ev": "replicate", "leader": "tablet-1", "version": 3,
-         "mine": 3, "applied": {"..None": [[7, KEY, "put"]]}, "skipped": [], "refused": []},
+         "mine": 3, "applied": [["t", "", None, [[7, KEY, "put"]]],
+                                ["u", "", None, [[8, "", "clear"]]]],
+         "skipped": [], "refused": []},
         {"t": 3.0, "node": "tablet-2", "ev": "clear", "table": "t", "seq": 12, "start": "",
          "end": None, "keys": [KEY]},
     ])  # fmt: skip

@@ -118,10 +118,11 @@ def replicate_apply(
                 applied_seq=max(e.seq for e in batch), applied_at=now
             )
         if journal_enabled():
-            applied_entries = {
-                f"{by_pk[pk].start_key}..{by_pk[pk].end_key}": [(e.seq, e.key, e.op) for e in b]
+            applied_entries = [
+                (by_pk[pk].table, by_pk[pk].start_key, by_pk[pk].end_key,
+                 [(e.seq, e.key, e.op) for e in b])
                 for pk, b in accepted.items()
-            }
+            ]  # fmt: skip
             transaction.on_commit(
                 lambda: journal(
                     "replicate",

@@ -3,6 +3,9 @@ apply and its fencing, a promoted leader's snapshot, the lease, the trim cap."""
 
 from __future__ import annotations
 
+import os
+
+import orjson
 import pytest
 
 from distdb import protocol
@@ -355,3 +358,23 @@ def test_entries_a_follower_needs_are_still_shipped_with_their_images(settings, 
     position = shipper.shipped
     shipper._step()  # the snapshot's first entry has a follower: the usual way
     assert shipped and shipped[0] == position + 1 and shipper.shipped == shipped[-1]
+
+
+def test_the_journal_records_what_a_follower_applied_and_skipped(
+    settings, tmp_path, monkeypatch, django_capture_on_commit_callbacks
+):
+    from distdb import journal as journal_module
+
+    settings.DISTDB_DATA_DIR, settings.DISTDB_JOURNAL = tmp_path, True
+    monkeypatch.setattr(journal_module, "_fd", None)
+    metadata_apply(metadata(1, OTHER, [NODE]), NODE)
+    with django_capture_on_commit_callbacks(execute=True):
+        replicate_apply(OTHER, 1, [entry(2, "a", cells={}), entry(3, "b", cells={})])
+    with django_capture_on_commit_callbacks(execute=True):
+        replicate_apply(OTHER, 1, [entry(3, "b", cells={})])
+    path = tmp_path / "journal" / f"{settings.DISTDB_NODE_ID}.jsonl"
+    events = [orjson.loads(x) for x in path.read_bytes().splitlines()]
+    applied, skipped = [e for e in events if e["ev"] == "replicate"]
+    assert applied["applied"] == [["t", "", None, [[2, "a", "put"], [3, "b", "put"]]]]
+    assert skipped["applied"] == [] and skipped["skipped"] == [[3, "b", 3]]
+    os.close(journal_module._fd)
