@@ -25,18 +25,6 @@ def _inside(key: str, start: str, end: str | None) -> bool:
     return key >= start and (end is None or key < end)
 
 
-def _applied(applied: Any, table: str) -> list[Any]:
-    """A ``replicate`` event's applied entries as (table, start, end, entries); journals
-    written before 2026-12-07's change keyed them by "start..end", without the table."""
-    if isinstance(applied, list):
-        return applied
-    out = []
-    for rng, entries in applied.items():
-        start, _, end = rng.partition("..")
-        out.append((table, start, None if end == "None" else end, entries))
-    return out
-
-
 def events(run_dir: Path) -> list[dict[str, Any]]:
     """Every journal line of the run, in time order."""
     found: list[dict[str, Any]] = []
@@ -84,7 +72,7 @@ def story(all_events: list[dict[str, Any]], table: str, key: str) -> Iterator[st
             if key in writes.get((node, e["seqs"][1]), ()):
                 yield f"{head} ack seqs {e['seqs']}: {e['why'] or 'on every in-sync follower'}"
         elif ev == "replicate":
-            for rtable, start, end, entries in _applied(e["applied"], table):
+            for rtable, start, end, entries in e["applied"]:
                 if rtable != table or not _inside(key, start, end):
                     continue
                 hit = [x for x in entries if x[1] == key or (x[2] == "clear" and x[1] <= key)]

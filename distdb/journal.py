@@ -35,7 +35,7 @@ _fd_lock = threading.Lock()
 
 
 def enabled() -> bool:
-    return bool(getattr(settings, "DISTDB_JOURNAL", False))
+    return bool(settings.DISTDB_JOURNAL)
 
 
 def journal(event: str, **fields: Any) -> None:
@@ -50,7 +50,7 @@ def journal(event: str, **fields: Any) -> None:
                 "pid": os.getpid(),
                 "ev": event,
                 **fields,
-            },  # fmt: skip
+            },
             option=orjson.OPT_NON_STR_KEYS,
             default=str,
         )

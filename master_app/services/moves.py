@@ -200,7 +200,7 @@ def move_range(
             )
 
         commit_started = True
-        report.version = _commit(move, table, source, target, deadline, clock, transfer)
+        report.version = _commit(move, table, source, target, deadline, clock, transfer=transfer)
         committed = True
         lap("commit")
         say("handing over", report.rows_copied)
@@ -282,7 +282,8 @@ def _commit(
     target: TabletServer,
     deadline: float,
     clock: Clock,
-    transfer: bool = False,
+    *,
+    transfer: bool,
 ) -> int:
     """The table's tablets with [start, end) given to the target, as a new version,
     committed before ``deadline`` or not at all (``metadata_commit``). The new tablets are
@@ -304,7 +305,7 @@ def _commit(
                     if t.server_id != source.pk:
                         raise MoveAborted(f"{move.table} [{lo!r}, {hi!r}) is no longer on {source}")
                     inside = True
-                    owner, in_sync = _moved(move, source, target, in_sync, rf, transfer)
+                    owner, in_sync = _moved(move, source, target, in_sync, rf, transfer=transfer)
                 out.append(RangeAssignment(move.table, lo, hi, owner, in_sync))
         if not inside:
             raise MoveAborted(f"{move.table} [{move.start!r}, {move.end!r}) is not a current range")
@@ -320,7 +321,8 @@ def _moved(
     target: TabletServer,
     in_sync: tuple[str, ...],
     rf: int,
-    transfer: bool = False,
+    *,
+    transfer: bool,
 ) -> tuple[str, tuple[str, ...]]:
     """The leader and in-sync followers of a piece of the moving range after the move.
 

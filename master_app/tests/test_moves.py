@@ -149,8 +149,8 @@ def test_an_error_after_the_commit_went_through_does_not_undo_the_move(
     monkeypatch.setattr(moves, "metadata_push", lambda: pushed.append(1))
     real_commit = moves._commit
 
-    def commit_then_fail(*args):
-        real_commit(*args)
+    def commit_then_fail(*args, **kwargs):
+        real_commit(*args, **kwargs)
         raise OperationalError("the connection broke while COMMIT was answering")
 
     monkeypatch.setattr(moves, "_commit", commit_then_fail)
@@ -197,13 +197,14 @@ def test_an_error_on_commit_whose_outcome_is_unknown_undoes_nothing(table, monke
     clock = FakeClock()
     calls = scripted_link(monkeypatch, clock, {})
 
-    def commit_lost(*args):
+    def commit_lost(*args, **kwargs):
         raise OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(moves, "_commit", commit_lost)
     version = metadata_version_current()
     report = moves.move_range(Move("t", "m", None, "tablet-2", "tablet-1", 3), clock=clock)
     assert report.outcome == "failed" and metadata_version_current() == version
+    assert "OperationalError" in report.error, report.error  # the COMMIT's, nothing else
     assert ("tablet-2", "unfreeze") not in calls
     assert calls.count(("tablet-1", "drop")) == 1  # only the clearing before the copy
     assert "nothing undone" in " ".join(report.warnings)

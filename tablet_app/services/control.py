@@ -15,7 +15,7 @@ from typing import TypeVar, cast
 
 import orjson
 from django.db import models, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
 from distdb import protocol
 from distdb.errors import Conflict
@@ -32,11 +32,13 @@ from tablet_app.services.changelog import (
 from tablet_app.services.freezes import freezes_due, range_freeze, range_unfreeze
 from tablet_app.services.locks import ownership_lock_shared
 from tablet_app.services.ownership import (
+    Span,
     freezes_resolve,
     metadata_apply,
     metadata_current,
     metadata_version_current,
     range_owned_overlap,
+    ranges_overlapping,
 )
 
 __all__ = [
@@ -238,29 +240,15 @@ def _applied_parts(
     The followed rows are locked (PostgreSQL): no replication batch commits in between."""
     if not leader:
         return [(start, end, 0)]
-    followed = list(
-        _overlapping(FollowedRange.objects.select_for_update(), start, end).filter(
-            table=table, leader=leader
-        )
-    )
-    cuts = [f.start_key for f in followed] + [f.end_key for f in followed]
-    parts: list[tuple[str, str | None, int]] = []
-    for lo, hi in range_cut(start, end, cuts):
-        inside = (
-            f.applied_seq
-            for f in followed
-            if f.start_key <= lo and (f.end_key is None or (hi is not None and hi <= f.end_key))
-        )
-        parts.append((lo, hi, next(inside, 0)))
-    return parts
-
-
-def _overlapping(qs: QuerySet[M], start: str, end: str | None) -> QuerySet[M]:
-    """``qs`` (of a model with ``start_key``/``end_key``) restricted to ranges that
-    overlap [start, end)."""
-    if end is not None:
-        qs = qs.filter(start_key__lt=end)
-    return qs.filter(Q(end_key__isnull=True) | Q(end_key__gt=start))
+    mine = FollowedRange.objects.select_for_update().filter(table=table, leader=leader)
+    followed = [
+        (Span(f.start_key, f.end_key), f.applied_seq) for f in ranges_overlapping(mine, start, end)
+    ]
+    cuts = [b for span, _ in followed for b in (span.start, span.end)]
+    return [
+        (lo, hi, next((applied for span, applied in followed if span.covers(lo, hi)), 0))
+        for lo, hi in range_cut(start, end, cuts)
+    ]
 
 
 def rows_export(

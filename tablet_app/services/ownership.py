@@ -37,9 +37,10 @@ import bisect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import connection, transaction
+from django.db.models import Q, QuerySet
 
 from distdb import protocol
 from distdb.journal import enabled as journal_enabled
@@ -77,6 +78,10 @@ class Span:
 
     def contains(self, key: str) -> bool:
         return key >= self.start and (self.end is None or key < self.end)
+
+    def overlaps(self, start: str, end: str | None) -> bool:
+        """Whether [start, end) shares a key with this span."""
+        return (end is None or self.start < end) and (self.end is None or start < self.end)
 
     def covers(self, start: str, end: str | None) -> bool:
         """Whether [start, end) lies entirely inside this span."""
@@ -272,9 +277,7 @@ def _ready_seq(existing: Sequence[OwnedRange], table: str, start: str, end: str 
         (
             r.ready_seq
             for r in existing
-            if r.table == table
-            and (end is None or r.start_key < end)
-            and (r.end_key is None or r.end_key > start)
+            if r.table == table and Span(r.start_key, r.end_key).overlaps(start, end)
         ),
         default=0,
     )
@@ -417,13 +420,21 @@ def _inside(start: str, end: str | None, outer: OwnedRange) -> bool:
 def range_owned_overlap(table: str, start: str, end: str | None) -> bool:
     """Whether any range of ``table`` led *or followed* here overlaps [start, end): a
     follower's copy is as precious as the leader's."""
-    for model in (OwnedRange, FollowedRange):
-        qs = model.objects.filter(table=table)
-        if end is not None:
-            qs = qs.filter(start_key__lt=end)
-        if any(e is None or e > start for e in qs.values_list("end_key", flat=True)):
-            return True
-    return False
+    led = ranges_overlapping(OwnedRange.objects.filter(table=table), start, end)
+    followed = ranges_overlapping(FollowedRange.objects.filter(table=table), start, end)
+    return led.exists() or followed.exists()
+
+
+RangeModel = TypeVar("RangeModel", OwnedRange, FollowedRange)
+
+
+def ranges_overlapping(
+    qs: QuerySet[RangeModel], start: str, end: str | None
+) -> QuerySet[RangeModel]:
+    """``qs`` (owned or followed ranges) restricted to those sharing a key with [start, end)."""
+    if end is not None:
+        qs = qs.filter(start_key__lt=end)
+    return qs.filter(Q(end_key__isnull=True) | Q(end_key__gt=start))
 
 
 def freezes_resolve(metadata: protocol.Metadata, node_id: str, fetched_at: float) -> int:

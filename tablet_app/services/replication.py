@@ -75,6 +75,7 @@ PASS_SCAN = 50_000  # entries looked at (seq and key only) for a pass without sh
 BEHIND_RETRY_S = 0.02
 MASTER_RETRY_S = 0.5
 IDLE_WAIT_S = 0.05  # the shipper looks at the log at least this often (entries of the link)
+NOT_LED = "this server no longer leads the range"
 FAILED_KEEP = 100_000  # refused seqs remembered (a waiter looks its own up at once)
 
 
@@ -167,6 +168,11 @@ class _Route:
 
     def contains(self, key: str) -> bool:
         return key >= self.start and (self.end is None or key < self.end)
+
+
+def _route_of(routes: dict[str, list[_Route]], table: str, key: str) -> _Route | None:
+    """The owned range of ``table`` holding ``key`` (None: not led here)."""
+    return next((r for r in routes.get(table, ()) if r.contains(key)), None)
 
 
 class Shipper:
@@ -350,9 +356,9 @@ class Shipper:
         failed: dict[int, str] = {}
         upto = self.shipped
         for seq, table, key in heads:
-            route = next((r for r in routes.get(table, ()) if r.contains(key)), None)
+            route = _route_of(routes, table, key)
             if route is None:
-                failed[seq] = "this server no longer leads the range"
+                failed[seq] = NOT_LED
             elif route.replicated and route.followers:
                 break  # shipped the usual way, with its image
             upto = seq
@@ -401,10 +407,9 @@ class Shipper:
             version = metadata_version_current()
             per_follower: dict[tuple[str, str], list[protocol.ChangeEntry]] = defaultdict(list)
             for entry in entries:
-                route = next((r for r in routes.get(entry.table, ()) if r.contains(entry.key)),
-                             None)  # fmt: skip
+                route = _route_of(routes, entry.table, entry.key)
                 if route is None:
-                    failed[entry.seq] = "this server no longer leads the range"
+                    failed[entry.seq] = NOT_LED
                     continue
                 if not route.replicated:
                     continue

@@ -205,9 +205,9 @@ def rows_scan(table: str, start: str, end: str | None, limit: int) -> ScanResult
         spans = spans_read(table)
         if not _covered(spans, start, end):
             return ScanResult([], outdated=True, metadata=metadata_wire())
-        if any(s.frozen and _overlaps(s, start, end) for s in spans.items):
+        if any(s.frozen and s.overlaps(start, end) for s in spans.items):
             raise RangeFrozen("the key range is being moved; retry shortly")
-        replicated = [s for s in spans.items if s.replicated and _overlaps(s, start, end)]
+        replicated = [s for s in spans.items if s.replicated and s.overlaps(start, end)]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -233,10 +233,6 @@ def _covered(spans: Spans, start: str, end: str | None) -> bool:
         if span.contains(position):
             position = span.end
     return position is None or (end is not None and position >= end)
-
-
-def _overlaps(span: Span, start: str, end: str | None) -> bool:
-    return (end is None or span.start < end) and (span.end is None or start < span.end)
 
 
 def _fetch(table: str, keys: Sequence[str]) -> dict[str, str]:
@@ -324,7 +320,8 @@ def _replicated_or_unconfirmed(ticket: Ticket, result: MutateResult) -> None:
     """Wait for the ticket's replication; if it failed, its keys' successes become
     ``replication_unconfirmed`` (the write may have been applied: not retryable)."""
     why = shipper.wait(ticket, settings.DISTDB_REPLICATE_WAIT_S)
-    journal("ack", table=ticket.table, seqs=[ticket.first_seq, ticket.last_seq], why=why)
+    if journal_enabled():
+        journal("ack", table=ticket.table, seqs=[ticket.first_seq, ticket.last_seq], why=why)
     if why is None:
         return
     log.warning("a write to %s (%d keys) is unconfirmed: %s", ticket.table, len(ticket.keys), why)
