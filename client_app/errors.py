@@ -14,7 +14,8 @@ import logging
 from typing import Any
 
 import orjson
-from django.core.exceptions import RequestDataTooBig
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -74,6 +75,11 @@ def as_distdb_error(exc: BaseException) -> errors.DistdbError:
         return errors.Throttled(str(exc.detail))
     if isinstance(exc, RequestDataTooBig):
         return errors.PayloadTooLarge()
+    if isinstance(exc, TooManyFieldsSent):  # Django's bound on parsed query fields
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        return errors.PayloadTooLarge(
+            f"at most {limit} query parameters; send many keys as ?keys=k1,k2,...", limit=limit
+        )
     if isinstance(exc, exceptions.APIException):
         error = errors.DistdbError(str(exc.detail))
         # code and status are ClassVars of the hierarchy; a DRF error has no subclass of its

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+ROWS = "/api/v1/tables/products/rows"
+
 
 def stored(cluster, key):
     return cluster.get("products", "int", key)
@@ -215,3 +217,12 @@ async def test_it_works_on_string_keyed_tables(api, cluster):
     assert isinstance(generated, str) and len(generated) == 26
     read = await api("GET", "/api/v1/tables/names/rows?keys=zoe,alice")
     assert [r["cells"]["n"] for r in read.json["rows"]] == [2, 1]
+
+
+async def test_a_read_with_more_query_fields_than_django_parses_is_a_413(api, cluster):
+    """Django parses at most DATA_UPLOAD_MAX_NUMBER_FIELDS (1,000) query fields and raises
+    beyond; that was a 500 ``internal_error``."""
+    answer = await api("GET", f"{ROWS}?" + "&".join(f"key={k}" for k in range(1_001)))
+    assert (answer.status, answer.error_code) == (413, "payload_too_large")
+    assert answer.json["error"]["detail"] == {"limit": 1000}
+    assert (await api("GET", f"{ROWS}?keys=" + ",".join(map(str, range(1_001))))).status == 200
