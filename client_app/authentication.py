@@ -102,20 +102,30 @@ class RevokedTokens:
 revoked_tokens: ProcessLocal[RevokedTokens] = ProcessLocal(RevokedTokens)
 
 
+def api_user(authorization: str | None) -> ApiUser:
+    """The caller named by an ``Authorization`` header's API token, or the distdb error
+    saying why not (401/403; 503 ``revocations_unavailable`` until the revoked list loaded).
+
+    One check for every public request: DRF's views (``ApiTokenAuthentication``) and the
+    lean read path (``client_app.hot_reads``) both call it.
+    """
+    claims = token_verify(bearer_token(authorization), roles=(API_ROLE,), audience=api_audience())
+    if revoked_tokens.get().is_revoked(claims):
+        raise TokenRevoked()
+    return ApiUser(claims.sub, claims)
+
+
 class ApiTokenAuthentication(BaseAuthentication):
     """DRF authentication with API tokens; errors use distdb's codes."""
 
     def authenticate(self, request) -> tuple[ApiUser, Claims]:
         try:
-            token = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
-            claims = token_verify(token, roles=(API_ROLE,), audience=api_audience())
-            if revoked_tokens.get().is_revoked(claims):
-                raise TokenRevoked()
+            user = api_user(request.META.get("HTTP_AUTHORIZATION"))
         except Unavailable:
             raise  # a 503 with Retry-After, not an authentication failure
         except DistdbError as exc:
             raise AuthFailed(exc) from None
-        return ApiUser(claims.sub, claims), claims
+        return user, user.claims
 
     def authenticate_header(self, request) -> str:
         return REALM

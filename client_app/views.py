@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from django.http import QueryDict
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -84,10 +86,27 @@ def results_response(results: list[RowResult], *, created_status: int = 200) -> 
     return Response({"results": items, "failed": failed}, status=outcome.status)
 
 
-def _all_failed(error: DistdbError, detail: dict[str, Any]) -> Response:
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer before it is a response: DRF's views wrap it in a ``Response``
+    (``as_response``), the lean read path (``client_app.hot_reads``) sends it as it is."""
+
+    body: dict[str, Any]
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def as_response(self) -> Response:
+        return Response(self.body, status=self.status, headers=self.headers)
+
+
+def _failed_reply(error: DistdbError, detail: dict[str, Any]) -> Reply:
     body = error.as_dict()
     body["error"]["detail"] = {**error.detail, **detail}
-    return Response(body, status=error.status, headers=error_headers(error))
+    return Reply(body, error.status, error_headers(error))
+
+
+def _all_failed(error: DistdbError, detail: dict[str, Any]) -> Response:
+    return _failed_reply(error, detail).as_response()
 
 
 def single(results: list[RowResult]) -> Response:
@@ -179,6 +198,32 @@ def keys_param(query) -> list[str] | None:
     return keys + query.getlist("key")
 
 
+async def row_reply(table: str, key: str) -> Reply:
+    """``GET rows/<key>``: the row, or the error saying why not."""
+    return Reply(await services.row_read(table, key, raw_cells=True))
+
+
+async def keys_reply(table: str, query: QueryDict) -> Reply | None:
+    """``GET rows?keys=…``: the rows in request order, missing and failed keys named; or
+    None when the query names no key (then it is a scan)."""
+    keys = keys_param(query)
+    if keys is None:
+        return None
+    extra = sorted(set(query) - {"keys", "key"})
+    if extra:
+        raise validation.invalid(extra[0], "read by keys takes no other parameter")
+    result = await services.rows_read(table, keys, text=True, raw_cells=True)
+    body = {
+        "rows": [{"key": key, "cells": cells} for key, cells in result.rows],
+        "missing": result.missing,
+        "failed": [{"key": key, "error": error_brief(e)} for key, e in result.failed],
+    }
+    codes = {e.code for _, e in result.failed}
+    if result.failed and not result.rows and not result.missing and len(codes) == 1:
+        return _failed_reply(result.failed[0][1], body)
+    return Reply(body)
+
+
 class RowsView(ApiView):
     @extend_schema(
         operation_id="rows_read_or_scan",
@@ -217,21 +262,9 @@ class RowsView(ApiView):
         ],
     )
     async def get(self, request, table: str) -> Response:
-        keys = keys_param(request.query_params)
-        if keys is not None:
-            extra = sorted(set(request.query_params) - {"keys", "key"})
-            if extra:
-                raise validation.invalid(extra[0], "read by keys takes no other parameter")
-            result = await services.rows_read(table, keys, text=True, raw_cells=True)
-            body = {
-                "rows": [{"key": key, "cells": cells} for key, cells in result.rows],
-                "missing": result.missing,
-                "failed": [{"key": key, "error": error_brief(e)} for key, e in result.failed],
-            }
-            codes = {e.code for _, e in result.failed}
-            if result.failed and not result.rows and not result.missing and len(codes) == 1:
-                return _all_failed(result.failed[0][1], body)
-            return Response(body)
+        reply = await keys_reply(table, request.query_params)
+        if reply is not None:
+            return reply.as_response()
         query = validated(s.ScanQuerySerializer, request.query_params.dict())
         page = await services.rows_scan(table, **query)
         return Response({"rows": page.rows, "cursor": page.cursor})
@@ -270,7 +303,7 @@ class RowView(ApiView):
         responses={200: s.RowSerializer, **errors(400, 404, 503)},
     )
     async def get(self, request, table: str, key: str) -> Response:
-        return Response(await services.row_read(table, key, raw_cells=True))
+        return (await row_reply(table, key)).as_response()
 
     @extend_schema(
         operation_id="cells_set",

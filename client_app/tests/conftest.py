@@ -1,8 +1,9 @@
 """Fixtures of the client server's tests: keys and tokens, a fake cluster, an ASGI driver.
 
-Requests go through the real hot-path stack, ``distdb.api_handler.PublicApiASGIHandler``
-with the client URL conf, driven by asgiref's ``ApplicationCommunicator`` on the test's
-event loop, the same loop the fake master and tablet servers run on.
+Requests go through the real hot-path stack, ``client_app.hot_reads.HotReadsApp`` in front
+of ``distdb.api_handler.PublicApiASGIHandler`` with the client URL conf, driven by
+asgiref's ``ApplicationCommunicator`` on the test's event loop, the same loop the fake
+master and tablet servers run on.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from asgiref.testing import ApplicationCommunicator
 from django.conf import settings as django_settings
 
 from distdb import auth
-from distdb.api_handler import PublicApiASGIHandler
 
 from ..authentication import revoked_tokens
 from ..breaker import breakers
+from ..hot_reads import HotReadsApp
 from ..internal_client import sessions_close
 from ..keygen import key_allocator
 from ..metadata_cache import metadata_cache
@@ -86,10 +87,12 @@ class Answer:
 
 
 class Api:
-    """Send HTTP requests through the client server's ASGI stack."""
+    """Send HTTP requests through the client server's ASGI stack: its ``/api/`` app
+    (``HotReadsApp``, which hands what it does not serve to ``PublicApiASGIHandler``), or
+    ``app`` when given."""
 
-    def __init__(self, token: str) -> None:
-        self.app = PublicApiASGIHandler()
+    def __init__(self, token: str, app: Any = None) -> None:
+        self.app = app or HotReadsApp()
         self.token = token
 
     async def __call__(

@@ -18,7 +18,9 @@ INSTALLED_APPS = [
     "client_app",
 ]
 ROOT_URLCONF = "distdb.urls.client"
-HOT_PATH_APP = "distdb.api_handler.PublicApiASGIHandler"
+# The two reads (one row, rows by key) served beside Django's handler, with the same
+# functions as the DRF views; everything else to distdb.api_handler (client_app.hot_reads).
+HOT_PATH_APP = "client_app.hot_reads.HotReadsApp"
 HOT_PATH_PREFIXES = ("/api/",)
 DATABASES = {"default": database_config(DISTDB_NODE_ID)}
 LIFESPAN_SHUTDOWN = ["client_app.internal_client.sessions_close"]

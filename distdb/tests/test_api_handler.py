@@ -250,9 +250,12 @@ def test_sync_only_middleware_is_refused_at_start_up(settings):
 
 
 def test_the_client_role_serves_its_api_with_this_handler():
+    """Behind the two reads ``client_app.hot_reads`` answers itself."""
+    from client_app.hot_reads import HotReadsApp
     from distdb.settings import client
 
-    assert client.HOT_PATH_APP == "distdb.api_handler.PublicApiASGIHandler"
+    assert client.HOT_PATH_APP == "client_app.hot_reads.HotReadsApp"
+    assert isinstance(HotReadsApp().django, PublicApiASGIHandler)
 
 
 # --- no test utilities in production --------------------------------------------------------------
