@@ -13,6 +13,7 @@ COLOURS = {
     "rebalance": "tab:olive",
     "partition": "tab:gray",
     "clock": "tab:cyan",
+    "disk": "tab:brown",
 }
 
 
