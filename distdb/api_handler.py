@@ -1,7 +1,9 @@
 """The client server's public API handler: Django's ASGI handler, trimmed for the hot path.
 
-Loaded by the client role (``settings.HOT_PATH_APP``); ``distdb.asgi`` sends the paths under
-``settings.HOT_PATH_PREFIXES`` here and everything else (admin, docs) to Django's handler.
+Loaded by the client role behind ``client_app.hot_reads.HotReadsApp`` (its
+``settings.HOT_PATH_APP``, which answers the two reads itself); ``distdb.asgi`` sends the
+paths under ``settings.HOT_PATH_PREFIXES`` there and everything else (admin, docs) to
+Django's handler.
 
 The admin needs sessions, CSRF, messages...; the public API does not (it authenticates with
 bearer tokens), and every sync middleware hook costs a thread hop under ASGI (DESIGN §9). So

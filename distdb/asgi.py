@@ -3,8 +3,9 @@ hypercorn as ``distdb.asgi:application``; ``distdb.asgi_server`` adds the body l
 the lifespan those servers need).
 
 HTTP paths under ``settings.HOT_PATH_PREFIXES`` go to the role's hot-path app
-(``settings.HOT_PATH_APP``: ``distdb.api_handler.PublicApiASGIHandler`` on a client server,
-a ``distdb.internal_http`` app on the master and the tablets); everything else (admin,
+(``settings.HOT_PATH_APP``: on a client server ``client_app.hot_reads.HotReadsApp``, which
+answers the two reads and hands the rest to ``distdb.api_handler.PublicApiASGIHandler``; a
+``distdb.internal_http`` app on the master and the tablets); everything else (admin,
 docs) to Django's handler.
 WebSockets go to the role's Channels routes (``settings.WEBSOCKET_ROUTES``).
 Every HTTP request passes ``distdb.ops_http.OpsApp`` first: it answers ``/healthz``,
