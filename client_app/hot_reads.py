@@ -139,7 +139,7 @@ def _keys_query(scope: Scope) -> QueryDict | None:
         query = QueryDict(scope.get("query_string", b"").decode())
     except (UnicodeDecodeError, SuspiciousOperation):
         return None  # not UTF-8, too many fields: Django's handler answers it
-    return query if views.keys_param(query) is not None else None
+    return query if views.names_keys(query) else None  # parsed once, by keys_reply
 
 
 def _authorization(scope: Scope) -> str | None:

@@ -190,9 +190,14 @@ async def nothing_to_plan() -> Plan:
     return {}
 
 
+def names_keys(query) -> bool:
+    """Whether a rows query is a read by keys (else a scan)."""
+    return "keys" in query or "key" in query
+
+
 def keys_param(query) -> list[str] | None:
     """?keys=k1,k2 (comma-separated) and/or ?key=k (repeatable, for keys with commas)."""
-    if "keys" not in query and "key" not in query:
+    if not names_keys(query):
         return None
     keys = [k for value in query.getlist("keys") for k in value.split(",")]
     return keys + query.getlist("key")
