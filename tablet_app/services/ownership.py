@@ -111,23 +111,33 @@ class Spans:
         return [s.ident for s in self.items]
 
 
+# The columns of ``OwnedRange`` a read needs, in ``span_of_row``'s order.
+SPAN_COLUMNS = (
+    "id",
+    "start_key",
+    "end_key",
+    "version",
+    "frozen_deadline",
+    "replicated",
+    "ready_seq",
+)
+
+
 def spans_read(table: str) -> Spans:
     """The owned ranges of ``table`` and whether each is frozen: one small query, for reads."""
     r = OwnedRange._meta
     qn = connection.ops.quote_name
-    sql = (
-        f"SELECT {qn('id')}, {qn('start_key')}, {qn('end_key')}, {qn('version')}, "
-        f"{qn('frozen_deadline')}, {qn('replicated')}, {qn('ready_seq')} "
-        f"FROM {qn(r.db_table)} WHERE {qn('table')} = %s"
-    )
+    columns = ", ".join(qn(c) for c in SPAN_COLUMNS)
+    sql = f"SELECT {columns} FROM {qn(r.db_table)} WHERE {qn('table')} = %s"
     with connection.cursor() as cursor:
         cursor.execute(sql, [table])
-        return Spans(
-            [
-                Span(s, e, f is not None, (i, s, e, v, f), bool(rep), v, ready)
-                for i, s, e, v, f, rep, ready in cursor.fetchall()
-            ]
-        )
+        return Spans([span_of_row(*row) for row in cursor.fetchall()])
+
+
+def span_of_row(i: int, s: str, e: str | None, v: int, f: Any, rep: Any, ready: int) -> Span:
+    """A ``Span`` from one ``OwnedRange`` row's ``SPAN_COLUMNS`` (``spans_read`` and the
+    one-statement read of ``rows``)."""
+    return Span(s, e, f is not None, (i, s, e, v, f), bool(rep), v, ready)
 
 
 def spans_for_write(table: str) -> Spans:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import orjson
 import pytest
 from django.db import connection
 
 from distdb.errors import RangeFrozen
-from distdb.protocol import Mutation
-from tablet_app.models import ChangeLogEntry, Row
+from distdb.protocol import Mutation, Row
+from tablet_app.models import ChangeLogEntry
+from tablet_app.models import Row as StoredRow
 from tablet_app.services import (
     freezes,
     freezes_resolve,
@@ -20,7 +22,8 @@ from tablet_app.services import (
     rows_scan,
 )
 from tablet_app.services import rows as rows_module
-from tablet_app.tests.conftest import freeze
+from tablet_app.services.control import range_drop, rows_ingest
+from tablet_app.tests.conftest import freeze, tablet
 
 
 def m(op: str, key: str, cells: dict | None = None, columns: list[str] | None = None):
@@ -32,7 +35,7 @@ def statuses(result) -> list[str]:
 
 
 def stored(table: str, key: str) -> dict | None:
-    row = Row.objects.filter(table=table, key=key).first()
+    row = StoredRow.objects.filter(table=table, key=key).first()
     return orjson.loads(row.cells) if row else None
 
 
@@ -94,7 +97,7 @@ def test_concurrent_upserts_of_new_keys_create_each_row_exactly_once(owned):
 
     assert run_threads(writer, 4) == []
     assert sum(created) == 10
-    assert Row.objects.filter(table="t").count() == 10
+    assert StoredRow.objects.filter(table="t").count() == 10
 
 
 @pytest.mark.django_db(transaction=True)
@@ -120,7 +123,7 @@ def test_a_freeze_waits_for_a_write_in_flight_to_commit(owned):
                 assert spans_for_write("t").find("a") is not None  # checked: owned, not frozen
                 checked.set()
                 assert refused.wait(60), "the freezer never tried"
-                Row.objects.create(table="t", key="a", cells="{}")
+                StoredRow.objects.create(table="t", key="a", cells="{}")
                 order.append("write committed")  # (committed as the block exits)
         else:
             assert checked.wait(60), "the writer never checked"
@@ -351,7 +354,7 @@ def test_a_large_batch_uses_a_bounded_number_of_queries(owned, django_assert_max
         result = rows_mutate("t", batch)
     assert statuses(result).count("created") == 1500
     assert statuses(result).count("updated") == 1500
-    assert Row.objects.filter(table="t").count() == 3000
+    assert StoredRow.objects.filter(table="t").count() == 3000
     assert stored("t", "k02999") == {"i": -2999}
 
 
@@ -385,6 +388,96 @@ def test_read_of_many_keys_uses_one_query_per_500(owned, django_assert_max_num_q
     with django_assert_max_num_queries(5):
         result = rows_read("t", keys)
     assert [k for k, _ in result.rows] == [f"k{i:05d}" for i in reversed(range(1200))]
+
+
+@pytest.mark.django_db
+def test_a_read_of_owned_keys_is_one_statement(owned, django_assert_num_queries):
+    rows_mutate("t", [m("insert", k, {"k": k}) for k in ("a", "b")])
+    with django_assert_num_queries(1):
+        result = rows_read("t", ["b", "nope", "a"])
+    assert [k for k, _ in result.rows] == ["b", "a"]
+
+
+READS = [
+    ("t", ["c", "nope", "a", "b", "a"]),  # order, a missing key, a key twice
+    ("t", ["nope"]),
+    ("u", ["x", "b", "c", "b"]),  # partly owned: outdated keys with the metadata
+    ("u", ["b"]),  # not owned at all
+    ("t", [f"k{i:03d}" for i in range(40)] + ["a"]),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("table", "keys"), READS)
+def test_the_one_statement_read_answers_as_the_three_statement_read(
+    owned, monkeypatch, table, keys
+):
+    rows_mutate("t", [m("insert", k, {"k": k, "s": "中" * 50}) for k in ("a", "b", "c")])
+    rows_mutate("t", [m("insert", f"k{i:03d}", {}) for i in range(0, 40, 3)])
+    rows_mutate("u", [m("insert", "x", {"q": 'a "quoted" \\ text'})])
+    one = rows_read(table, keys)
+    monkeypatch.setattr(rows_module, "_snapshot", lambda table, keys: None)
+    assert rows_read(table, keys) == one
+
+
+@pytest.mark.django_db
+def test_the_one_statement_read_refuses_a_frozen_range_as_the_other(owned, monkeypatch):
+    rows_mutate("t", [m("insert", "a", {})])
+    freeze("t", "", "b")
+    with pytest.raises(RangeFrozen):
+        rows_read("t", ["c", "a"])
+    monkeypatch.setattr(rows_module, "_snapshot", lambda table, keys: None)
+    with pytest.raises(RangeFrozen):
+        rows_read("t", ["c", "a"])
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("key_count", [3, 600])  # one statement; three (more than CHUNK)
+def test_a_read_never_answers_for_a_range_given_away_and_dropped_meanwhile(assign, key_count):
+    """A move's steps as the link applies them, in a loop: give the range away, drop its
+    rows, copy them back in, own the range again. Whenever the range is owned every row
+    is there, so a read must answer either every row or every key ``outdated``."""
+    keys = [f"k{i:04d}" for i in range(key_count)]
+    copied = [Row(key=k, cells={"k": k}) for k in keys]
+    assign(tablet("t"), version=1)
+    rows_ingest("t", copied, log_changes=False)
+    stop = threading.Event()
+    answers: list[tuple[int, int]] = []  # (rows, outdated) per read
+
+    def mover() -> None:
+        version = 1
+        try:
+            while not stop.is_set():
+                assign(tablet("t", server="tablet-2"), version=version + 1)
+                range_drop("t", "", None)
+                rows_ingest("t", copied, log_changes=False)
+                assign(tablet("t"), version=version + 2)
+                version += 2
+                time.sleep(0.005)  # owned for a moment: reads see both states
+        finally:
+            connection.close()
+
+    def reader(i: int) -> None:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                result = rows_read("t", keys)
+            except RangeFrozen:  # ownership changed during every attempt: retryable
+                continue
+            answers.append((len(result.rows), len(result.outdated)))
+
+    moving = threading.Thread(target=mover)
+    moving.start()
+    try:
+        errors = run_threads(reader, 2)
+    finally:
+        stop.set()
+        moving.join(timeout=60)
+    assert errors == []
+    assert answers, "no read finished"
+    wrong = [a for a in answers if a not in ((key_count, 0), (0, key_count))]
+    assert wrong == [], f"{len(wrong)} of {len(answers)} reads answered part of the range"
+    assert {a for a in answers} == {(key_count, 0), (0, key_count)}  # both states were seen
 
 
 @pytest.mark.django_db
