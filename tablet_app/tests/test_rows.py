@@ -9,10 +9,10 @@ import orjson
 import pytest
 from django.db import connection
 
+from distdb import protocol
 from distdb.errors import RangeFrozen
-from distdb.protocol import Mutation, Row
-from tablet_app.models import ChangeLogEntry
-from tablet_app.models import Row as StoredRow
+from distdb.protocol import Mutation
+from tablet_app.models import ChangeLogEntry, Row
 from tablet_app.services import (
     freezes,
     freezes_resolve,
@@ -35,7 +35,7 @@ def statuses(result) -> list[str]:
 
 
 def stored(table: str, key: str) -> dict | None:
-    row = StoredRow.objects.filter(table=table, key=key).first()
+    row = Row.objects.filter(table=table, key=key).first()
     return orjson.loads(row.cells) if row else None
 
 
@@ -97,7 +97,7 @@ def test_concurrent_upserts_of_new_keys_create_each_row_exactly_once(owned):
 
     assert run_threads(writer, 4) == []
     assert sum(created) == 10
-    assert StoredRow.objects.filter(table="t").count() == 10
+    assert Row.objects.filter(table="t").count() == 10
 
 
 @pytest.mark.django_db(transaction=True)
@@ -123,7 +123,7 @@ def test_a_freeze_waits_for_a_write_in_flight_to_commit(owned):
                 assert spans_for_write("t").find("a") is not None  # checked: owned, not frozen
                 checked.set()
                 assert refused.wait(60), "the freezer never tried"
-                StoredRow.objects.create(table="t", key="a", cells="{}")
+                Row.objects.create(table="t", key="a", cells="{}")
                 order.append("write committed")  # (committed as the block exits)
         else:
             assert checked.wait(60), "the writer never checked"
@@ -354,7 +354,7 @@ def test_a_large_batch_uses_a_bounded_number_of_queries(owned, django_assert_max
         result = rows_mutate("t", batch)
     assert statuses(result).count("created") == 1500
     assert statuses(result).count("updated") == 1500
-    assert StoredRow.objects.filter(table="t").count() == 3000
+    assert Row.objects.filter(table="t").count() == 3000
     assert stored("t", "k02999") == {"i": -2999}
 
 
@@ -438,7 +438,7 @@ def test_a_read_never_answers_for_a_range_given_away_and_dropped_meanwhile(assig
     rows, copy them back in, own the range again. Whenever the range is owned every row
     is there, so a read must answer either every row or every key ``outdated``."""
     keys = [f"k{i:04d}" for i in range(key_count)]
-    copied = [Row(key=k, cells={"k": k}) for k in keys]
+    copied = [protocol.Row(key=k, cells={"k": k}) for k in keys]
     assign(tablet("t"), version=1)
     rows_ingest("t", copied, log_changes=False)
     stop = threading.Event()
