@@ -232,7 +232,8 @@ class TabletLink:
         self._tasks: set[asyncio.Task[None]] = set()  # commands running (kept referenced)
 
     async def run_forever(self) -> None:
-        """Serve the link until the master refuses this server (``SystemExit``)."""
+        """Serve the link until the master refuses this server (``SystemExit``) or the
+        server stops (cancelled); either way the pooled HTTP session is closed."""
         resolver = asyncio.create_task(self._resolve_expired_freezes_forever())
         expirer = asyncio.create_task(self._expire_records_forever())
         try:
@@ -240,6 +241,7 @@ class TabletLink:
         finally:
             resolver.cancel()
             expirer.cancel()
+            await self.close()
 
     async def _link_forever(self) -> None:
         """Dial with the current token; a refusal of a token since replaced in the token
@@ -507,7 +509,7 @@ class TabletLink:
         raise DistdbError(f"unknown command {command.type}")
 
     async def close(self) -> None:
-        """Close the HTTP session (the link itself closes with its ``run_forever``)."""
+        """Close the HTTP session (``run_forever`` does on its way out)."""
         if self._http is not None:
             await self._http.close()
             self._http = None

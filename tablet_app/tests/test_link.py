@@ -383,6 +383,28 @@ async def test_a_refusing_close_code_stops_the_agent_with_its_reason(owned, toke
     assert second.sent == []  # it did not dial again
 
 
+class HangingDialer(FakeDialer):
+    """A dialer whose connection attempt never ends (the server stops meanwhile)."""
+
+    async def _connections(self) -> AsyncIterator[FakeSocket]:
+        await asyncio.Event().wait()
+        yield FakeSocket()
+
+
+async def test_a_stopped_link_closes_its_http_session(owned, token):
+    """The server's shutdown cancels the link; its pooled session (copies, catch-ups) must
+    close then, not be reported as "Unclosed client session" by asyncio at exit."""
+    link = TabletLink(connect=HangingDialer())
+    session = link._session()
+    running = asyncio.ensure_future(link.run_forever())
+    await asyncio.sleep(0.01)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert session.closed
+    assert link._http is None
+
+
 # --- reconnecting policy --------------------------------------------------------------------------
 
 
