@@ -37,6 +37,7 @@ import bisect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, TypeVar
 
 from django.db import connection, transaction
@@ -123,14 +124,19 @@ SPAN_COLUMNS = (
 )
 
 
-def spans_read(table: str) -> Spans:
-    """The owned ranges of ``table`` and whether each is frozen: one small query, for reads."""
-    r = OwnedRange._meta
+@cache
+def spans_select() -> str:
+    """``SELECT <SPAN_COLUMNS> FROM <owned ranges> WHERE table = %s`` (built once: reads
+    run it on every request, alone or in ``rows``' one-statement read)."""
     qn = connection.ops.quote_name
     columns = ", ".join(qn(c) for c in SPAN_COLUMNS)
-    sql = f"SELECT {columns} FROM {qn(r.db_table)} WHERE {qn('table')} = %s"
+    return f"SELECT {columns} FROM {qn(OwnedRange._meta.db_table)} WHERE {qn('table')} = %s"
+
+
+def spans_read(table: str) -> Spans:
+    """The owned ranges of ``table`` and whether each is frozen: one small query, for reads."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, [table])
+        cursor.execute(spans_select(), [table])
         return Spans([span_of_row(*row) for row in cursor.fetchall()])
 
 

@@ -30,6 +30,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any, ClassVar
 
 import orjson
@@ -46,7 +47,7 @@ from distdb.errors import (
 from distdb.journal import enabled as journal_enabled
 from distdb.journal import journal
 from distdb.sqlbulk import insert_many
-from tablet_app.models import OwnedRange, Row
+from tablet_app.models import Row
 from tablet_app.services.changelog import changes_append
 from tablet_app.services.ownership import (
     SPAN_COLUMNS,
@@ -56,6 +57,7 @@ from tablet_app.services.ownership import (
     span_of_row,
     spans_for_write,
     spans_read,
+    spans_select,
 )
 from tablet_app.services.replication import Ticket, shipper, spans_serving
 
@@ -268,38 +270,44 @@ def _snapshot(table: str, keys: Sequence[str]) -> _Snapshot | None:
     unique = list(dict.fromkeys(keys))
     if not unique or len(unique) > CHUNK:
         return None
-    qn = connection.ops.quote_name
-    marks = ", ".join(["%s"] * len(unique))
-    padding = ", ".join(["NULL"] * (len(SPAN_COLUMNS) - 3))
-    sql = (
-        f"SELECT {', '.join(qn(c) for c in SPAN_COLUMNS)} "
-        f"FROM {qn(OwnedRange._meta.db_table)} WHERE {qn('table')} = %s "
-        f"UNION ALL SELECT NULL, {qn('key')}, {qn('cells')}, {padding} "
-        f"FROM {qn(Row._meta.db_table)} WHERE {qn('table')} = %s AND {qn('key')} IN ({marks})"
-    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [table, table, *unique])
+        cursor.execute(_snapshot_select(len(unique)), [table, table, *unique])
         results = cursor.fetchall()
     spans = Spans([span_of_row(*values) for values in results if values[0] is not None])
     return _Snapshot(spans, {values[1]: values[2] for values in results if values[0] is None})
+
+
+@cache
+def _snapshot_select(count: int) -> str:
+    """``_snapshot``'s statement for ``count`` keys: the ranges, then the rows in the
+    ranges' columns (``NULL`` id, key, cells, ``NULL``...)."""
+    qn = connection.ops.quote_name
+    padding = ", NULL" * (len(SPAN_COLUMNS) - 3)
+    rows = f"SELECT NULL, {qn('key')}, {qn('cells')}{padding} {_rows_from(count)}"
+    return f"{spans_select()} UNION ALL {rows}"
+
+
+@cache
+def _rows_from(count: int) -> str:
+    """``FROM <rows> WHERE table = %s AND key IN (%s, ...)`` for ``count`` keys (at most
+    ``CHUNK``: one cached text per key count)."""
+    qn = connection.ops.quote_name
+    marks = ", ".join(["%s"] * count)
+    return f"FROM {qn(Row._meta.db_table)} WHERE {qn('table')} = %s AND {qn('key')} IN ({marks})"
 
 
 def _fetch(table: str, keys: Sequence[str]) -> dict[str, str]:
     """key -> cells text for the keys that have a row, ``IN`` queries of ``CHUNK`` keys."""
     if not keys:
         return {}
-    r, qn = Row._meta, connection.ops.quote_name
+    qn = connection.ops.quote_name
     unique = list(dict.fromkeys(keys))
     found: dict[str, str] = {}
     with connection.cursor() as cursor:
         for i in range(0, len(unique), CHUNK):
             chunk = unique[i : i + CHUNK]
-            marks = ", ".join(["%s"] * len(chunk))
-            cursor.execute(
-                f"SELECT {qn('key')}, {qn('cells')} FROM {qn(r.db_table)} "
-                f"WHERE {qn('table')} = %s AND {qn('key')} IN ({marks})",
-                [table, *chunk],
-            )
+            select = f"SELECT {qn('key')}, {qn('cells')} {_rows_from(len(chunk))}"
+            cursor.execute(select, [table, *chunk])
             found.update(cursor.fetchall())
     return found
 
