@@ -17,7 +17,7 @@ from django.conf import settings
 
 from distdb import protocol
 from distdb.errors import Forbidden
-from distdb.internal_http import InternalApp, InternalRequest, RevokedTokenIds, run_sync
+from distdb.internal_http import InternalApp, InternalRequest, RevokedTokenIds, run_read, run_sync
 from tablet_app.services import control, ownership, replica_status, replication, revocations, rows
 from tablet_app.services.access import access_recent, access_record
 
@@ -33,10 +33,6 @@ Msg = TypeVar("Msg", bound=protocol.Message)
 Record = Callable[[Msg, Any], None]  # (request, result): count the call's keys
 
 
-def _objects(msg: Any, result: rows.WireResult) -> dict[str, Any]:
-    return result.as_wire()
-
-
 def _text_or_objects(msg: Any, result: Any) -> dict[str, Any]:
     """With ``cells="text"`` (reads, scans) the cells go out as the stored JSON text."""
     answer: dict[str, Any] = result.as_text_wire() if msg.cells == "text" else result.as_wire()
@@ -48,11 +44,10 @@ def _data_route(
     schema: type[Msg],
     call: Callable[[Msg], rows.WireResult],
     record: Record[Msg],
-    wire: Callable[[Msg, Any], dict[str, Any]] = _objects,
 ) -> None:
     """Serve ``POST /internal/v1/<name>`` to any server: parse the body as ``schema``, run
     ``call`` (one ``rows`` service) and ``record`` (the key-access counts) in one
-    worker-thread hop, answer ``wire(request, result)`` (the result's ``as_wire()``)."""
+    worker-thread hop, answer the result's ``as_wire()``."""
 
     def served(msg: Msg) -> rows.WireResult:
         result = call(msg)
@@ -62,29 +57,54 @@ def _data_route(
     async def handler(request: InternalRequest) -> dict[str, Any]:
         msg: Msg = request.parse(schema)
         result: rows.WireResult = await run_sync(served, msg)
-        return wire(msg, result)
+        return result.as_wire()
+
+    app.route("POST", rf"/internal/v1/{name}", roles=ANY_SERVER)(handler)
+
+
+def _read_route(
+    name: str,
+    schema: type[Msg],
+    call: Callable[[Msg, bool], rows.WireResult],
+    record: Record[Msg],
+) -> None:
+    """As ``_data_route``, for a read-only ``call(request, wait)``: it runs in the reads'
+    pool (``run_read``) with ``wait=False``; one that would have to wait for a write
+    being replicated (``rows.MustWait``) runs again in the general pool, where waiting
+    holds up no other read."""
+
+    def served(msg: Msg, wait: bool) -> rows.WireResult:
+        result = call(msg, wait)
+        record(msg, result)
+        return result
+
+    async def handler(request: InternalRequest) -> dict[str, Any]:
+        msg: Msg = request.parse(schema)
+        try:
+            result = await run_read(served, msg, False)
+        except rows.MustWait:
+            result = await run_sync(served, msg, True)
+        return _text_or_objects(msg, result)
 
     app.route("POST", rf"/internal/v1/{name}", roles=ANY_SERVER)(handler)
 
 
 # The data plane: a client server's reads, scans and writes.
-_data_route(
+_read_route(
     "read",
     protocol.ReadRequest,
-    lambda m: rows.rows_read(m.table, m.keys),
+    lambda m, wait: rows.rows_read(m.table, m.keys, wait=wait),
     lambda m, r: (
         access_record(m.table, m.keys[0], len(m.keys) - len(r.outdated), write=False)
         if m.keys
         else None
     ),
-    _text_or_objects,
 )
-_data_route(
+_read_route(
     "scan",
     protocol.ScanRequest,
-    lambda m: rows.rows_scan(m.table, m.start, m.end, m.limit),
+    lambda m, wait: rows.rows_scan(m.table, m.start, m.end, m.limit, wait=wait),
     lambda m, r: access_record(m.table, m.start, len(r.rows), write=False),
-    _text_or_objects,
 )
 _data_route(
     "mutate",

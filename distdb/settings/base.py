@@ -157,6 +157,15 @@ def database_config(node_id: str) -> dj_database_url.DBConfig:
     return config
 
 
+def read_threads(database: dj_database_url.DBConfig) -> int:
+    """``DISTDB_READ_THREADS``: workers of a tablet server's reads-only pool
+    (``distdb.internal_http.run_read``). One on SQLite, where reading threads only trade
+    the GIL per row; 0 (reads share the general pool) elsewhere: a PostgreSQL read waits
+    on its socket with the GIL released, and one thread would queue reads behind it."""
+    default = 1 if database["ENGINE"] == "django.db.backends.sqlite3" else 0
+    return env_int("DISTDB_READ_THREADS", default, minimum=0, maximum=64)
+
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]

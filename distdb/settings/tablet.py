@@ -3,7 +3,13 @@
 from distdb.env import env_bool, env_float, env_http_url, env_node_id, env_port
 
 from .base import *  # noqa: F403
-from .base import DISTDB_HOST, DISTDB_TOKENS_DIR, INSTALLED_APPS, database_config
+from .base import (
+    DISTDB_HOST,
+    DISTDB_TOKENS_DIR,
+    INSTALLED_APPS,
+    database_config,
+    read_threads,
+)
 
 DISTDB_ROLE = "tablet"
 DISTDB_NODE_ID = env_node_id("DISTDB_NODE_ID", "tablet-1")
@@ -15,6 +21,7 @@ ROOT_URLCONF = "distdb.urls.tablet"
 HOT_PATH_APP = "tablet_app.internal_api.app"
 HOT_PATH_PREFIXES = ("/internal/",)
 DATABASES = {"default": database_config(DISTDB_NODE_ID)}
+DISTDB_READ_THREADS = read_threads(DATABASES["default"])
 DISTDB_METRICS_COLLECTORS = ["tablet_app.metrics.TabletCollector"]
 DISTDB_READINESS_CHECKS = [
     "distdb.health.database_ready",

@@ -11,7 +11,7 @@ from pathlib import Path
 from distdb.env import env_str
 
 from .base import *  # noqa: F403
-from .base import INSTALLED_APPS, database_config
+from .base import INSTALLED_APPS, database_config, read_threads
 
 DISTDB_ROLE = "test"
 DISTDB_NODE_ID = "test"
@@ -38,6 +38,7 @@ HOT_PATH_PREFIXES = ()
 DATABASES = {"default": database_config("test")}
 if env_str("DISTDB_DATABASE_URL", "-") == "-":
     DATABASES["default"]["TEST"] = {"NAME": str(_tmp / "test.sqlite3")}
+DISTDB_READ_THREADS = read_threads(DATABASES["default"])
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast user creation
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 CELERY_BROKER_URL = "memory://"

@@ -62,6 +62,7 @@ from tablet_app.services.ownership import (
 from tablet_app.services.replication import Ticket, shipper, spans_serving
 
 __all__ = [
+    "MustWait",
     "MutateResult",
     "ReadResult",
     "ScanResult",
@@ -78,6 +79,13 @@ _READ_TRIES = 5
 _WRITE_TRIES = 10
 _RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock (PostgreSQL)
 PENDING_WAIT_S = 1.0  # a read of a key whose write is being replicated waits this long
+
+
+class MustWait(Exception):
+    """A read called with ``wait=False`` would have to wait for a write of its keys that
+    is still being replicated. The caller reads again where waiting holds up no one
+    (``tablet_app.internal_api``: the reads' one thread hands such a read to the general
+    pool). Not an error of the request: it never reaches a client."""
 
 
 # --- results --------------------------------------------------------------------------------------
@@ -156,7 +164,7 @@ class MutateResult(WireResult):
 # --- reads ----------------------------------------------------------------------------------------
 
 
-def rows_read(table: str, keys: Sequence[str]) -> ReadResult:
+def rows_read(table: str, keys: Sequence[str], *, wait: bool = True) -> ReadResult:
     """Read rows by stored key.
 
     Rows come in request order, one per request position (a key asked twice is
@@ -164,6 +172,8 @@ def rows_read(table: str, keys: Sequence[str]) -> ReadResult:
     are listed once each in ``outdated`` and the newest metadata is attached. A key
     in a range frozen for a move raises ``RangeFrozen`` (the client server retries):
     the new owner may already serve it, so this copy must not answer (``freezes``).
+    A key of a replicated range whose write is still being replicated is waited for
+    (``PENDING_WAIT_S``), or, with ``wait=False``, raises ``MustWait`` at once.
     """
     for _ in range(_READ_TRIES):
         snapshot = _snapshot(table, keys)
@@ -186,6 +196,8 @@ def rows_read(table: str, keys: Sequence[str]) -> ReadResult:
             # Never answer with a write a failover could still take back: a write marks its
             # keys pending before it commits, so one the fetch may have seen shows here.
             if shipper.any_pending(table, owned):
+                if not wait:
+                    raise MustWait()
                 if not shipper.wait_keys(table, owned, PENDING_WAIT_S):
                     raise LeaderUnavailable("a write of this key is still being replicated")
                 continue  # read again, now that it is on every in-sync follower
@@ -199,12 +211,15 @@ def rows_read(table: str, keys: Sequence[str]) -> ReadResult:
     return ReadResult(rows, list(outdated), metadata)
 
 
-def rows_scan(table: str, start: str, end: str | None, limit: int) -> ScanResult:
+def rows_scan(
+    table: str, start: str, end: str | None, limit: int, *, wait: bool = True
+) -> ScanResult:
     """Rows of [start, end) in key order, at most ``limit``.
 
     The whole range must lie inside one owned range (the client server splits scans
     per tablet); otherwise the answer is ``outdated`` with the newest metadata. A frozen
-    range raises ``RangeFrozen``, as for ``rows_read``.
+    range raises ``RangeFrozen``, and a pending write is waited for (or ``MustWait``
+    raised), as for ``rows_read``.
     """
     if end is not None and end <= start:
         return ScanResult([])
@@ -229,6 +244,8 @@ def rows_scan(table: str, start: str, end: str | None, limit: int) -> ScanResult
             rows = cursor.fetchall()
         if replicated:
             if shipper.any_pending_in(table, start, end):  # as in rows_read
+                if not wait:
+                    raise MustWait()
                 if not shipper.wait_range(table, start, end, PENDING_WAIT_S):
                     raise LeaderUnavailable("a write in this range is still being replicated")
                 continue
