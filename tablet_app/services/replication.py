@@ -23,7 +23,10 @@ commits and waits after the commit until the shipper has passed its entries:
   retryable as it stands); so does a write still unconfirmed after
   ``DISTDB_REPLICATE_WAIT_S`` (the master cannot be reached to drop a dead follower) —
   its keys then stay pending: the shipper never moves past an entry that an in-sync
-  follower may lack.
+  follower may lack. A refusal under a version newer than the leader's own is first
+  waited out (up to ``DISTDB_REPLICATE_TIMEOUT_S``, shipping again under each version
+  the leader applies meanwhile): it is usually the version that dropped that follower
+  (rf lowered, a shrink), not pushed here yet, under which the write needs no copy there.
 
 Reads of a pending key wait until it is replicated (a failover could still take it back),
 so no client ever sees a write that is not on every in-sync replica. On start the shipper
@@ -402,6 +405,7 @@ class Shipper:
         failed: dict[int, str] = {}
         done: set[str] = set()  # followers that have the batch
         behind_since: dict[str, float] = {}
+        newer_since: dict[str, float] = {}  # a follower refused under newer metadata
         while True:
             routes = self._routes()
             version = metadata_version_current()
@@ -438,6 +442,16 @@ class Shipper:
                     retry |= self._drop(node, f"{type(exc).__name__}: {exc}")
                     continue
                 done.add(node)
+                if answer.refused and answer.version > version:
+                    # The follower applied a version this server has not yet: most often
+                    # one that drops it from the in-sync set (rf lowered, a shrink), whose
+                    # push here is on its way. Ship again under that version: to the
+                    # followers it names, or NOT_LED if this server no longer leads.
+                    since = newer_since.setdefault(node, time.monotonic())
+                    if time.monotonic() - since < settings.DISTDB_REPLICATE_TIMEOUT_S:
+                        done.discard(node)
+                        retry = True
+                        continue
                 for seq in answer.refused:
                     failed[seq] = f"{node} does not take this server as the range's leader"
             if not retry:
