@@ -130,9 +130,12 @@ async def test_with_no_reads_pool_reads_share_the_general_one(api, leading, sett
 
 
 async def test_a_read_waiting_for_replication_does_not_hold_up_other_reads(
-    api, leading, pending_a, settings
+    api, leading, pending_a, settings, monkeypatch
 ):
     settings.DISTDB_READ_THREADS = 1
+    # A long wait, so that a read held up behind it (>= 4.9 s) is far from the bound
+    # below even on a loaded machine; the write is released well before it ends.
+    monkeypatch.setattr(rows, "PENDING_WAIT_S", 5.0)
     waiting = asyncio.create_task(api("POST", READ, read_body(T_REPLICATED, ["a"])))
     await asyncio.sleep(0.1)  # it is waiting for the pending write now
     started = time.monotonic()
@@ -140,7 +143,7 @@ async def test_a_read_waiting_for_replication_does_not_hold_up_other_reads(
     scan = await api("POST", SCAN, scan_body(U_PLAIN))
     elapsed = time.monotonic() - started
     assert other.status == 200 and scan.status == 200
-    assert elapsed < 0.5, f"a read of another table waited {elapsed:.2f} s behind it"
+    assert elapsed < 2.0, f"a read of another table waited {elapsed:.2f} s behind it"
     assert not waiting.done()
     await in_thread(replication.shipper.release, pending_a)
     answer = await waiting
