@@ -257,7 +257,7 @@ async def run_sync(fn: Callable[..., Any], *args: Any) -> Any:
 
 async def run_read(fn: Callable[..., Any], *args: Any) -> Any:
     """Run a read-only service function (reads, scans) in the reads' own pool of
-    ``DISTDB_READ_THREADS`` workers, or in the general pool where that is 0.
+    ``DISTDB_READ_THREADS`` workers (callers use ``run_sync`` where that is 0).
 
     Why a pool of its own, and one thread on SQLite: sqlite3 releases the GIL around
     every step of a statement, so threads reading one file at once hand the GIL back and
@@ -267,9 +267,7 @@ async def run_read(fn: Callable[..., Any], *args: Any) -> Any:
     they wait for fsync and replication without holding reads up. ``fn`` must not wait
     for other requests (``rows.MustWait``): one waiting read would hold up all of them.
     """
-    threads = settings.DISTDB_READ_THREADS
-    pool = _pool("distdb-read", threads) if threads else _pool("distdb-db", GENERAL_THREADS)
-    return await _run_in(pool, fn, args)
+    return await _run_in(_pool("distdb-read", settings.DISTDB_READ_THREADS), fn, args)
 
 
 async def _run_in(pool: ThreadPoolExecutor, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:

@@ -68,10 +68,11 @@ def _read_route(
     call: Callable[[Msg, bool], rows.WireResult],
     record: Record[Msg],
 ) -> None:
-    """As ``_data_route``, for a read-only ``call(request, wait)``: it runs in the reads'
-    pool (``run_read``) with ``wait=False``; one that would have to wait for a write
-    being replicated (``rows.MustWait``) runs again in the general pool, where waiting
-    holds up no other read."""
+    """As ``_data_route``, for a read-only ``call(request, wait)``. With a reads' pool
+    (``DISTDB_READ_THREADS``) it runs there with ``wait=False``; one that would have to
+    wait for a write being replicated (``rows.MustWait``) runs again in the general pool,
+    where waiting holds up no other read. Without one it runs, and may wait, in the
+    general pool at once."""
 
     def served(msg: Msg, wait: bool) -> rows.WireResult:
         result = call(msg, wait)
@@ -80,11 +81,12 @@ def _read_route(
 
     async def handler(request: InternalRequest) -> dict[str, Any]:
         msg: Msg = request.parse(schema)
-        try:
-            result = await run_read(served, msg, False)
-        except rows.MustWait:
-            result = await run_sync(served, msg, True)
-        return _text_or_objects(msg, result)
+        if settings.DISTDB_READ_THREADS:
+            try:
+                return _text_or_objects(msg, await run_read(served, msg, False))
+            except rows.MustWait:
+                pass  # read again below, where it may wait
+        return _text_or_objects(msg, await run_sync(served, msg, True))
 
     app.route("POST", rf"/internal/v1/{name}", roles=ANY_SERVER)(handler)
 

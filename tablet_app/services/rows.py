@@ -223,15 +223,8 @@ def rows_scan(
     """
     if end is not None and end <= start:
         return ScanResult([])
-    r, qn = Row._meta, connection.ops.quote_name
-    sql = f"SELECT {qn('key')}, {qn('cells')} FROM {qn(r.db_table)} WHERE {qn('table')} = %s"
-    sql += f" AND {qn('key')} >= %s"
-    params: list[Any] = [table, start]
-    if end is not None:
-        sql += f" AND {qn('key')} < %s"
-        params.append(end)
-    sql += f" ORDER BY {qn('key')} LIMIT %s"
-    params.append(limit)
+    sql = _scan_select(bounded=end is not None)
+    params: list[Any] = [table, start, *([end] if end is not None else []), limit]
     for _ in range(_READ_TRIES):
         spans = spans_read(table)
         if not _covered(spans, start, end):
@@ -255,6 +248,18 @@ def rows_scan(
     else:
         raise RangeFrozen("the ranges changed during every scan attempt; retry shortly")
     return ScanResult(rows)
+
+
+@cache
+def _scan_select(bounded: bool) -> str:
+    """``rows_scan``'s statement: rows of a table from a key, below an end if ``bounded``,
+    in key order, up to a limit (built once per shape, as the reads' statements)."""
+    qn = connection.ops.quote_name
+    sql = f"SELECT {qn('key')}, {qn('cells')} FROM {qn(Row._meta.db_table)} "
+    sql += f"WHERE {qn('table')} = %s AND {qn('key')} >= %s"
+    if bounded:
+        sql += f" AND {qn('key')} < %s"
+    return sql + f" ORDER BY {qn('key')} LIMIT %s"
 
 
 def _covered(spans: Spans, start: str, end: str | None) -> bool:
@@ -317,16 +322,21 @@ def _fetch(table: str, keys: Sequence[str]) -> dict[str, str]:
     """key -> cells text for the keys that have a row, ``IN`` queries of ``CHUNK`` keys."""
     if not keys:
         return {}
-    qn = connection.ops.quote_name
     unique = list(dict.fromkeys(keys))
     found: dict[str, str] = {}
     with connection.cursor() as cursor:
         for i in range(0, len(unique), CHUNK):
             chunk = unique[i : i + CHUNK]
-            select = f"SELECT {qn('key')}, {qn('cells')} {_rows_from(len(chunk))}"
-            cursor.execute(select, [table, *chunk])
+            cursor.execute(_rows_select(len(chunk)), [table, *chunk])
             found.update(cursor.fetchall())
     return found
+
+
+@cache
+def _rows_select(count: int) -> str:
+    """``_fetch``'s statement for ``count`` keys: key and cells of the rows that exist."""
+    qn = connection.ops.quote_name
+    return f"SELECT {qn('key')}, {qn('cells')} {_rows_from(count)}"
 
 
 def _stable(table: str, before: Spans) -> bool:

@@ -112,6 +112,7 @@ async def test_reads_and_scans_run_in_the_reads_thread_and_writes_do_not(
     assert (await api("POST", MUTATE, mutate_body(U_PLAIN, put))).status == 200
     assert len(seen["read"] | seen["scan"]) == 1
     assert next(iter(seen["read"])).startswith("distdb-read")
+    assert seen["mutate"], "the write never reached the service"
     assert all(not name.startswith("distdb-read") for name in seen["mutate"])
 
 
@@ -127,6 +128,27 @@ async def test_with_no_reads_pool_reads_share_the_general_one(api, leading, sett
     monkeypatch.setattr(rows, "rows_read", spy)
     assert (await api("POST", READ, read_body(U_PLAIN, ["x"]))).status == 200
     assert names and all(name.startswith("distdb-db") for name in names)
+
+
+async def test_without_a_reads_pool_a_read_of_a_pending_key_waits_in_one_go(
+    api, leading, pending_a, settings, monkeypatch
+):
+    """No reads' pool (PostgreSQL): nothing to keep free, so the read may wait at once,
+    instead of being refused (``MustWait``) and read a second time."""
+    settings.DISTDB_READ_THREADS = 0
+    calls: list[bool] = []
+    real = rows.rows_read
+
+    def spy(*args, wait=True, **kwargs):
+        calls.append(wait)
+        return real(*args, wait=wait, **kwargs)
+
+    monkeypatch.setattr(rows, "rows_read", spy)
+    waiting = asyncio.create_task(api("POST", READ, read_body(T_REPLICATED, ["a"])))
+    await asyncio.sleep(0.1)
+    await in_thread(replication.shipper.release, pending_a)
+    assert (await waiting).status == 200
+    assert calls == [True]
 
 
 async def test_a_read_waiting_for_replication_does_not_hold_up_other_reads(
@@ -149,3 +171,26 @@ async def test_a_read_waiting_for_replication_does_not_hold_up_other_reads(
     answer = await waiting
     assert answer.status == 200
     assert [row["key"] for row in answer.json()["rows"]] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("url", "env", "threads"),
+    [
+        ("sqlite:///tmp/x.sqlite3", None, 1),
+        ("postgres://u@localhost/db", None, 0),
+        ("sqlite:///tmp/x.sqlite3", "4", 4),
+        ("postgres://u@localhost/db", "2", 2),
+    ],
+)
+def test_the_reads_pool_is_one_thread_on_sqlite_and_none_on_postgresql(
+    url, env, threads, monkeypatch
+):
+    import dj_database_url
+
+    from distdb.settings.base import read_threads
+
+    if env is None:
+        monkeypatch.delenv("DISTDB_READ_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("DISTDB_READ_THREADS", env)
+    assert read_threads(dj_database_url.parse(url)) == threads

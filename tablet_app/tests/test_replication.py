@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import orjson
@@ -382,16 +384,21 @@ def test_the_journal_records_what_a_follower_applied_and_skipped(
     os.close(journal_module._fd)
 
 
-def _shipper_answering(monkeypatch, answers: list[protocol.ReplicateResponse], on_sleep=None):
+@pytest.fixture
+def ship_pool() -> Iterator[ThreadPoolExecutor]:
+    """The sending pool of a shipper under test (a real one starts its own)."""
+    with ThreadPoolExecutor(1) as pool:
+        yield pool
+
+
+def _shipper_answering(monkeypatch, pool, answers: list[protocol.ReplicateResponse], on_sleep=None):
     """A leader's shipper whose followers answer ``answers`` in turn (no HTTP); each pause
     between tries runs ``on_sleep`` in this thread (a metadata push arriving)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from tablet_app.services import replication
     from tablet_app.services.replication import Shipper
 
     shipper = Shipper()
-    shipper._pool = ThreadPoolExecutor(1)
+    shipper._pool = pool
     sent: list[int] = []
 
     def send(url, version, batch):
@@ -410,6 +417,7 @@ def _shipper_answering(monkeypatch, answers: list[protocol.ReplicateResponse], o
 
 def test_a_follower_dropped_by_metadata_the_leader_has_not_applied_yet_fails_no_write(
     monkeypatch,
+    ship_pool,
 ):
     """The follower has a newer version (rf was lowered: it is no longer in the in-sync
     set) and refuses the entries; the leader's copy of that version is on its way. The
@@ -424,38 +432,38 @@ def test_a_follower_dropped_by_metadata_the_leader_has_not_applied_yet_fails_no_
             pushed.append(2)
 
     refused = protocol.ReplicateResponse(applied=0, refused=[7], version=2)
-    shipper, sent = _shipper_answering(monkeypatch, [refused], on_sleep=push_v2)
+    shipper, sent = _shipper_answering(monkeypatch, ship_pool, [refused], on_sleep=push_v2)
     assert shipper._ship([entry(7, "a", cells={})]) == {}
     assert sent == [1]  # at v2 nobody follows the range: nothing more to send
 
 
-def test_a_follower_that_refuses_at_the_leaders_own_version_fails_the_write(monkeypatch):
+def test_a_follower_that_refuses_at_the_leaders_own_version_fails_the_write(monkeypatch, ship_pool):
     metadata_apply(metadata(1, NODE, [OTHER]), NODE)
     refused = protocol.ReplicateResponse(applied=0, refused=[7], version=1)
-    shipper, sent = _shipper_answering(monkeypatch, [refused])
+    shipper, sent = _shipper_answering(monkeypatch, ship_pool, [refused])
     assert shipper._ship([entry(7, "a", cells={})]) == {
         7: f"{OTHER} does not take this server as the range's leader"
     }
 
 
 def test_a_refusal_from_newer_metadata_that_never_reaches_the_leader_fails_in_time(
-    monkeypatch, settings
+    monkeypatch, ship_pool, settings
 ):
     settings.DISTDB_REPLICATE_TIMEOUT_S = 0.05
     metadata_apply(metadata(1, NODE, [OTHER]), NODE)
     refused = protocol.ReplicateResponse(applied=0, refused=[7], version=2)
-    shipper, sent = _shipper_answering(monkeypatch, [refused])
+    shipper, sent = _shipper_answering(monkeypatch, ship_pool, [refused])
     failed = shipper._ship([entry(7, "a", cells={})])
     assert failed == {7: f"{OTHER} does not take this server as the range's leader"}
     assert len(sent) > 1  # it waited for the newer metadata before giving up
 
 
-def test_a_leader_deposed_by_the_newer_metadata_fails_the_write(monkeypatch):
+def test_a_leader_deposed_by_the_newer_metadata_fails_the_write(monkeypatch, ship_pool):
     metadata_apply(metadata(1, NODE, [OTHER]), NODE)
 
     def failover() -> None:
         metadata_apply(metadata(2, OTHER, [NODE]), NODE)
 
     refused = protocol.ReplicateResponse(applied=0, refused=[7], version=2)
-    shipper, _ = _shipper_answering(monkeypatch, [refused], on_sleep=failover)
+    shipper, _ = _shipper_answering(monkeypatch, ship_pool, [refused], on_sleep=failover)
     assert list(shipper._ship([entry(7, "a", cells={})])) == [7]
