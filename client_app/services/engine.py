@@ -170,12 +170,12 @@ async def route_keys(table: str, keys: Sequence[str], send: Send) -> list[Any]:
         for i in unrouted:  # a gap in this version: the metadata is changing
             outcome.retry[i] = Outdated("no tablet serves this key in this metadata version")
         timeout_s = call_timeout_s(deadline)
-        batches = await asyncio.gather(
-            *(
-                _guarded(send, tablet, routing.version, indexes, timeout_s)
-                for tablet, indexes in groups.values()
-            )
-        )
+        calls = [
+            _guarded(send, tablet, routing.version, indexes, timeout_s)
+            for tablet, indexes in groups.values()
+        ]
+        # One tablet (every point read): awaited here, without gather's task per call.
+        batches = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         for batch in batches:
             outcome.merge(batch)
         for i, value in outcome.done.items():
