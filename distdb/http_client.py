@@ -197,8 +197,8 @@ class HttpClient:
         if pool is None:
             pool = self._hosts[(host, port)] = _Host()
         loop = asyncio.get_running_loop()
-        now = loop.time()
         while True:
+            now = loop.time()
             while pool.idle:
                 conn = pool.idle.pop()  # the most recently used: the least likely to be stale
                 if not conn.closed and now - conn.idle_since < self.idle_s:
@@ -228,9 +228,11 @@ class HttpClient:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(_Connection, host, port), timeout
             )
-        except TimeoutError:
+        except TimeoutError as exc:
             pool.open -= 1
             self._wake(pool)
+            if exc.errno is not None:  # the kernel gave up connecting (ETIMEDOUT), not us
+                raise ConnectFailed(f"cannot connect to {host}:{port}: {exc}") from exc
             raise
         except BaseException as exc:
             pool.open -= 1

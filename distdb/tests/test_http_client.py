@@ -6,6 +6,7 @@ its transports are not ``asyncio.Transport`` subclasses)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -347,3 +348,17 @@ async def test_an_answer_nobody_asked_for_is_never_taken_for_the_next_call() -> 
         await asyncio.sleep(0.05)
         assert await client.request("GET", url, timeout_s=5) == (200, b"fresh")
         assert peer.connections == 2
+
+
+@both_loops
+async def test_a_connect_the_kernel_timed_out_is_connect_failed_not_our_timeout() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ETIMEDOUT, "Connection timed out")  # a TimeoutError, with errno
+
+    loop.create_connection = refuse  # type: ignore[method-assign]
+    client = HttpClient()
+    with pytest.raises(ConnectFailed):
+        await client.request("GET", "http://127.0.0.1:9/", timeout_s=5)
+    await client.close()
