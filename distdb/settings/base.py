@@ -129,6 +129,9 @@ TEMPLATES = [
 ASGI_APPLICATION = "distdb.asgi.application"
 
 
+SQLITE_ENGINE = "distdb.sqlite_backend"
+
+
 def database_config(node_id: str) -> dj_database_url.DBConfig:
     """DISTDB_DATABASE_URL (PostgreSQL in production), else a SQLite file under the data dir."""
     url = env_str("DISTDB_DATABASE_URL", f"sqlite:///{DISTDB_DATA_DIR / (node_id + '.sqlite3')}")
@@ -139,6 +142,8 @@ def database_config(node_id: str) -> dj_database_url.DBConfig:
 
         raise ImproperlyConfigured(f"DISTDB_DATABASE_URL={url!r} is not valid: {exc}") from exc
     if config["ENGINE"] == "django.db.backends.sqlite3":
+        # Django's backend, with one process's writers queueing in order (its docstring)
+        config["ENGINE"] = SQLITE_ENGINE
         Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
         config["CONN_MAX_AGE"] = None  # one connection per thread for the life of the process
         config["CONN_HEALTH_CHECKS"] = False
@@ -162,7 +167,7 @@ def read_threads(database: dj_database_url.DBConfig) -> int:
     (``distdb.internal_http.run_read``). One on SQLite, where reading threads only trade
     the GIL per row; 0 (reads share the general pool) elsewhere: a PostgreSQL read waits
     on its socket with the GIL released, and one thread would queue reads behind it."""
-    default = 1 if database["ENGINE"] == "django.db.backends.sqlite3" else 0
+    default = 1 if database["ENGINE"] in (SQLITE_ENGINE, "django.db.backends.sqlite3") else 0
     return env_int("DISTDB_READ_THREADS", default, minimum=0, maximum=64)
 
 

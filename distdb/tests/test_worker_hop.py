@@ -11,6 +11,10 @@ import pytest
 
 from distdb.internal_http import run_read, run_sync
 
+# Each worker first drops a connection the database closed (close_old_connections), which
+# may touch a connection an earlier test left in that thread.
+pytestmark = pytest.mark.django_db(transaction=True)
+
 marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="")
 
 
