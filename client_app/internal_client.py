@@ -39,8 +39,7 @@ from distdb.errors import (
     error_from_dict,
 )
 from distdb.http_client import ConnectFailed, HttpClient
-from distdb.logs import HEADER as REQUEST_ID_HEADER
-from distdb.logs import request_id
+from distdb.logs import request_id_headers
 
 from .breaker import breakers
 
@@ -94,11 +93,8 @@ async def _call(
     unavailable: type[Unavailable],
     peer: str,
 ) -> tuple[int, bytes]:
-    headers = [("Authorization", f"Bearer {own_token()}")]
     # The request id goes along so the tablet's log lines match the client's (distdb.logs).
-    rid = request_id.get()
-    if rid:
-        headers.append((REQUEST_ID_HEADER, rid))
+    headers = [("Authorization", f"Bearer {own_token()}"), *request_id_headers().items()]
     if body is not None:
         headers.append(("Content-Type", "application/json"))
     try:

@@ -167,7 +167,7 @@ def read_threads(database: dj_database_url.DBConfig) -> int:
     (``distdb.internal_http.run_read``). One on SQLite, where reading threads only trade
     the GIL per row; 0 (reads share the general pool) elsewhere: a PostgreSQL read waits
     on its socket with the GIL released, and one thread would queue reads behind it."""
-    default = 1 if database["ENGINE"] in (SQLITE_ENGINE, "django.db.backends.sqlite3") else 0
+    default = 1 if database["ENGINE"] == SQLITE_ENGINE else 0
     return env_int("DISTDB_READ_THREADS", default, minimum=0, maximum=64)
 
 

@@ -185,12 +185,11 @@ async def test_a_read_waiting_for_replication_does_not_hold_up_other_reads(
 def test_the_reads_pool_is_one_thread_on_sqlite_and_none_on_postgresql(
     url, env, threads, monkeypatch
 ):
-    import dj_database_url
-
-    from distdb.settings.base import read_threads
+    from distdb.settings.base import database_config, read_threads
 
     if env is None:
         monkeypatch.delenv("DISTDB_READ_THREADS", raising=False)
     else:
         monkeypatch.setenv("DISTDB_READ_THREADS", env)
-    assert read_threads(dj_database_url.parse(url)) == threads
+    monkeypatch.setenv("DISTDB_DATABASE_URL", url)  # as a role's settings module sees it
+    assert read_threads(database_config("tablet-1")) == threads
